@@ -1,0 +1,45 @@
+"""Region Attention Networks for pose- and occlusion-robust facial expression recognition.
+
+``import ran`` registers the RAN model family in timm (``timm.create_model('ran_resnet18')``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ran.losses import RANCriterion, RegionBiasedLoss
+from ran.models import RANOutput, RegionAttentionNet
+from ran.regions import REGION_PRESETS, crop_regions, resolve_regions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REGION_PRESETS",
+    "RANCriterion",
+    "RANOutput",
+    "RegionAttentionNet",
+    "RegionBiasedLoss",
+    "__version__",
+    "crop_regions",
+    "from_pretrained",
+    "predict",
+    "push_to_hub",
+    "resolve_regions",
+    "save_pretrained",
+]
+
+# Layers above the model load lazily: `import ran` stays a model-only import.
+_LAZY = {
+    "from_pretrained": "ran.hub",
+    "save_pretrained": "ran.hub",
+    "push_to_hub": "ran.hub",
+    "predict": "ran.predict",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ran' has no attribute {name!r}")

@@ -1,0 +1,33 @@
+"""Class names of the FER datasets, in each dataset's own label order.
+
+Kept free of heavy imports: the model configs, the data builders and the CLI all read them.
+"""
+
+from __future__ import annotations
+
+# FERPlus order (microsoft/FERPlus label.csv vote columns 0..7).
+FERPLUS_CLASSES: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+)
+
+# RAF-DB basic, official labels 1..7 shifted to 0..6.
+RAFDB_CLASSES: tuple[str, ...] = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+# AffectNet expression codes 0..7 (8+ are not expressions).
+AFFECTNET_CLASSES: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "sadness",
+    "surprise",
+    "fear",
+    "disgust",
+    "anger",
+    "contempt",
+)

@@ -1,0 +1,586 @@
+"""Region Attention Network (Wang et al., IEEE TIP 2020, arXiv 1905.04075) as a timm model.
+
+The model takes whole face images, cuts K regions itself (region 0 is the whole face), runs every
+region of the batch through ONE shared timm backbone in a single (B*K)-image call, and pools the
+region features with self-attention and relation-attention before the classifier.
+
+timm's feature / head contract maps onto RAN like this:
+  * ``forward_features(images)`` -> ``[f_i ; F_m]`` per region as (B, 2C, K, 1): the "unpooled" map,
+    one column per region (pool_size = (K, 1));
+  * ``forward_head(x)`` is the relation-attention pooling over regions, then the classifier;
+    ``global_pool=''`` returns the unpooled region map;
+  * ``features_only=True`` gives the shared backbone's feature pyramid on the whole face.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+import torch
+from timm.layers import register_notrace_function
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._pretrained import PretrainedCfg
+from timm.models._registry import get_pretrained_cfg
+from torch import nn
+
+from ran.labels import FERPLUS_CLASSES
+from ran.regions import REGION_PRESETS, Box, crop_regions, resolve_regions
+
+_logger = logging.getLogger(__name__)
+
+ATTENTION_MODES = ("softmax", "sigmoid")
+GLOBAL_POOLS = ("attention", "")
+
+
+@dataclass
+class RANOutput:
+    """What one RAN forward pass produces: the logits and the region weights used in the pooling.
+
+    ``alpha`` are the self-attention weights (the region-biased loss reads them), ``beta`` the
+    relation-attention weights, both (B, K); ``region_features`` the backbone features (B, K, C).
+    """
+
+    logits: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    region_features: torch.Tensor
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Per-region share of the final pooled feature: alpha_i * beta_i normalised over regions."""
+        w = self.alpha * self.beta
+        return w / w.sum(dim=1, keepdim=True)
+
+
+@torch.jit.ignore
+def _check_images(images: torch.Tensor, in_chans: int) -> None:
+    if images.dim() != 4:
+        raise ValueError(f"images: expected a (B, {in_chans}, H, W) tensor, got shape {tuple(images.shape)}")
+    if images.shape[1] != in_chans:
+        raise ValueError(
+            f"images: expected {in_chans} channels (B, {in_chans}, H, W), got shape {tuple(images.shape)}"
+        )
+    if images.shape[2] < 2 or images.shape[3] < 2:
+        raise ValueError(f"images: expected H, W >= 2, got shape {tuple(images.shape)}")
+
+
+@torch.jit.ignore
+def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int) -> None:
+    if boxes.dim() not in (2, 3) or boxes.shape[-2:] != (num_regions, 4):
+        raise ValueError(
+            f"boxes: expected ({num_regions}, 4) or (B, {num_regions}, 4) fractional boxes, "
+            f"got shape {tuple(boxes.shape)}"
+        )
+    if boxes.dim() == 3 and boxes.shape[0] != batch_size:
+        raise ValueError(f"boxes: expected a batch of {batch_size} box lists, got {boxes.shape[0]}")
+
+
+def cut_regions(
+    images: torch.Tensor,
+    boxes: Optional[torch.Tensor],
+    default_boxes: torch.Tensor,
+    region_size: list[int],
+    in_chans: int,
+) -> torch.Tensor:
+    """Validated crop of every region of every image, flattened to (B*K, C, h, w) for the backbone."""
+    if boxes is None:
+        boxes = default_boxes
+    _check_images(images, in_chans)
+    _check_boxes(boxes, images.shape[0], default_boxes.shape[0])
+    crops = crop_regions(images, boxes, (region_size[0], region_size[1]))
+    return crops.flatten(0, 1)
+
+
+def _check_region_batch(
+    regions: torch.Tensor, num_regions: int, in_chans: int, region_size: list[int]
+) -> None:
+    expected = f"(B, {num_regions}, {in_chans}, {region_size[0]}, {region_size[1]})"
+    if regions.dim() != 5:
+        raise ValueError(f"regions: expected a {expected} tensor, got shape {tuple(regions.shape)}")
+    if regions.shape[1] != num_regions:
+        raise ValueError(
+            f"regions: expected K={num_regions} regions (the model's region list), got {regions.shape[1]}"
+        )
+    if regions.shape[2] != in_chans or list(regions.shape[3:]) != list(region_size):
+        raise ValueError(f"regions: expected {expected}, got shape {tuple(regions.shape)}")
+
+
+# FX tracing (timm's feature extraction) treats these as leaves: they branch on shapes.
+register_notrace_function(cut_regions)
+register_notrace_function(_check_region_batch)
+
+
+def _normalise(scores: torch.Tensor, mode: str) -> torch.Tensor:
+    """sigmoid, then (original code) a softmax across the region axis."""
+    weights = torch.sigmoid(scores)
+    if mode == "softmax":
+        weights = torch.softmax(weights, dim=1)
+    return weights
+
+
+class RegionAttentionNet(nn.Module):
+    """RAN: a shared backbone over K face regions, self-attention + relation-attention pooling.
+
+    Args:
+        backbone: any timm model name (created with ``num_classes=0``), or an ``nn.Module`` whose
+            forward returns pooled (N, C) features and which has ``num_features``.
+        num_classes: classes of the classifier (0: return the pooled 2C feature).
+        regions: a preset name (``ferplus6``, ``affectnet8``) or a list of (x0, y0, x1, y1) fractions;
+            region 0 should be the whole face (the region-biased loss compares against it).
+        region_size: side (or (h, w)) every region is resampled to before the backbone.
+        attention: ``'softmax'`` (the original code: sigmoid then softmax over regions) or
+            ``'sigmoid'`` (the paper's formulas).
+        drop_rate: dropout before the classifier.
+        global_pool: ``'attention'`` (RAN pooling) or ``''`` (return the (B, 2C, K, 1) region map).
+        backbone_pretrained: load timm's pretrained weights for the backbone where timm has them.
+        backbone_file: a local backbone checkpoint (.pth/.pth.tar/.safetensors) to load; missing and
+            unexpected keys are logged and kept in ``backbone_load_report``.
+        backbone_kwargs: extra keyword arguments for ``timm.create_model`` of the backbone.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet18",
+        num_classes: int = 8,
+        regions: str | Sequence[Sequence[float]] | None = "ferplus6",
+        region_size: int | Sequence[int] = 224,
+        attention: str = "softmax",
+        drop_rate: float = 0.0,
+        global_pool: str = "attention",
+        in_chans: int = 3,
+        backbone_pretrained: bool = False,
+        backbone_file: str | Path | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention: expected one of {ATTENTION_MODES}, got {attention!r}")
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
+        if isinstance(region_size, int):
+            region_size = (region_size, region_size)
+        region_size = [int(s) for s in region_size]
+        if len(region_size) != 2 or min(region_size) < 8:
+            raise ValueError(f"region_size: expected an int or (h, w) of at least 8 px, got {region_size}")
+        dd = {"device": device, "dtype": dtype}
+
+        self.boxes: tuple[Box, ...] = resolve_regions(regions)
+        self.num_regions = len(self.boxes)
+        self.region_size = region_size
+        self.attention = attention
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.global_pool = global_pool
+        self.output_fmt = "NCHW"
+
+        if isinstance(backbone, str):
+            self.backbone_name = backbone
+            try:
+                self.backbone = timm.create_model(
+                    backbone,
+                    pretrained=backbone_pretrained,
+                    num_classes=0,
+                    in_chans=in_chans,
+                    **dd,
+                    **(backbone_kwargs or {}),
+                )
+            except RuntimeError as err:
+                if "Unknown model" in str(err):
+                    raise ValueError(
+                        f"backbone: unknown timm model {backbone!r} (see timm.list_models())"
+                    ) from None
+                raise
+        else:
+            self.backbone_name = type(backbone).__name__
+            self.backbone = backbone
+        feature_dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.region_feature_dim = int(feature_dim)
+        self.num_features = self.head_hidden_size = 2 * self.region_feature_dim
+        self.feature_info = getattr(self.backbone, "feature_info", [])
+
+        # Fixed boxes live in a non-persistent buffer so they follow .to(device) but stay out of
+        # checkpoints (the config records them).
+        self.register_buffer(
+            "region_boxes", torch.tensor(self.boxes, dtype=torch.float32, device=device), persistent=False
+        )
+        self.self_attention = nn.Linear(self.region_feature_dim, 1, **dd)
+        self.relation_attention = nn.Linear(self.num_features, 1, **dd)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+        self.backbone_load_report: dict[str, list[str]] | None = None
+        if backbone_file is not None:
+            self.backbone_load_report = self.load_backbone(backbone_file)
+
+    # --- timm model API -------------------------------------------------------------------------
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        inner = (
+            self.backbone.group_matcher(coarse=coarse) if hasattr(self.backbone, "group_matcher") else None
+        )
+        if not inner:
+            return {"stem": r"^backbone\.(?!.*\d)", "blocks": r"^backbone\.[^.]*?(\d+)"}
+
+        def prefix(pattern: str) -> str:
+            return r"^backbone\.(?:" + pattern.lstrip("^") + ")"
+
+        out: dict[str, Any] = {}
+        for key, value in inner.items():
+            if isinstance(value, str):
+                out[key] = prefix(value)
+            else:
+                out[key] = [(prefix(p), idx) for p, idx in value]
+        return out
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        ref = next(self.parameters())
+        self.fc = (
+            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            if num_classes > 0
+            else nn.Identity()
+        )
+        self.fc.train(self.training)
+
+    @torch.jit.ignore
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Any:
+        """The shared backbone's intermediate maps on the whole face (the input image)."""
+        if not hasattr(self.backbone, "forward_intermediates"):
+            raise ValueError(f"backbone {self.backbone_name!r} has no forward_intermediates()")
+        _check_images(x, self.in_chans)
+        return self.backbone.forward_intermediates(
+            x,
+            indices=indices,
+            norm=norm,
+            stop_early=stop_early,
+            output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        take = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
+        if prune_head:
+            self.self_attention = nn.Identity()
+            self.relation_attention = nn.Identity()
+            self.reset_classifier(0, "")
+        return take
+
+    # --- RAN ------------------------------------------------------------------------------------
+    def cut(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Regions of each image as (B, K, C, h, w): the model's boxes, or ``boxes`` (K, 4) / (B, K, 4)."""
+        crops = cut_regions(images, boxes, self.region_boxes, self.region_size, self.in_chans)
+        return crops.unflatten(0, (-1, self.num_regions))
+
+    def _region_features(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B*K, C, h, w) crops -> (B, K, C) features in ONE backbone call."""
+        feats = self.backbone(crops)
+        return feats.reshape(-1, self.num_regions, self.region_feature_dim)
+
+    def _self_attention(self, feats: torch.Tensor) -> torch.Tensor:
+        return _normalise(self.self_attention(feats).squeeze(-1), self.attention)
+
+    def _pair_features(self, feats: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """[f_i ; F_m] for every region, F_m the alpha-weighted mean of the region features."""
+        global_feat = (alpha.unsqueeze(-1) * feats).sum(1) / alpha.sum(1, keepdim=True)
+        return torch.cat([feats, global_feat.unsqueeze(1).expand_as(feats)], dim=-1)
+
+    def _relation_pool(self, pairs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        beta = _normalise(self.relation_attention(pairs).squeeze(-1), self.attention)
+        weights = alpha * beta
+        pooled = (weights.unsqueeze(-1) * pairs).sum(1) / weights.sum(1, keepdim=True)
+        return pooled, beta
+
+    def _features_from_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        feats = self._region_features(crops)
+        pairs = self._pair_features(feats, self._self_attention(feats))
+        return pairs.transpose(1, 2).unsqueeze(-1)  # (B, 2C, K, 1)
+
+    def forward_features(self, x: torch.Tensor, boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> per-region [f_i ; F_m] as (B, 2C, K, 1)."""
+        return self._features_from_crops(
+            cut_regions(x, boxes, self.region_boxes, self.region_size, self.in_chans)
+        )
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Relation-attention pooling over the region axis, then dropout and the classifier."""
+        if self.global_pool == "":
+            return x
+        pairs = x.squeeze(-1).transpose(1, 2)  # (B, K, 2C)
+        alpha = self._self_attention(pairs[..., : self.region_feature_dim])
+        pooled, _ = self._relation_pool(pairs, alpha)
+        pooled = self.head_drop(pooled)
+        return pooled if pre_logits else self.fc(pooled)
+
+    def forward(self, x: torch.Tensor, boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Face images (B, C, H, W), any H and W -> logits (B, num_classes)."""
+        return self.forward_head(self.forward_features(x, boxes))
+
+    @torch.jit.ignore
+    def forward_regions(self, regions: torch.Tensor) -> RANOutput:
+        """Pre-cut regions (B, K, C, h, w) -> logits and the attention weights the loss needs."""
+        _check_region_batch(regions, self.num_regions, self.in_chans, self.region_size)
+        feats = self._region_features(regions.flatten(0, 1))
+        alpha = self._self_attention(feats)
+        pooled, beta = self._relation_pool(self._pair_features(feats, alpha), alpha)
+        logits = self.fc(self.head_drop(pooled))
+        return RANOutput(logits=logits, alpha=alpha, beta=beta, region_features=feats)
+
+    @torch.jit.ignore
+    def forward_with_attention(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> RANOutput:
+        """``forward`` that also returns the attention weights (training with the RB loss, pictures)."""
+        return self.forward_regions(self.cut(images, boxes))
+
+    # --- backbone utilities ----------------------------------------------------------------------
+    @torch.jit.ignore
+    def load_backbone(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
+        """Load a local backbone checkpoint; report (and log) missing and unexpected keys."""
+        from ran.models.checkpoint import load_state_dict_file
+
+        state = load_state_dict_file(path)
+        state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+        own = self.backbone.state_dict()
+        shape_mismatch = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if shape_mismatch:
+            details = ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape_mismatch[:5]
+            )
+            raise ValueError(
+                f"backbone_file {path}: tensor shapes do not fit backbone {self.backbone_name}: {details}"
+            )
+        result = self.backbone.load_state_dict(state, strict=strict)
+        report = {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys)}
+        loaded = len(own) - len(report["missing_keys"])
+        _logger.warning(
+            "backbone_file %s: loaded %d/%d tensors; missing %d %s; unexpected %d %s",
+            path,
+            loaded,
+            len(own),
+            len(report["missing_keys"]),
+            report["missing_keys"][:8],
+            len(report["unexpected_keys"]),
+            report["unexpected_keys"][:8],
+        )
+        return report
+
+    @torch.jit.ignore
+    def freeze_backbone(self, up_to: str | int = "all") -> list[str]:
+        """Freeze the backbone from its stem up to and including the named stage.
+
+        ``up_to``: ``'all'``, ``'stem'``, a stage index (0 = stem) or a module name such as
+        ``'layer2'``; stages follow timm's group matcher of the backbone. Frozen BatchNorm layers
+        become FrozenBatchNorm2d. Returns the frozen top-level module names.
+        """
+        from timm.models._manipulate import group_with_matcher
+        from timm.utils.model import freeze
+
+        names = [n for n, _ in self.backbone.named_parameters()]
+        if up_to == "all":
+            modules = sorted({n.split(".")[0] for n in names})
+        else:
+            if not hasattr(self.backbone, "group_matcher"):
+                raise ValueError(f"up_to: backbone {self.backbone_name!r} has no stage groups; use 'all'")
+            groups = group_with_matcher(
+                self.backbone.named_parameters(),
+                self.backbone.group_matcher(coarse=True),
+                return_values=False,
+            )
+            ordered = list(groups.values())
+            if up_to == "stem":
+                last = 0
+            elif isinstance(up_to, int) or str(up_to).isdigit():
+                last = int(up_to)
+            else:
+                hits = [i for i, g in enumerate(ordered) if any(n.split(".")[0] == up_to for n in g)]
+                if not hits:
+                    tops = sorted({n.split(".")[0] for n in names})
+                    raise ValueError(
+                        f"up_to: no stage named {up_to!r} in the backbone; expected one of {tops}"
+                    )
+                last = max(hits)
+            if not 0 <= last < len(ordered):
+                raise ValueError(f"up_to: stage index {last} out of range 0..{len(ordered) - 1}")
+            modules = sorted({n.split(".")[0] for g in ordered[: last + 1] for n in g})
+        freeze(self.backbone, modules)
+        return modules
+
+    @torch.jit.ignore
+    def ran_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this model (saved beside the weights)."""
+        return {
+            "backbone": self.backbone_name,
+            "regions": [list(b) for b in self.boxes],
+            "region_size": list(self.region_size),
+            "attention": self.attention,
+            "drop_rate": self.drop_rate,
+        }
+
+
+def _resolve_cfg(variant: str, kwargs: dict[str, Any]) -> PretrainedCfg:
+    cfg = kwargs.pop("pretrained_cfg", None)
+    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    if cfg is None:
+        cfg = get_pretrained_cfg(variant)
+    elif isinstance(cfg, dict):
+        cfg = PretrainedCfg(**cfg)
+    if overlay:
+        cfg = PretrainedCfg(**{**cfg.to_dict(remove_null=False), **overlay})
+    return cfg
+
+
+def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """Build a RAN; ``pretrained`` loads RAN weights where the config has them (Hub / local folder),
+    otherwise timm's pretrained weights for the backbone alone."""
+    cfg = _resolve_cfg(variant, kwargs)
+    load_ran_weights = pretrained and cfg.has_weights
+    kwargs.setdefault("backbone_pretrained", pretrained and not load_ran_weights)
+    return build_model_with_cfg(
+        RegionAttentionNet,
+        variant,
+        load_ran_weights,
+        pretrained_cfg=cfg,
+        feature_cfg={"feature_cls": "getter"},
+        **kwargs,
+    )
+
+
+def _cfg(
+    num_regions: int = 6, input_size: int = 224, first_conv: str = "backbone.conv1", **kwargs: Any
+) -> dict:
+    return {
+        "url": "",
+        "num_classes": len(FERPLUS_CLASSES),
+        "label_names": FERPLUS_CLASSES,
+        "input_size": (3, input_size, input_size),
+        "pool_size": (num_regions, 1),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        # The original fed ToTensor() pixels (0..1) without mean/std normalisation.
+        "mean": (0.0, 0.0, 0.0),
+        "std": (1.0, 1.0, 1.0),
+        "first_conv": first_conv,
+        "classifier": "fc",
+        "paper_name": "Region Attention Networks for Pose and Occlusion Robust Facial Expression Recognition",
+        "paper_ids": "arXiv:1905.04075",
+        "notes": ("regions: ferplus6 (region 0 = whole face)",),
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "ran": _cfg(),
+        "ran_resnet18": _cfg(),
+        "ran_resnet34": _cfg(),
+        "ran_resnet50": _cfg(),
+        "ran_resnet101": _cfg(),
+        "ran_iresnet18": _cfg(input_size=112),
+        "ran_iresnet34": _cfg(input_size=112),
+        "ran_iresnet50": _cfg(input_size=112),
+        "ran_iresnet100": _cfg(input_size=112),
+        "ran_vgg16": _cfg(first_conv="backbone.features.0"),
+    }
+)
+
+# backbone and region size of each named RAN; every other constructor argument can be overridden.
+RAN_VARIANTS: dict[str, dict[str, Any]] = {
+    "ran": {"backbone": "resnet18", "region_size": 224},
+    **{f"ran_resnet{d}": {"backbone": f"resnet{d}", "region_size": 224} for d in (18, 34, 50, 101)},
+    **{f"ran_iresnet{d}": {"backbone": f"iresnet{d}", "region_size": 112} for d in (18, 34, 50, 100)},
+    "ran_vgg16": {"backbone": "vgg16", "region_size": 224},
+}
+assert set(RAN_VARIANTS) == set(default_cfgs.keys()) and "ferplus6" in REGION_PRESETS
+
+
+def _variant(name: str, pretrained: bool, kwargs: dict[str, Any]) -> RegionAttentionNet:
+    return _create_ran(name, pretrained, **{**RAN_VARIANTS[name], **kwargs})
+
+
+@register_model
+def ran(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN over any timm backbone: ``timm.create_model('ran', backbone='convnext_atto')``."""
+    return _variant("ran", pretrained, kwargs)
+
+
+@register_model
+def ran_resnet18(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with a ResNet-18 backbone (the paper's main model)."""
+    return _variant("ran_resnet18", pretrained, kwargs)
+
+
+@register_model
+def ran_resnet34(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with a ResNet-34 backbone."""
+    return _variant("ran_resnet34", pretrained, kwargs)
+
+
+@register_model
+def ran_resnet50(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with a ResNet-50 backbone (the reimplementation's)."""
+    return _variant("ran_resnet50", pretrained, kwargs)
+
+
+@register_model
+def ran_resnet101(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with a ResNet-101 backbone (the reimplementation's)."""
+    return _variant("ran_resnet101", pretrained, kwargs)
+
+
+@register_model
+def ran_iresnet18(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with an ArcFace IResNet-18 backbone (112 px regions)."""
+    return _variant("ran_iresnet18", pretrained, kwargs)
+
+
+@register_model
+def ran_iresnet34(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with an ArcFace IResNet-34 backbone (112 px regions)."""
+    return _variant("ran_iresnet34", pretrained, kwargs)
+
+
+@register_model
+def ran_iresnet50(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with an ArcFace IResNet-50 backbone (112 px regions)."""
+    return _variant("ran_iresnet50", pretrained, kwargs)
+
+
+@register_model
+def ran_iresnet100(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with an ArcFace IResNet-100 backbone (112 px regions)."""
+    return _variant("ran_iresnet100", pretrained, kwargs)
+
+
+@register_model
+def ran_vgg16(pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
+    """RAN with a VGG-16 backbone (the paper's second backbone)."""
+    return _variant("ran_vgg16", pretrained, kwargs)

@@ -1,0 +1,270 @@
+import pytest
+import timm
+import torch
+from reference import reference_logits, reference_regions
+
+import ran
+from ran import RANCriterion, RegionAttentionNet, RegionBiasedLoss
+from ran.labels import FERPLUS_CLASSES
+from ran.regions import REGION_PRESETS, crop_regions, jitter_boxes, landmark_regions, random_crop_boxes
+
+SMALL = {"backbone": "test_resnet", "region_size": 32}
+
+
+def small_model(**kw) -> RegionAttentionNet:
+    torch.manual_seed(0)
+    model = RegionAttentionNet(**{**SMALL, **kw}).double().eval()
+    # non-trivial head weights so attention varies across regions
+    for lin in (model.self_attention, model.relation_attention):
+        torch.nn.init.normal_(lin.weight, std=0.5)
+    return model
+
+
+@pytest.mark.parametrize("attention", ["softmax", "sigmoid"])
+def test_forward_regions_matches_per_region_reference(attention):
+    model = small_model(attention=attention, region_size=64)  # 48 px faces upsampled, as in the original
+    images = torch.rand(3, 3, 48, 48, dtype=torch.float64)
+    regions = reference_regions(images, model.boxes, (64, 64))
+    out = model.forward_regions(regions)
+    ref_logits, ref_alpha = reference_logits(model, regions, attention)
+    torch.testing.assert_close(out.logits, ref_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.alpha, ref_alpha, rtol=0, atol=1e-5)
+    # model(images) cuts its own regions: the same crops, the same logits
+    torch.testing.assert_close(model(images), ref_logits, rtol=0, atol=1e-5)
+    assert not torch.allclose(out.alpha, out.alpha[:, :1].expand_as(out.alpha)), (
+        "attention should differ by region"
+    )
+
+
+def test_softmax_and_sigmoid_modes_differ_and_normalise():
+    images = torch.rand(2, 3, 48, 48, dtype=torch.float64)
+    soft = small_model(attention="softmax").forward_with_attention(images)
+    sig = small_model(attention="sigmoid").forward_with_attention(images)
+    torch.testing.assert_close(soft.alpha.sum(1), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(soft.beta.sum(1), torch.ones(2, dtype=torch.float64))
+    assert ((sig.alpha > 0) & (sig.alpha < 1)).all()
+    assert not torch.allclose(soft.logits, sig.logits)
+    torch.testing.assert_close(soft.weights.sum(1), torch.ones(2, dtype=torch.float64))
+
+
+def test_crop_matches_reference_for_any_input_size():
+    images = torch.rand(2, 3, 37, 53, dtype=torch.float64)
+    boxes = REGION_PRESETS["affectnet8"]
+    crops = crop_regions(images, torch.tensor(boxes, dtype=torch.float64), (64, 64))
+    torch.testing.assert_close(crops, reference_regions(images, boxes, (64, 64)), rtol=0, atol=1e-10)
+    whole = crop_regions(images, torch.tensor([[0.0, 0.0, 1.0, 1.0]]), (37, 53))
+    torch.testing.assert_close(whole[:, 0], images)  # identity resampling
+
+
+def test_region_permutation_changes_nothing_but_order():
+    model = small_model()
+    images = torch.rand(2, 3, 48, 48, dtype=torch.float64)
+    perm = [3, 1, 0, 5, 2, 4]
+    permuted = small_model(regions=[model.boxes[i] for i in perm])
+    permuted.load_state_dict(model.state_dict())
+    a, b = model.forward_with_attention(images), permuted.forward_with_attention(images)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.alpha[:, perm], b.alpha)
+
+
+def test_backbone_runs_once_on_all_regions():
+    model = small_model()
+    calls = []
+    model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    model(torch.rand(4, 3, 48, 48, dtype=torch.float64))
+    assert calls == [torch.Size([4 * 6, 3, 32, 32])]
+
+
+def test_per_image_boxes_landmarks_jitter_random():
+    model = small_model()
+    images = torch.rand(2, 3, 48, 48, dtype=torch.float64)
+    shared = model.region_boxes.double()
+    per_image = shared.expand(2, -1, -1)
+    torch.testing.assert_close(model(images, per_image), model(images))
+    jit = jitter_boxes(shared, 2, generator=torch.Generator().manual_seed(0))
+    assert jit.shape == (2, 6, 4) and (jit >= 0).all() and (jit <= 1).all()
+    size = jit[..., 2:] - jit[..., :2]
+    base = shared[:, 2:] - shared[:, :2]
+    assert ((size / base - 1).abs() <= 0.02 + 1e-9).all()
+    rnd = random_crop_boxes(2, 6, generator=torch.Generator().manual_seed(0))
+    assert rnd.shape == (2, 6, 4) and (rnd[:, 1:, 2:] > rnd[:, 1:, :2]).all()
+    lm = torch.tensor([[[15.0, 18], [33, 18], [24, 27], [17, 36], [31, 36]]]).expand(2, -1, -1)
+    boxes = landmark_regions(lm, (48, 48))
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([0.0, 0, 1, 1]))
+    centres = (boxes[0, 1:, :2] + boxes[0, 1:, 2:]) / 2
+    torch.testing.assert_close(centres[3], torch.tensor([24 / 48, 36 / 48]))  # mouth centre
+    lm_model = small_model(regions=boxes[0].tolist())
+    assert lm_model(images, boxes.double()).shape == (2, 8)
+
+
+def test_registered_models_and_configs():
+    names = timm.list_models("ran*")
+    for expected in [
+        "ran",
+        "ran_resnet18",
+        "ran_resnet34",
+        "ran_resnet50",
+        "ran_resnet101",
+        "ran_iresnet18",
+        "ran_iresnet34",
+        "ran_iresnet50",
+        "ran_iresnet100",
+        "ran_vgg16",
+    ]:
+        assert expected in names
+    assert {"iresnet18", "iresnet34", "iresnet50", "iresnet100"} <= set(timm.list_models("iresnet*"))
+    model = timm.create_model("ran_resnet18")
+    cfg = model.pretrained_cfg
+    assert cfg["num_classes"] == 8 and tuple(cfg["label_names"]) == FERPLUS_CLASSES
+    assert cfg["mean"] == (0.0, 0.0, 0.0) and cfg["std"] == (1.0, 1.0, 1.0)
+    assert model.num_regions == 6 and model.region_feature_dim == 512 and model.fc.in_features == 1024
+    assert timm.create_model("ran_resnet50").fc.in_features == 4096  # Bottleneck: C = 2048
+    assert timm.create_model("ran_iresnet18").region_size == [112, 112]
+    generic = timm.create_model("ran", backbone="convnext_atto", regions="affectnet8", region_size=32)
+    assert generic.num_regions == 8 and generic(torch.rand(1, 3, 40, 40)).shape == (1, 8)
+
+
+def test_ran_iresnet_loads_arcface_parameter_names():
+    backbone = timm.create_model("iresnet18")
+    keys = set(backbone.state_dict())
+    for key in [
+        "conv1.weight",
+        "bn1.running_mean",
+        "prelu.weight",
+        "layer1.0.bn1.weight",
+        "layer1.0.conv1.weight",
+        "layer1.0.bn2.weight",
+        "layer1.0.prelu.weight",
+        "layer1.0.conv2.weight",
+        "layer1.0.bn3.weight",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.weight",
+        "bn2.weight",
+        "fc.weight",
+        "features.weight",
+    ]:
+        assert key in keys
+    assert backbone.fc.in_features == 512 * 7 * 7
+    assert backbone(torch.rand(2, 3, 112, 112)).shape == (2, 512)
+
+
+def test_backbone_file_reports_missing_and_unexpected(tmp_path, caplog):
+    torch.manual_seed(1)
+    src = RegionAttentionNet(**SMALL).backbone.state_dict()
+    skipped = sorted(k for k in src if k.startswith("conv1."))
+    assert skipped
+    state = {f"module.{k}": v for k, v in src.items() if k not in skipped}
+    state["module.extra.weight"] = torch.zeros(1)
+    path = tmp_path / "backbone.pth.tar"
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    torch.manual_seed(2)
+    model = RegionAttentionNet(**SMALL, backbone_file=path)
+    report = model.backbone_load_report
+    assert report["unexpected_keys"] == ["extra.weight"]
+    assert sorted(report["missing_keys"]) == [k for k in skipped if "num_batches_tracked" not in k]
+    assert "missing" in caplog.text
+    loaded = model.backbone.state_dict()
+    for key, value in src.items():
+        if key not in skipped and value.is_floating_point():
+            torch.testing.assert_close(loaded[key], value)
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.0.weight": torch.zeros(1, 2, 3)}, bad)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        RegionAttentionNet(**SMALL, backbone_file=bad)
+
+
+def test_freeze_backbone_up_to_stage():
+    model = timm.create_model("ran_resnet18", region_size=32)
+    frozen = model.freeze_backbone("layer2")
+    assert frozen == ["bn1", "conv1", "layer1", "layer2"]
+    trainable = {
+        n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone")
+    }
+    assert trainable == {"layer3", "layer4"}
+    assert model.self_attention.weight.requires_grad and model.fc.weight.requires_grad
+    assert type(model.backbone.bn1).__name__ == "FrozenBatchNorm2d"
+    model.freeze_backbone("all")
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    with pytest.raises(ValueError, match="no stage named 'layer9'"):
+        timm.create_model("ran_resnet18").freeze_backbone("layer9")
+
+
+def test_region_biased_loss_hand_computed():
+    alpha = torch.tensor([[0.30, 0.20, 0.35, 0.15], [0.10, 0.50, 0.20, 0.20], [0.4, 0.2, 0.2, 0.2]])
+    # gaps: 0.35-0.30=0.05 -> 0.1-0.05=0.05; 0.5-0.1=0.4 -> 0; 0.2-0.4=-0.2 -> 0.3
+    torch.testing.assert_close(RegionBiasedLoss(0.1)(alpha), torch.tensor((0.05 + 0.0 + 0.3) / 3))
+    # the whole face (index 0) is never part of the max: only crops compete with it
+    alpha = torch.tensor([[0.9, 0.05, 0.05]])
+    torch.testing.assert_close(RegionBiasedLoss(0.1)(alpha), torch.tensor(0.1 + 0.85))
+    # the LAST crop counts (the reimplementation's off-by-one skipped it)
+    alpha = torch.tensor([[0.2, 0.1, 0.1, 0.1, 0.1, 0.4]])
+    torch.testing.assert_close(RegionBiasedLoss(0.02)(alpha), torch.tensor(0.0))
+    with pytest.raises(ValueError, match="alpha"):
+        RegionBiasedLoss()(torch.rand(4))
+
+
+def test_criterion_hard_and_soft_targets():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    alpha = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+    out = ran.RANOutput(logits=logits, alpha=alpha, beta=alpha, region_features=torch.zeros(2, 3, 1))
+    hard = RANCriterion(margin=0.1, rb_weight=1.0)(out, torch.tensor([0, 2]))
+    log_p = logits.log_softmax(1)
+    ce = -(log_p[0, 0] + log_p[1, 2]) / 2
+    rb = (max(0.0, 0.1 - (0.3 - 0.5)) + max(0.0, 0.1 - (0.5 - 0.2))) / 2
+    torch.testing.assert_close(hard["ce"], ce)
+    torch.testing.assert_close(hard["loss"], ce + rb)
+    soft_target = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    soft = RANCriterion(rb_weight=0.0)(out, soft_target)
+    torch.testing.assert_close(soft["loss"], -(soft_target * log_p).sum(1).mean())
+
+
+def test_training_step_reduces_loss():
+    torch.manual_seed(0)
+    model = RegionAttentionNet(**SMALL, num_classes=3).train()
+    images, target = torch.rand(6, 3, 48, 48), torch.tensor([0, 1, 2, 0, 1, 2])
+    crit = RANCriterion()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        loss = crit(model.forward_with_attention(images), target)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: m(torch.rand(3, 48, 48)), "images: expected a \\(B, 3, H, W\\)"),
+        (lambda m: m(torch.rand(1, 1, 48, 48)), "expected 3 channels"),
+        (lambda m: m(torch.rand(1, 3, 1, 48)), "H, W >= 2"),
+        (lambda m: m(torch.rand(1, 3, 48, 48), torch.rand(5, 4)), "boxes: expected \\(6, 4\\)"),
+        (lambda m: m.forward_regions(torch.rand(1, 5, 3, 32, 32)), "K=6"),
+        (lambda m: m.forward_regions(torch.rand(1, 6, 3, 16, 16)), "regions: expected"),
+        (lambda m: m.forward_regions(torch.rand(6, 3, 32, 32)), "regions: expected"),
+    ],
+)
+def test_bad_input_tensors(call, match):
+    model = RegionAttentionNet(**SMALL).eval()
+    with pytest.raises(ValueError, match=match):
+        call(model)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"regions": []}, "empty list"),
+        ({"regions": [(0, 0, 1.2, 1)]}, "within \\[0, 1\\]"),
+        ({"regions": [(0.5, 0, 0.5, 1)]}, "x1 > x0"),
+        ({"regions": [(0, 0, 1)]}, "4 numbers"),
+        ({"regions": "nope"}, "unknown preset"),
+        ({"backbone": "not_a_model"}, "backbone: unknown timm model 'not_a_model'"),
+        ({"attention": "relu"}, "attention"),
+        ({"region_size": 4}, "region_size"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RegionAttentionNet(**{**SMALL, **kwargs})
