@@ -108,12 +108,17 @@ class IResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # Kaiming convs and a zero last BN per block: every block starts as identity, so even the
+        # 100-layer model gives finite outputs in eval mode before training.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0, 0.1)
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, IBasicBlock):
+                nn.init.zeros_(m.bn3.weight)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 import timm
 import torch
@@ -82,7 +82,7 @@ def cut_regions(
     images: torch.Tensor,
     boxes: Optional[torch.Tensor],
     default_boxes: torch.Tensor,
-    region_size: list[int],
+    region_size: List[int],
     in_chans: int,
 ) -> torch.Tensor:
     """Validated crop of every region of every image, flattened to (B*K, C, h, w) for the backbone."""
@@ -95,7 +95,7 @@ def cut_regions(
 
 
 def _check_region_batch(
-    regions: torch.Tensor, num_regions: int, in_chans: int, region_size: list[int]
+    regions: torch.Tensor, num_regions: int, in_chans: int, region_size: List[int]
 ) -> None:
     expected = f"(B, {num_regions}, {in_chans}, {region_size[0]}, {region_size[1]})"
     if regions.dim() != 5:
@@ -315,7 +315,7 @@ class RegionAttentionNet(nn.Module):
         global_feat = (alpha.unsqueeze(-1) * feats).sum(1) / alpha.sum(1, keepdim=True)
         return torch.cat([feats, global_feat.unsqueeze(1).expand_as(feats)], dim=-1)
 
-    def _relation_pool(self, pairs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _relation_pool(self, pairs: torch.Tensor, alpha: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         beta = _normalise(self.relation_attention(pairs).squeeze(-1), self.attention)
         weights = alpha * beta
         pooled = (weights.unsqueeze(-1) * pairs).sum(1) / weights.sum(1, keepdim=True)

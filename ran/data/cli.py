@@ -1,0 +1,183 @@
+"""``ran data``: build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders, and push them.
+
+Each build prints the split counts and writes OUT atomically; an existing OUT is kept unless --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ran.data.ferplus import LABEL_MODES
+
+
+def _lists_argument(value: str | None) -> str | bool | None:
+    """--lists: a directory, 'none' (no subsets), or unset ($RAN_SUBSET_LISTS or the pinned download)."""
+    if value is None:
+        return None
+    return False if value.lower() == "none" else value
+
+
+def _print_counts(splits, out: Path | None = None) -> None:
+    width = max(len(name) for name in splits)
+    for name, split in splits.items():
+        print(f"{name:<{width}}  {split.num_rows:>7,}")
+    if out is not None:
+        print(f"wrote {out}")
+
+
+def _write(splits, args: argparse.Namespace, description: str) -> int:
+    from ran.data.folder import write_dataset_folder
+
+    out = write_dataset_folder(splits, args.out, description=description, overwrite=args.overwrite)
+    _print_counts(splits, out)
+    return 0
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an existing OUT before the (long) build rather than after it."""
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+
+
+def _ferplus(args: argparse.Namespace) -> int:
+    from ran.data.ferplus import ferplus_description, load_ferplus
+
+    _check_out(args)
+    splits = load_ferplus(
+        args.fer2013, args.labels, label_mode=args.label_mode, subset_lists=_lists_argument(args.lists)
+    )
+    return _write(splits, args, ferplus_description(args.label_mode))
+
+
+def _rafdb(args: argparse.Namespace) -> int:
+    from ran.data.rafdb import load_rafdb
+
+    _check_out(args)
+    splits = load_rafdb(args.root, subset_lists=_lists_argument(args.lists))
+    description = (
+        "RAF-DB basic expressions (Li et al., 2017), aligned 100x100 faces; labels shifted to 0..6. "
+        "validation repeats test (RAF-DB has no validation split). Subsets from the RAN authors' lists."
+    )
+    return _write(splits, args, description)
+
+
+def _affectnet(args: argparse.Namespace) -> int:
+    from ran.data.affectnet import load_affectnet
+
+    _check_out(args)
+    splits = load_affectnet(
+        args.root,
+        num_classes=args.num_classes,
+        subset_lists=_lists_argument(args.lists),
+        crop_faces=not args.no_crop,
+    )
+    description = (
+        f"AffectNet manually annotated images (Mollahosseini et al., 2017), {args.num_classes} classes; "
+        "test = the official validation set (validation repeats it). Subsets from the RAN authors' lists."
+    )
+    return _write(splits, args, description)
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from ran.data.synthetic import build_synthetic
+
+    _check_out(args)
+    sizes = {
+        name: value
+        for name, value in (("train_size", args.train_size), ("test_size", args.test_size))
+        if value
+    }
+    splits = build_synthetic(seed=args.seed, **sizes)
+    description = (
+        f"Procedurally drawn 48x48 grayscale faces in FERPlus form (ran data synthetic, seed {args.seed}); "
+        "test images are also rendered turned (pose30, pose45) and partly covered (occlusion)."
+    )
+    return _write(splits, args, description)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from ran.data.folder import push_dataset_folder
+
+    result = push_dataset_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    print(f"uploaded {args.folder} to https://huggingface.co/datasets/{args.repo_id}")
+    if result is not None:
+        print(result)
+    return 0
+
+
+def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders."
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{ferplus,rafdb,affectnet,synthetic,push}"
+    )
+
+    def add_output(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--out", required=True, type=Path, help="output folder (Parquet files + README.md)")
+        sub.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    def add_lists(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--lists",
+            metavar="DIR",
+            help="local copy of the RAN authors' subset lists (repository layout); 'none' for no subsets; "
+            "default: $RAN_SUBSET_LISTS, else download at the pinned commit (sha256-checked, cached)",
+        )
+
+    ferplus = commands.add_parser("ferplus", help="FERPlus from fer2013.csv and the FERPlus labels")
+    ferplus.add_argument(
+        "--fer2013", type=Path, help="Kaggle fer2013.csv (not needed with a FERPlus PNG tree)"
+    )
+    ferplus.add_argument(
+        "--labels",
+        type=Path,
+        help="FERPlus checkout or its data/ folder (label.csv per split), fer2013new.csv, or a FERPlus PNG "
+        "tree; default: download the label files at the pinned commit",
+    )
+    ferplus.add_argument("--label-mode", choices=LABEL_MODES, default="majority", help="training-label rule")
+    add_lists(ferplus)
+    add_output(ferplus)
+    ferplus.set_defaults(handler=_ferplus)
+
+    rafdb = commands.add_parser("rafdb", help="RAF-DB basic (EmoLabel/ + Image/aligned/)")
+    rafdb.add_argument("--root", required=True, type=Path, help="RAF-DB basic folder")
+    add_lists(rafdb)
+    add_output(rafdb)
+    rafdb.set_defaults(handler=_rafdb)
+
+    affectnet = commands.add_parser("affectnet", help="AffectNet (training.csv / validation.csv + images)")
+    affectnet.add_argument("--root", required=True, type=Path, help="AffectNet folder")
+    affectnet.add_argument("--num-classes", type=int, choices=(8, 7), default=8, help="7 drops contempt")
+    affectnet.add_argument("--no-crop", action="store_true", help="keep whole images instead of the face box")
+    add_lists(affectnet)
+    add_output(affectnet)
+    affectnet.set_defaults(handler=_affectnet)
+
+    synthetic = commands.add_parser("synthetic", help="the generated default dataset (FERPlus form)")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--train-size", type=int, help="training images (default: the generator's)")
+    synthetic.add_argument("--test-size", type=int, help="test images (default: the generator's)")
+    add_output(synthetic)
+    synthetic.set_defaults(handler=_synthetic)
+
+    push = commands.add_parser("push", help="upload a folder built by 'ran data' to a Hub dataset repo")
+    push.add_argument("folder", type=Path, help="the folder (its README.md and Parquet files)")
+    push.add_argument("repo_id", help="Hub dataset repo, e.g. user/ferplus-ran")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--revision", help="branch to upload to")
+    push.set_defaults(handler=_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    from ran.cli import run_main
+
+    sys.exit(run_main(main, sys.argv[1:], prog="ran data"))

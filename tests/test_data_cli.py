@@ -1,0 +1,39 @@
+"""`ran data` dispatch: help, the synthetic sub-command, and argument errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ran.data.cli import build_parser, main
+from ran.data.folder import load_dataset_folder
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("ferplus", "rafdb", "affectnet", "synthetic", "push"):
+        assert name in text
+
+
+def test_unknown_label_mode_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ferplus", "--label-mode", "vote", "--out", "x"])
+    assert "invalid choice: 'vote'" in capsys.readouterr().err
+
+
+def test_synthetic_writes_a_loadable_folder(tmp_path, capsys):
+    pytest.importorskip("ran.data.synthetic")
+    out = tmp_path / "synth"
+    assert (
+        main(["synthetic", "--out", str(out), "--seed", "3", "--train-size", "40", "--test-size", "100"]) == 0
+    )
+    printed = capsys.readouterr().out
+    splits = load_dataset_folder(out, cache_dir=tmp_path / "cache")
+    assert splits["train"].num_rows == 40 and splits["test"].num_rows == 100
+    assert {"occlusion", "pose30", "pose45"} <= set(splits)
+    for name, split in splits.items():
+        assert f"{split.num_rows:>7,}" in printed and name in printed
+    with pytest.raises(FileExistsError):
+        main(["synthetic", "--out", str(out), "--train-size", "40", "--test-size", "20"])

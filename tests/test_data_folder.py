@@ -1,0 +1,188 @@
+"""The dataset folder format: card configs, round trip, atomic writes, and the push helper (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from ran.data.folder import (
+    check_dataset_folder,
+    dataset_features,
+    load_dataset_folder,
+    push_dataset_folder,
+    read_card_configs,
+    write_dataset_folder,
+)
+
+
+def _split(size: int, offset: int = 0, extra: bool = False) -> datasets.Dataset:
+    columns = {
+        "image": [np.full((48, 48), offset + i, dtype=np.uint8) for i in range(size)],
+        "label": [i % 2 for i in range(size)],
+        "votes": [[1, 2]] * size,
+        "soft_label": [[0.25, 0.75]] * size,
+        "image_name": [f"img{offset + i}.png" for i in range(size)],
+        "usage": ["x"] * size,
+    }
+    extra_features = {}
+    if extra:
+        columns["occlusion_type"] = [i % 3 for i in range(size)]
+        extra_features["occlusion_type"] = datasets.Value("int32")
+    return datasets.Dataset.from_dict(columns, features=dataset_features(["a", "b"], extra_features))
+
+
+@pytest.fixture
+def splits() -> datasets.DatasetDict:
+    return datasets.DatasetDict(
+        train=_split(6), validation=_split(2, 10), test=_split(3, 20), occlusion=_split(2, 20, extra=True)
+    )
+
+
+def test_card_and_layout(splits, tmp_path):
+    out = write_dataset_folder(splits, tmp_path / "ds", description="A small test set.")
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "README.md",
+        "data/test.parquet",
+        "data/train.parquet",
+        "data/validation.parquet",
+        "occlusion/test.parquet",
+    ]
+    configs = read_card_configs(out)
+    assert [c["config_name"] for c in configs] == ["default", "occlusion"]
+    assert configs[0]["default"] is True
+    assert configs[1]["data_files"] == [{"split": "test", "path": "occlusion/test.parquet"}]
+    card = (out / "README.md").read_text()
+    assert "A small test set." in card and "| occlusion | test | 2 |" in card
+
+
+def test_round_trip(splits, tmp_path):
+    out = write_dataset_folder(splits, tmp_path / "ds")
+    loaded = load_dataset_folder(out, cache_dir=tmp_path / "cache")
+    assert {k: v.num_rows for k, v in loaded.items()} == {
+        "train": 6,
+        "validation": 2,
+        "test": 3,
+        "occlusion": 2,
+    }
+    assert loaded["occlusion"]["occlusion_type"] == [0, 1]
+    assert loaded["train"].features["label"].names == ["a", "b"]
+    image = loaded["validation"][1]["image"]
+    assert image.mode == "L" and np.asarray(image)[0, 0] == 11
+    assert loaded["train"][0]["soft_label"] == [0.25, 0.75]
+    direct = datasets.load_dataset(str(out), "occlusion", cache_dir=str(tmp_path / "cache"))
+    assert list(direct) == ["test"]
+
+
+def test_images_given_by_path_are_embedded(tmp_path):
+    from PIL import Image
+
+    file = tmp_path / "face.png"
+    Image.fromarray(np.full((8, 8), 77, dtype=np.uint8)).save(file)
+    split = datasets.Dataset.from_dict(
+        {
+            "image": [str(file)],
+            "label": [0],
+            "votes": [[]],
+            "soft_label": [[1.0, 0.0]],
+            "image_name": ["face.png"],
+            "usage": ["x"],
+        },
+        features=dataset_features(["a", "b"]),
+    )
+    out = write_dataset_folder(datasets.DatasetDict(test=split), tmp_path / "ds")
+    file.unlink()  # the folder must not depend on the source file
+    loaded = load_dataset_folder(out, cache_dir=tmp_path / "cache")
+    assert np.asarray(loaded["test"][0]["image"])[0, 0] == 77
+
+
+def test_existing_output_is_kept_unless_overwrite(splits, tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_dataset_folder(splits, out)
+    assert (out / "keep.txt").read_text() == "mine"
+    write_dataset_folder(splits, out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "README.md").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp or backup folders left
+
+
+def test_failed_write_leaves_nothing(splits, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset_folder(splits, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_split_names(splits, tmp_path):
+    with pytest.raises(ValueError, match="cannot be a config name"):
+        write_dataset_folder(datasets.DatasetDict(default=_split(1)), tmp_path / "a")
+    with pytest.raises(ValueError, match="cannot be a config name"):
+        write_dataset_folder(datasets.DatasetDict({"pose 30": _split(1)}), tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _RecordingApi:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        return "commit-url"
+
+
+def test_push_uploads_exactly_the_folder(splits, tmp_path):
+    out = write_dataset_folder(splits, tmp_path / "ds")
+    api = _RecordingApi()
+    assert push_dataset_folder(out, "user/ferplus-ran", private=True, api=api) == "commit-url"
+    (create, create_args), (upload, upload_args) = api.calls
+    assert (
+        create == "create_repo" and create_args["repo_type"] == "dataset" and create_args["private"] is True
+    )
+    assert upload == "upload_folder"
+    assert Path(upload_args["folder_path"]) == out and upload_args["repo_type"] == "dataset"
+    assert upload_args["repo_id"] == "user/ferplus-ran"
+    assert len(check_dataset_folder(out)) == 5
+
+
+def test_push_cli_and_refusals(splits, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from ran.cli import run_main
+    from ran.data.cli import main
+
+    out = write_dataset_folder(splits, tmp_path / "ds")
+    api = _RecordingApi()
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
+    assert main(["push", str(out), "me/ds", "--private"]) == 0
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[1][1]["folder_path"] == str(out)
+    # a folder whose card does not match its files is refused before any upload
+    (out / "occlusion" / "test.parquet").unlink()
+    api.calls.clear()
+    assert run_main(main, ["push", str(out), "me/ds"], prog="ran data") == 2
+    assert "occlusion/test.parquet" in capsys.readouterr().err and api.calls == []
+    stray = tmp_path / "other"
+    stray.mkdir()
+    with pytest.raises(ValueError, match="README.md: missing"):
+        check_dataset_folder(stray)
+
+
+def test_empty_splits_get_no_config(tmp_path):
+    splits = datasets.DatasetDict(train=_split(3), test=_split(2), pose45=_split(0))
+    with pytest.warns(UserWarning, match="empty split"):
+        out = write_dataset_folder(splits, tmp_path / "ds")
+    assert [c["config_name"] for c in read_card_configs(out)] == ["default"]
+    assert list(load_dataset_folder(out, cache_dir=tmp_path / "cache")) == ["train", "test"]
