@@ -296,6 +296,12 @@ class RegionAttentionNet(nn.Module):
             self.reset_classifier(0, "")
         return take
 
+    @torch.jit.ignore
+    def init_non_persistent_buffers(self) -> None:
+        """Refill the region-box buffer, which checkpoints do not hold (models built on the meta
+        device and loaded later, e.g. by transformers, call this)."""
+        self.region_boxes = torch.tensor(self.boxes, dtype=torch.float32, device=self.region_boxes.device)
+
     # --- RAN ------------------------------------------------------------------------------------
     def cut(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Regions of each image as (B, K, C, h, w): the model's boxes, or ``boxes`` (K, 4) / (B, K, 4)."""
