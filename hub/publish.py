@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         api.create_repo(repo_id, private=args.private, exist_ok=True)
         if args.revision:
             api.create_branch(repo_id, branch=args.revision, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=args.revision,
-                                 commit_message=f"Upload {args.spec.name}")
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            revision=args.revision,
+            commit_message=f"Upload {args.spec.name}",
+        )
         print(f"pushed {info}")
     return 0
 

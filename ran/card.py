@@ -58,15 +58,23 @@ DATASETS: dict[str, DatasetInfo] = {
         name="RAF-DB",
         dataset_type="rafdb",
         licence="RAF-DB is released for non-commercial research only, under its own agreement.",
-        subsets={"test": "RAF-DB basic test", "occlusion": "Occlusion-RAF-DB", "pose30": "Pose-RAF-DB > 30",
-                 "pose45": "Pose-RAF-DB > 45"},
+        subsets={
+            "test": "RAF-DB basic test",
+            "occlusion": "Occlusion-RAF-DB",
+            "pose30": "Pose-RAF-DB > 30",
+            "pose45": "Pose-RAF-DB > 45",
+        },
     ),
     "affectnet": DatasetInfo(
         name="AffectNet",
         dataset_type="affectnet",
         licence="AffectNet is released for non-commercial research only, under its own agreement.",
-        subsets={"test": "AffectNet validation", "occlusion": "Occlusion-AffectNet",
-                 "pose30": "Pose-AffectNet > 30", "pose45": "Pose-AffectNet > 45"},
+        subsets={
+            "test": "AffectNet validation",
+            "occlusion": "Occlusion-AffectNet",
+            "pose30": "Pose-AffectNet > 30",
+            "pose45": "Pose-AffectNet > 45",
+        },
     ),
     "synthetic": DatasetInfo(
         name="RAN synthetic faces",
@@ -101,8 +109,10 @@ def dataset_info(dataset: str | None) -> DatasetInfo | None:
     """The known dataset for a short name, a generic entry for any other name, None for none."""
     if dataset is None:
         return None
-    return DATASETS.get(dataset.lower().replace("-", ""), DatasetInfo(name=dataset, dataset_type=dataset,
-                                                                     licence="See the dataset's own terms."))
+    return DATASETS.get(
+        dataset.lower().replace("-", ""),
+        DatasetInfo(name=dataset, dataset_type=dataset, licence="See the dataset's own terms."),
+    )
 
 
 def validate_results(results: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -225,10 +225,19 @@ def render_spec_card(spec_dir: str | Path, results_file: str | Path | None = Non
     with torch.device("meta"):
         model = timm.create_model(spec["architecture"])
     names = _label_names(model, None)
-    config = {"architecture": spec["architecture"], "num_classes": model.num_classes, "label_names": names,
-              "model_args": model.ran_config()}
-    return render_model_card(config, results=spec_results(spec_dir, results_file), dataset=spec["dataset"],
-                             repo_id=spec["repo_id"], training_command=spec["training_command"])
+    config = {
+        "architecture": spec["architecture"],
+        "num_classes": model.num_classes,
+        "label_names": names,
+        "model_args": model.ran_config(),
+    }
+    return render_model_card(
+        config,
+        results=spec_results(spec_dir, results_file),
+        dataset=spec["dataset"],
+        repo_id=spec["repo_id"],
+        training_command=spec["training_command"],
+    )
 
 
 def assemble_checkpoint(

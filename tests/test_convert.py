@@ -56,8 +56,13 @@ def original_checkpoint(depth: int = 18, num_classes: int = 8, seed: int = 0) ->
         for param, value in layer.state_dict().items():
             state[f"module.{name}.{param}"] = value
     optimizer = torch.optim.SGD(list(alpha.parameters()) + list(fc.parameters()), lr=0.1, momentum=0.9)
-    return {"epoch": 60, "arch": f"resnet{depth}", "state_dict": state, "best_prec1": torch.tensor(88.5),
-            "optimizer": optimizer.state_dict()}
+    return {
+        "epoch": 60,
+        "arch": f"resnet{depth}",
+        "state_dict": state,
+        "best_prec1": torch.tensor(88.5),
+        "optimizer": optimizer.state_dict(),
+    }
 
 
 def reference_from_source(state: dict[str, torch.Tensor], depth: int, num_classes: int) -> SimpleNamespace:
@@ -67,12 +72,19 @@ def reference_from_source(state: dict[str, torch.Tensor], depth: int, num_classe
     resnet.fc = nn.Identity()
     resnet.load_state_dict({k: v for k, v in plain.items() if not k.startswith(("alpha.", "beta.", "fc."))})
     feature_dim = plain["alpha.0.weight"].shape[1]
-    layers = {"alpha.0": nn.Linear(feature_dim, 1), "beta.0": nn.Linear(2 * feature_dim, 1),
-              "fc": nn.Linear(2 * feature_dim, num_classes)}
+    layers = {
+        "alpha.0": nn.Linear(feature_dim, 1),
+        "beta.0": nn.Linear(2 * feature_dim, 1),
+        "fc": nn.Linear(2 * feature_dim, num_classes),
+    }
     for name, layer in layers.items():
         layer.load_state_dict({"weight": plain[f"{name}.weight"], "bias": plain[f"{name}.bias"]})
-    return SimpleNamespace(backbone=resnet.eval(), self_attention=layers["alpha.0"],
-                           relation_attention=layers["beta.0"], fc=layers["fc"])
+    return SimpleNamespace(
+        backbone=resnet.eval(),
+        self_attention=layers["alpha.0"],
+        relation_attention=layers["beta.0"],
+        fc=layers["fc"],
+    )
 
 
 @pytest.mark.parametrize("depth", [18, pytest.param(50, marks=pytest.mark.slow)])

@@ -63,7 +63,10 @@ def test_config_is_timm_format_without_num_classes_in_model_args(saved):
     assert config["label_names"] == list(ran.labels.FERPLUS_CLASSES)
     assert config["pretrained_cfg"]["label_names"] == list(ran.labels.FERPLUS_CLASSES)
     assert sorted(p.name for p in saved["current"].iterdir()) == [
-        "README.md", "config.json", "eval_results.json", "model.safetensors"
+        "README.md",
+        "config.json",
+        "eval_results.json",
+        "model.safetensors",
     ]
 
 
@@ -110,8 +113,15 @@ def test_push_to_hub_uploads_the_built_folder(saved, monkeypatch, tmp_path):
 
     for name in ("create_repo", "create_branch", "upload_folder"):
         monkeypatch.setattr(HfApi, name, record(name))
-    url = push_to_hub(tiny_model(2), ORG_NAME, results=RESULTS, private=True, revision="v1",
-                      commit_message="test upload", dataset="ferplus")
+    url = push_to_hub(
+        tiny_model(2),
+        ORG_NAME,
+        results=RESULTS,
+        private=True,
+        revision="v1",
+        commit_message="test upload",
+        dataset="ferplus",
+    )
     assert url == "https://example.invalid/commit/abc"
     assert calls["create_repo"]["private"] is True
     assert calls["create_branch"]["branch"] == "v1"
@@ -119,8 +129,9 @@ def test_push_to_hub_uploads_the_built_folder(saved, monkeypatch, tmp_path):
     assert calls["upload_folder"]["commit_message"] == "test upload"
     assert calls["upload_folder"]["repo_id"] == ORG_NAME
     uploaded = tmp_path / "uploaded"
-    built = build_hub_folder(tiny_model(2), tmp_path / "built", results=RESULTS, dataset="ferplus",
-                             repo_id=ORG_NAME)
+    built = build_hub_folder(
+        tiny_model(2), tmp_path / "built", results=RESULTS, dataset="ferplus", repo_id=ORG_NAME
+    )
     for name in ("config.json", "README.md", "eval_results.json", "model.safetensors"):
         assert (uploaded / name).read_bytes() == (built / name).read_bytes(), name
     assert f'ran.from_pretrained("{ORG_NAME}")' in (uploaded / "README.md").read_text()
@@ -264,7 +275,10 @@ def run_load_script(tmp_path: Path, local: Path, repo_id: str, env: dict[str, st
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_TELEMETRY": "1", **env}
     proc = subprocess.run(
         [sys.executable, str(script), str(local), repo_id, str(out), json.dumps(extra)],
-        env=full_env, capture_output=True, text=True, timeout=600,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(out.read_text())
@@ -302,7 +316,9 @@ def test_all_loading_paths_give_identical_logits_from_hf_cache_offline(saved, tm
         "uncached revision": [ORG_NAME, "fedcba9876543210fedcba9876543210fedcba98"],
     }
     results = run_load_script(
-        tmp_path, saved["current"], ORG_NAME,
+        tmp_path,
+        saved["current"],
+        ORG_NAME,
         {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"},
         {"errors": errors, "pinned": [revision, str(saved["current"])]},
     )
@@ -372,7 +388,9 @@ def olah_server(tmp_path, saved):
     log = (workdir / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "olah.server", "-c", "config.toml", "--log-path", str(workdir / "logs")],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -407,13 +425,18 @@ def test_all_loading_paths_give_identical_logits_from_local_hub_server(saved, tm
         "no such repo": ["ran-test/does-not-exist", None],
     }
     results = run_load_script(
-        tmp_path, saved["current"], ORG_NAME,
+        tmp_path,
+        saved["current"],
+        ORG_NAME,
         {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": olah_server["endpoint"]},
         # olah (offline mode) answers 401 "repo not found" instead of 404 for files a repo lacks; the
         # pipeline probes optional processor files and stops there, so it loads by path here and by
         # repo id in the cache-layout test.
-        {"errors": errors, "pinned": [olah_server["old_revision"], str(saved["old"])],
-         "pipeline_repo": False},
+        {
+            "errors": errors,
+            "pinned": [olah_server["old_revision"], str(saved["old"])],
+            "pipeline_repo": False,
+        },
     )
     assert_all_paths_agree(results, pipelines=1)
     pinned = {k: torch.tensor(v) for k, v in results["pinned"].items()}
