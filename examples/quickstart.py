@@ -23,6 +23,5 @@ with torch.inference_mode():
 probs = out.logits.softmax(-1)[0]
 print("prediction:", FERPLUS_CLASSES[int(probs.argmax())], f"({float(probs.max()):.2f}, untrained)")
 for box, alpha, weight in zip(model.boxes, out.alpha[0], out.weights[0]):
-    print(
-        f"region {tuple(round(v, 3) for v in box)}: self-attention {alpha:.3f}, share of pooled feature {weight:.3f}"
-    )
+    region = tuple(round(v, 3) for v in box)
+    print(f"region {region}: self-attention {alpha:.4f}, share of pooled feature {weight:.4f}")

@@ -186,3 +186,34 @@ def test_empty_splits_get_no_config(tmp_path):
         out = write_dataset_folder(splits, tmp_path / "ds")
     assert [c["config_name"] for c in read_card_configs(out)] == ["default"]
     assert list(load_dataset_folder(out, cache_dir=tmp_path / "cache")) == ["train", "test"]
+
+
+def test_two_folders_with_the_same_name_load_their_own_data(tmp_path):
+    """datasets caches local folders by base name; each folder must still give its own rows."""
+    import datasets
+
+    from ran.data.folder import dataset_features, load_dataset_folder, write_dataset_folder
+    from ran.labels import FERPLUS_CLASSES
+
+    def make(n: int) -> datasets.DatasetDict:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("L", (48, 48)).save(buf, format="PNG")
+        rows = {
+            "image": [{"bytes": buf.getvalue(), "path": None}] * n,
+            "label": [0] * n,
+            "votes": [[10] + [0] * 9] * n,
+            "soft_label": [[1.0] + [0.0] * 7] * n,
+            "image_name": [f"x{i}" for i in range(n)],
+            "usage": ["Training"] * n,
+        }
+        split = datasets.Dataset.from_dict(rows, features=dataset_features(FERPLUS_CLASSES))
+        return datasets.DatasetDict({"train": split, "test": split})
+
+    first = write_dataset_folder(make(5), tmp_path / "a" / "data")
+    second = write_dataset_folder(make(3), tmp_path / "b" / "data")
+    assert len(load_dataset_folder(first)["train"]) == 5
+    assert len(load_dataset_folder(second)["train"]) == 3

@@ -7,6 +7,7 @@ loading script: ``datasets`` >= 4 runs none.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -192,6 +193,20 @@ def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
     return list(meta.get("configs") or [])
 
 
+def _folder_cache_dir(folder: Path) -> Path:
+    """A ``datasets`` cache directory keyed by the folder's path and its files' sizes and times.
+
+    ``datasets`` caches a local Parquet folder under its base name, so two different folders both
+    named ``data`` would otherwise share (and return) one cached copy.
+    """
+    key = hashlib.sha1(str(folder).encode())
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and ".cache" not in file.parts:
+            stat = file.stat()
+            key.update(f"{file.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return Path(datasets.config.HF_DATASETS_CACHE) / "ran-folders" / key.hexdigest()[:16]
+
+
 def load_dataset_folder(
     path_or_repo_id: str | Path,
     revision: str | None = None,
@@ -209,6 +224,8 @@ def load_dataset_folder(
             raise FileNotFoundError(f"{local}: no README.md; expected a folder written by 'ran data'")
         target = str(local.absolute())
         config_names = [c["config_name"] for c in read_card_configs(local)]
+        if cache_dir is None:
+            cache_dir = _folder_cache_dir(local.absolute())
     else:
         config_names = datasets.get_dataset_config_names(target, revision=revision)
     if not config_names:

@@ -1,0 +1,51 @@
+"""ran demo end to end (reduced size): generate, train, evaluate, save; it must really learn."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ran.cli import main as ran_main
+
+CHANCE = 1 / 8
+
+
+@pytest.mark.slow
+def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert ran_main(["demo", "--output-dir", str(out), "--quick", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results" / "results.json").read_text())
+    assert list(results) == ["test", "occlusion", "pose30", "pose45"]
+    assert results["test"]["total"] == 320  # the quick test split
+    assert results["test"]["accuracy"] > 3 * CHANCE, results["test"]
+    for name, r in results.items():
+        assert r["correct"] == round(r["accuracy"] * r["total"])
+        assert f"{r['accuracy']:.4f} ({r['correct']}/{r['total']})" in printed
+        assert (out / "results" / f"confusion_{name}.png").stat().st_size > 1000
+    assert (out / "results" / "training_curves.png").stat().st_size > 1000
+    assert "| test |" in (out / "results" / "results.md").read_text()
+    for name in ("model.safetensors", "config.json"):
+        assert (out / "best" / name).is_file()
+    assert (out / "data" / "README.md").is_file() and (out / "data" / "occlusion" / "test.parquet").is_file()
+
+    # the saved model reproduces the reported numbers
+    from ran.evaluate import evaluate
+    from ran.hub import from_pretrained
+    from ran.train import load_splits
+
+    again = evaluate(
+        from_pretrained(out / "best"),
+        load_splits(out / "data"),
+        ["pose45"],
+        mixed_precision="bf16",
+        progress=False,
+    )
+    assert again["pose45"]["correct"] == results["pose45"]["correct"]
+
+    # never overwrites a finished demo unless asked
+    before = (out / "results" / "results.json").read_bytes()
+    assert ran_main(["demo", "--output-dir", str(out), "--quick"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "results" / "results.json").read_bytes() == before
