@@ -438,6 +438,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     description = model_description(model, class_names, config.model.model)
     soft = config.loss.label_mode == "soft"
     train_set = FaceImages(splits["train"], config.data.image_size, soft_labels=soft)
+    # Record the face size training saw (48 px for FERPlus), so loaders that resize by the saved config
+    # (timm data config, transformers, ran predict) feed faces the way training did.
+    source_size = tuple(train_set[0]["image"].shape)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": source_size}
     weights = (
         class_balanced_weights(splits["train"], len(class_names)) if config.data.class_balanced else None
     )

@@ -149,6 +149,8 @@ def test_options_soft_labels_balanced_random_crops_freeze(tiny_data, tmp_path):
 
     best = from_pretrained(tmp_path / "out" / "best")
     assert best.num_classes == 8 and best.ran_config()["region_size"] == [32, 32]
+    # the saved data config describes the faces training saw, not the registered 224 px default
+    assert tuple(best.pretrained_cfg["input_size"]) == (3, 48, 48)
 
 
 def test_existing_output_is_never_overwritten(tiny_data, tmp_path, capsys):
