@@ -217,3 +217,12 @@ def test_two_folders_with_the_same_name_load_their_own_data(tmp_path):
     second = write_dataset_folder(make(3), tmp_path / "b" / "data")
     assert len(load_dataset_folder(first)["train"]) == 5
     assert len(load_dataset_folder(second)["train"]) == 3
+
+
+def test_missing_local_folder_is_a_clear_error(tmp_path):
+    import pytest
+
+    from ran.data.folder import load_dataset_folder
+
+    with pytest.raises(FileNotFoundError, match="no such dataset folder"):
+        load_dataset_folder(tmp_path / "absent")

@@ -226,6 +226,9 @@ def load_dataset_folder(
         config_names = [c["config_name"] for c in read_card_configs(local)]
         if cache_dir is None:
             cache_dir = _folder_cache_dir(local.absolute())
+    elif local.is_absolute() or target.startswith(".") or target.count("/") != 1:
+        # not a Hub "org/name" id either: a local folder that is missing
+        raise FileNotFoundError(f"{target}: no such dataset folder (expected a folder written by 'ran data')")
     else:
         config_names = datasets.get_dataset_config_names(target, revision=revision)
     if not config_names:
