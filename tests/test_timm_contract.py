@@ -59,7 +59,7 @@ def run_timm_tests(names: list[str]) -> None:
     assert " passed" in tail and "failed" not in tail, tail
     # every requested name really ran (the -k keyword must not have matched nothing)
     collected = subprocess.run(
-        cmd[:-1] + ["--collect-only", "-q"], cwd=TIMM_TESTS.parent, env=env, capture_output=True, text=True
+        cmd[:-1] + ["--collect-only"], cwd=TIMM_TESTS.parent, env=env, capture_output=True, text=True
     ).stdout
     for name in names:
         assert f"-{name}]" in collected, f"no timm test collected for {name}"
