@@ -3,7 +3,8 @@
 Prints, for one model and batch:
   * RAN inference time / the same backbone's time on the same B*K crops  (goal <= 1.10: region cutting
     and attention pooling must cost little next to the backbone);
-  * bf16-autocast / fp32 time for RAN inference and for one training step (RB loss included).
+  * bf16-autocast / fp32 time for RAN inference and for one training step (RB loss included);
+  * channels-last / default memory format time for RAN inference (what train / evaluate / predict use).
 
     python benchmarks/bench_model.py [--model ran_resnet18] [--batch 8] [--image 48] [--repeats 5]
 """
@@ -73,6 +74,14 @@ def main() -> None:
         results[f"ran_infer_{tag}_s"] = timed(infer(lambda: model(images), bf16), args.repeats)
         results[f"backbone_infer_{tag}_s"] = timed(infer(lambda: model.backbone(crops), bf16), args.repeats)
 
+    model_cl = timm.create_model(args.model, **kwargs).to(device, memory_format=torch.channels_last).eval()
+    model_cl.load_state_dict(model.state_dict())
+    for bf16 in (False, True):
+        tag = "bf16" if bf16 else "fp32"
+        results[f"ran_infer_{tag}_channels_last_s"] = timed(
+            infer(lambda: model_cl(images), bf16), args.repeats
+        )
+
     train_model = timm.create_model(args.model, **kwargs).to(device).train()
     criterion = RANCriterion(margin=0.1)
     optimizer = torch.optim.SGD(train_model.parameters(), lr=1e-3, momentum=0.9)
@@ -98,6 +107,10 @@ def main() -> None:
         "ran_over_backbone_bf16": results["ran_infer_bf16_s"] / results["backbone_infer_bf16_s"],
         "bf16_over_fp32_inference": results["ran_infer_bf16_s"] / results["ran_infer_fp32_s"],
         "bf16_over_fp32_train_step": results["train_step_bf16_s"] / results["train_step_fp32_s"],
+        "channels_last_over_default_fp32": results["ran_infer_fp32_channels_last_s"]
+        / results["ran_infer_fp32_s"],
+        "channels_last_over_default_bf16": results["ran_infer_bf16_channels_last_s"]
+        / results["ran_infer_bf16_s"],
     }
     print(
         f"model {args.model}: batch {args.batch} faces of {args.image}px, K={k} regions of "

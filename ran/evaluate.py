@@ -144,7 +144,7 @@ def evaluate(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    model = model.to(device).eval()
+    model = model.to(device, memory_format=torch.channels_last).eval()  # faster convolutions
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         split = dataset_dict[name]

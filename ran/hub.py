@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import timm
-from timm.models import save_for_hf
+from safetensors.torch import save_file
+from timm.models._hub import save_config_for_hf
 
 import ran.models  # noqa: F401  (registers the architectures)
 from ran.card import render_model_card, validate_results
@@ -94,13 +95,15 @@ def build_hub_folder(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_for_hf(
+        # timm's config writer; the weights are packed here so channels-last (or otherwise strided)
+        # models save too -- safetensors stores only contiguous tensors.
+        save_config_for_hf(
             model,
-            str(tmp),
+            str(tmp / CONFIG_NAME),
             model_args=model.ran_config(),
             model_config={"label_names": names},
-            safe_serialization=True,
         )
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_NAME))
         config = hub_config(json.loads((tmp / CONFIG_NAME).read_text()), names)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         card = render_model_card(

@@ -435,6 +435,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
 
     model = build_model(config, class_names)
+    if config.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     description = model_description(model, class_names, config.model.model)
     soft = config.loss.label_mode == "soft"
     train_set = FaceImages(splits["train"], config.data.image_size, soft_labels=soft)

@@ -505,3 +505,13 @@ def test_publish_assembles_training_output_with_measured_results(tmp_path):
     wrong = ran.save_pretrained(tiny_model(0), tmp_path / "other")
     with pytest.raises(ValueError, match="describes 'ran_resnet18'"):
         publish([str(spec_dir), "--model", str(wrong), "--out", str(tmp_path / "repo2")])
+
+
+def test_channels_last_model_saves_and_reloads(tmp_path):
+    model = tiny_model(3).to(memory_format=torch.channels_last)
+    assert not model.backbone.conv1[0].weight.is_contiguous()  # really strided differently
+    ran.save_pretrained(model, tmp_path / "cl")
+    reloaded = ran.from_pretrained(tmp_path / "cl").eval()
+    images = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), model(images), rtol=1e-5, atol=1e-6)
