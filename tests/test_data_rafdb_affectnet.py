@@ -181,3 +181,12 @@ def test_affectnet_bad_input(tmp_path):
     (lists / "training.csv").write_text(AFFECTNET_HEADER + '\n1/a.jpg,0,0,5,5,"",1,0,0\n')
     with pytest.raises(FileNotFoundError, match="image 1/b.jpg not found"):
         load_affectnet(tmp_path, subset_lists=False, progress=False)
+
+
+def test_affectnet_csv_header_without_a_column_is_named(tmp_path):
+    from ran.data.affectnet import read_affectnet_csv
+
+    path = tmp_path / "validation.csv"
+    path.write_text("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,valence\n")
+    with pytest.raises(ValueError, match=r"validation.csv line 1: missing column\(s\) 'expression'"):
+        read_affectnet_csv(path, num_classes=8)

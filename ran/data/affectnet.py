@@ -9,6 +9,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
+from ran.data.columns import column_index
 from ran.data.folder import labelled_split
 from ran.data.subsets import attach_subsets, load_subset_lists
 from ran.labels import AFFECTNET_CLASSES
@@ -53,17 +54,10 @@ def read_affectnet_csv(path: str | Path, num_classes: int) -> list[dict]:
         if first is None:
             raise ValueError(f"{path}: empty file; expected AffectNet rows ({', '.join(CSV_COLUMNS)})")
         if first[0].strip() == CSV_COLUMNS[0]:
-            header = [name.strip() for name in first]
-            missing = [name for name in CSV_COLUMNS if name not in header]
-            if missing:
-                raise ValueError(
-                    f"{path} line 1: missing column(s) {', '.join(missing)}; "
-                    f"expected {', '.join(CSV_COLUMNS)}"
-                )
-            records, start = reader, 2
+            header, records, start = first, reader, 2
         else:
             header, records, start = list(CSV_COLUMNS), [first, *reader], 1
-        index = {name: header.index(name) for name in CSV_COLUMNS}
+        index = column_index(header, CSV_COLUMNS, path)
         for number, row in enumerate(records, start):
             if not row:
                 continue

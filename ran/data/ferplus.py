@@ -18,6 +18,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
+from ran.data.columns import column_index
 from ran.data.folder import dataset_features
 from ran.data.subsets import (
     SubsetList,
@@ -153,17 +154,6 @@ def read_label_csv(path: str | Path, usage: str) -> VoteTable:
     )
 
 
-def _header_index(header: Sequence[str], required: Sequence[str], path: Path) -> dict[str, int]:
-    stripped = [name.strip() for name in header]
-    missing = [name for name in required if name not in stripped]
-    if missing:
-        raise ValueError(
-            f"{path} line 1: missing column(s) {', '.join(map(repr, missing))}; expected columns "
-            f"{', '.join(required)} (found {', '.join(stripped)})"
-        )
-    return {name: stripped.index(name) for name in required}
-
-
 def read_fer2013new(path: str | Path) -> VoteTable:
     """``fer2013new.csv``: one row per fer2013.csv row (same order); rows without an image name are
     non-faces and keep an empty name."""
@@ -174,7 +164,7 @@ def read_fer2013new(path: str | Path) -> VoteTable:
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path}: empty file; expected fer2013new.csv with a header line")
-        index = _header_index(header, ["Usage", "Image name", *VOTE_COLUMNS], path)
+        index = column_index(header, ["Usage", "Image name", *VOTE_COLUMNS], path)
         for line, row in enumerate(reader, 2):
             if not row:
                 continue
@@ -235,7 +225,7 @@ def read_fer2013_pixels(
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path}: empty file; expected a header 'emotion,pixels,Usage'")
-        index = _header_index(header, ["pixels", "Usage"], path)
+        index = column_index(header, ["pixels", "Usage"], path)
         rows = tqdm(reader, total=expected_rows, desc="fer2013.csv", unit=" rows", disable=not progress)
         for line, row in enumerate(rows, 2):
             if not row:
