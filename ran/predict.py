@@ -99,14 +99,15 @@ class InputResult:
 
 
 def load_model(model: str | Path | nn.Module | None) -> nn.Module:
-    """An nn.Module as is; a string through ``ran.hub.from_pretrained`` (local folder, Hub id, or a
-    registered name with random weights, with a warning). Errors name the model and what to pass."""
+    """An nn.Module as is; a string through ``ran.evaluate.load_model`` (model folder, training
+    checkpoint, Hub id, or a registered name with random weights, with a warning). Errors name the
+    model and what to pass."""
     if isinstance(model, nn.Module):
         loaded = model
     else:
         import timm
 
-        from ran.hub import from_pretrained
+        from ran.evaluate import load_model as resolve_model  # the one place a model string is resolved
 
         name = str(model if model is not None else DEFAULT_MODEL)
         if name in timm.list_models("ran*") and not Path(name).is_dir():
@@ -116,7 +117,7 @@ def load_model(model: str | Path | nn.Module | None) -> nn.Module:
                 stacklevel=2,
             )
         try:
-            loaded = from_pretrained(name)
+            loaded = resolve_model(name)
         except Exception as err:  # hub, network, config and file errors all mean "cannot load this"
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(
