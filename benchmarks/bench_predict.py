@@ -16,7 +16,7 @@ import timm
 import torch
 
 import ran  # noqa: F401  (registers the models)
-from ran.predict import predict
+from ran.pipeline import predict
 
 
 def photos(count: int) -> list[Path]:

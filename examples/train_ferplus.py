@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ran.cli import run_main
-from ran.train import main
+from ran.cli.train import main
 
 RECIPE = Path(__file__).resolve().with_name("ferplus_resnet18.yaml")
 

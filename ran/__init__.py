@@ -22,18 +22,22 @@ __all__ = [
     "__version__",
     "crop_regions",
     "from_pretrained",
+    "load_model",
     "predict",
     "push_to_hub",
     "resolve_regions",
     "save_pretrained",
+    "transform_for",
 ]
 
 # Layers above the model load lazily: `import ran` stays a model-only import.
 _LAZY = {
-    "from_pretrained": "ran.hub",
+    "from_pretrained": "ran.loading",
+    "load_model": "ran.loading",
     "save_pretrained": "ran.hub",
     "push_to_hub": "ran.hub",
-    "predict": "ran.predict",
+    "predict": "ran.pipeline",
+    "transform_for": "ran.transforms",
 }
 
 

@@ -15,9 +15,7 @@ ours (``backbone.*``, ``self_attention``, ``relation_attention``, ``fc``) and th
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +24,11 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
-from ran.labels import AFFECTNET_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES
+from ran.labels import DATASET_CLASSES
 from ran.models import RAN_VARIANTS
 from ran.models.checkpoint import load_state_dict_file
 
-LABEL_SETS: dict[str, tuple[str, ...]] = {
-    "ferplus": FERPLUS_CLASSES,
-    "rafdb": RAFDB_CLASSES,
-    "affectnet": AFFECTNET_CLASSES,
-}
+LABEL_SETS = {name: DATASET_CLASSES[name] for name in ("ferplus", "rafdb", "affectnet")}
 
 # blocks per stage -> depth
 RESNET_BASIC_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}
@@ -296,46 +290,3 @@ def convert(
         overwrite=overwrite,
     )
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ran convert",
-        description="Convert an original RAN checkpoint (.pth.tar / .pth / .safetensors) into a "
-        "safetensors model folder loadable by ran.from_pretrained, timm and transformers.",
-    )
-    parser.add_argument("src", type=Path, help="checkpoint file (read with torch.load weights_only=True)")
-    parser.add_argument("dst", type=Path, help="output folder (model.safetensors, config.json, README.md)")
-    parser.add_argument("--arch", choices=sorted(RAN_VARIANTS), help="architecture (default: inferred)")
-    parser.add_argument("--regions", default="ferplus6", help="region preset the model was trained with")
-    parser.add_argument("--region-size", type=int, help="region side in px (default: the architecture's)")
-    parser.add_argument(
-        "--attention",
-        choices=("softmax", "sigmoid"),
-        default="softmax",
-        help="softmax = the original code (default; required for the authors' checkpoints)",
-    )
-    parser.add_argument("--labels", choices=sorted(LABEL_SETS), help="class names (default: by class count)")
-    parser.add_argument("--allow-missing", action="store_true", help="keep missing weights random")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-    args = parser.parse_args(argv)
-    report = convert(
-        args.src,
-        args.dst,
-        arch=args.arch,
-        regions=args.regions,
-        region_size=args.region_size,
-        attention=args.attention,
-        labels=args.labels,
-        allow_missing=args.allow_missing,
-        overwrite=args.overwrite,
-    )
-    print(report.summary())
-    print(f"wrote {args.dst}")
-    return 0
-
-
-if __name__ == "__main__":
-    from ran.cli import run_main
-
-    sys.exit(run_main(main, None, prog="ran convert"))

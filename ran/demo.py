@@ -1,4 +1,4 @@
-"""``ran demo``: the main job end to end on the embedded default dataset, in a few minutes on a CPU.
+"""The main job end to end on the embedded default dataset, in a few minutes on a CPU (``ran demo``).
 
 Generates the synthetic FERPlus-style faces (``ran.data.synthetic``), writes them as a ``ran data`` folder,
 trains a small RAN, evaluates it on the test split and on the occlusion / pose subsets, and saves the model
@@ -8,12 +8,11 @@ README's main command runs offline.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +22,37 @@ FULL = {"train_size": 6000, "test_size": 1000, "epochs": 10}
 QUICK = {"train_size": 1500, "test_size": 320, "epochs": 5}
 
 
-def build_parser(prog: str = "ran demo") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Generate the synthetic FERPlus-style dataset, train a small RAN on it, evaluate it on "
-        "every subset (test, occlusion, pose30, pose45) and save the model, results and plots.",
+@dataclass
+class DemoOptions:
+    """What ``ran demo`` can be told (its flags)."""
+
+    output_dir: Path = field(default=Path("ran-demo"), metadata={"help": "output folder"})
+    quick: bool = field(default=False, metadata={"help": "a smaller, faster run (also: RAN_DEMO_QUICK=1)"})
+    seed: int = field(default=0, metadata={"help": "random seed (data, weights, order)"})
+    train_size: int | None = field(default=None, metadata={"help": "training images to generate"})
+    test_size: int | None = field(default=None, metadata={"help": "test images to generate"})
+    epochs: int | None = field(default=None, metadata={"help": "training epochs"})
+    backbone: str = field(default="test_resnet", metadata={"help": "timm backbone (a 0.4M-parameter ResNet)"})
+    region_size: int = field(default=48, metadata={"help": "region side in px"})
+    batch_size: int = field(default=32, metadata={"help": "images per batch"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate"})
+    mixed_precision: str = field(
+        default="bf16", metadata={"help": "fp32, bf16 or fp16; bf16 is 2-4x faster on a CPU with AMX"}
     )
-    parser.add_argument(
-        "--output-dir", type=Path, default=Path("ran-demo"), help="output folder (default: ran-demo)"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smaller, faster run (also: RAN_DEMO_QUICK=1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-size", type=int, help="training images to generate")
-    parser.add_argument("--test-size", type=int, help="test images to generate")
-    parser.add_argument("--epochs", type=int, help="training epochs")
-    parser.add_argument(
-        "--backbone",
-        default="test_resnet",
-        help="timm backbone (default: test_resnet, a 0.4M-parameter ResNet)",
-    )
-    parser.add_argument("--region-size", type=int, default=48, help="region side in px (default: 48)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate")
-    parser.add_argument(
-        "--mixed-precision",
-        choices=("no", "bf16", "fp16"),
-        default="bf16",
-        help="bf16 autocast is 3-4x faster on a CPU with AMX / AVX-512 bf16",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing demo folder"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def sizes(self) -> dict[str, int]:
+        """Training size, test size and epochs: the quick or full defaults, overridden where given."""
+        quick = self.quick or os.environ.get("RAN_DEMO_QUICK", "") not in ("", "0")
+        sizes = dict(QUICK if quick else FULL)
+        for key in sizes:
+            if getattr(self, key) is not None:
+                sizes[key] = getattr(self, key)
+        return sizes
+
+    def is_quick(self) -> bool:
+        return self.quick or os.environ.get("RAN_DEMO_QUICK", "") not in ("", "0")
 
 
 def plot_training_curves(history: list[dict[str, Any]], path: Path, val_name: str = "validation") -> None:
@@ -83,57 +82,57 @@ def plot_training_curves(history: list[dict[str, Any]], path: Path, val_name: st
     plt.close(fig)
 
 
-def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings."""
-    from ran.config import TrainConfig
-    from ran.data.folder import write_dataset_folder
-    from ran.data.synthetic import SYNTHETIC_DESCRIPTION, build_synthetic
-    from ran.evaluate import evaluate, format_table, load_model, print_results, write_results
-    from ran.hub import save_pretrained
-    from ran.train import load_splits, train
-
-    quick = args.quick or os.environ.get("RAN_DEMO_QUICK", "") not in ("", "0")
-    sizes = dict(QUICK if quick else FULL)
-    for key in sizes:
-        if getattr(args, key) is not None:
-            sizes[key] = getattr(args, key)
-    out = args.output_dir.expanduser().absolute()
+def _prepare_output(options: DemoOptions) -> Path:
+    out = Path(options.output_dir).expanduser().absolute()
     if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
+        if not options.overwrite:
             raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace the demo")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
+    return out
+
+
+def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: int) -> Any:
+    """The demo's recipe: a small RAN, AdamW with a cosine schedule, bf16."""
+    from ran.training.config import TrainConfig
+
+    config = TrainConfig()
+    config.model.model, config.model.backbone = "ran", options.backbone
+    config.model.region_size = options.region_size
+    config.optim.optimizer, config.optim.lr, config.optim.weight_decay = "adamw", options.lr, 0.05
+    config.optim.schedule, config.optim.warmup_epochs = "cosine", 0.5
+    config.data.data, config.data.batch_size = str(data_dir), options.batch_size
+    config.run.output_dir, config.run.epochs = str(out / "train"), epochs
+    config.run.mixed_precision, config.run.seed = options.mixed_precision, options.seed
+    config.run.progress, config.run.keep_checkpoints = options.progress, 1
+    return config
+
+
+def run_demo(options: DemoOptions) -> dict[str, Any]:
+    """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings."""
+    from ran.data.batches import load_splits
+    from ran.data.folder import write_dataset_folder
+    from ran.data.synthetic import SYNTHETIC_DESCRIPTION, build_synthetic
+    from ran.evaluation import evaluate, print_results
+    from ran.loading import load_model
+    from ran.training import train
+
+    sizes = options.sizes()
+    out = _prepare_output(options)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
     print(f"1/4 generating {sizes['train_size']} training and {sizes['test_size']} test faces", flush=True)
-    splits = build_synthetic(args.seed, sizes["train_size"], sizes["test_size"], progress=progress)
+    splits = build_synthetic(options.seed, sizes["train_size"], sizes["test_size"], progress=options.progress)
     data_dir = write_dataset_folder(splits, out / "data", description=SYNTHETIC_DESCRIPTION)
     timings["data_s"] = time.perf_counter() - started
 
     print(
-        f"2/4 training RAN ({args.backbone}, {args.region_size} px regions, {sizes['epochs']} epochs, "
-        f"{args.mixed_precision})",
+        f"2/4 training RAN ({options.backbone}, {options.region_size} px regions, {sizes['epochs']} epochs, "
+        f"{options.mixed_precision})",
         flush=True,
     )
-    config = TrainConfig()
-    config.model.model, config.model.backbone, config.model.region_size = (
-        "ran",
-        args.backbone,
-        args.region_size,
-    )
-    config.optim.optimizer, config.optim.lr, config.optim.weight_decay = "adamw", args.lr, 0.05
-    config.optim.schedule, config.optim.warmup_epochs = "cosine", 0.5
-    config.data.data, config.data.batch_size = str(data_dir), args.batch_size
-    config.run.output_dir, config.run.epochs = str(out / "train"), sizes["epochs"]
-    config.run.mixed_precision, config.run.seed, config.run.progress = (
-        args.mixed_precision,
-        args.seed,
-        progress,
-    )
-    config.run.keep_checkpoints = 1
-    summary = train(config)
+    summary = train(_training_config(options, data_dir, out, sizes["epochs"]))
     timings["train_s"] = time.perf_counter() - started - timings["data_s"]
 
     print("3/4 evaluating on every test subset", flush=True)
@@ -142,28 +141,15 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         model,
         load_splits(data_dir),
         batch_size=128,
-        mixed_precision=args.mixed_precision,
-        progress=progress,
+        mixed_precision=options.mixed_precision,
+        progress=options.progress,
     )
     timings["evaluate_s"] = time.perf_counter() - started - timings["data_s"] - timings["train_s"]
 
     print("4/4 saving the model, results and plots", flush=True)
-    command = "ran demo" + (" --quick" if quick else "")
-    save_pretrained(model, out / "best", results=results, dataset="synthetic", training_command=command)
-    write_results(results, out / "results", title="RAN on the synthetic FERPlus-style faces")
-    plot_training_curves(summary["history"], out / "results" / "training_curves.png", summary["val_split"])
+    report = _save(options, out, model, results, summary, sizes)
     timings["total_s"] = time.perf_counter() - started
-    report = {
-        "results": results,
-        "sizes": sizes,
-        "seed": args.seed,
-        "backbone": args.backbone,
-        "region_size": args.region_size,
-        "mixed_precision": args.mixed_precision,
-        "timings": timings,
-        "best_validation_accuracy": summary["best_accuracy"],
-        "best_epoch": summary["best_epoch"],
-    }
+    report["timings"] = timings
     (out / "results" / "demo.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
     print()
@@ -174,16 +160,28 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         f"evaluation {timings['evaluate_s']:.0f} s)"
     )
     print(f"model: {out / 'best'}   results and plots: {out / 'results'}")
-    (out / "results" / "table.txt").write_text(format_table(results) + "\n", encoding="utf-8")
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    run_demo(build_parser().parse_args(argv))
-    return 0
+def _save(
+    options: DemoOptions, out: Path, model: Any, results: dict, summary: dict, sizes: dict
+) -> dict[str, Any]:
+    """The model with its card, the results tables and pictures, the training curves."""
+    from ran.evaluation import format_table, write_results
+    from ran.hub import save_pretrained
 
-
-if __name__ == "__main__":
-    from ran.cli import run_main
-
-    sys.exit(run_main(main, None, prog="ran demo"))
+    command = "ran demo" + (" --quick" if options.is_quick() else "")
+    save_pretrained(model, out / "best", results=results, dataset="synthetic", training_command=command)
+    write_results(results, out / "results", title="RAN on the synthetic FERPlus-style faces")
+    plot_training_curves(summary["history"], out / "results" / "training_curves.png", summary["val_split"])
+    (out / "results" / "table.txt").write_text(format_table(results) + "\n", encoding="utf-8")
+    return {
+        "results": results,
+        "sizes": sizes,
+        "seed": options.seed,
+        "backbone": options.backbone,
+        "region_size": options.region_size,
+        "mixed_precision": options.mixed_precision,
+        "best_validation_accuracy": summary["best_accuracy"],
+        "best_epoch": summary["best_epoch"],
+    }

@@ -1,9 +1,11 @@
 """ONNX export of a RAN, region cutting included, so deployment needs no PyTorch.
 
-The graph takes face images (B, 3, H, W) -- already resized to the model's input size and normalised
-as its pretrained_cfg says -- and returns ``logits`` (B, classes) and, unless disabled, ``weights``
-(B, K), the per-region attention weights. The regions are cut inside the graph by ONNX ``RoiAlign``
-(opset >= 16; ``coordinate_transformation_mode='half_pixel'`` is torchvision's ``aligned=True``).
+The graph takes uint8 RGB face images (B, 3, H, W) resized to the model's input size, as a photo
+stores them, and does the rest of what training did inside: ``ran.transforms.FaceTransform.normalize``
+(grayscale when the model was trained on gray faces, 0..1, mean/std). It returns ``logits`` (B, classes)
+and, unless disabled, ``weights`` (B, K), the per-region attention weights. The regions are cut
+inside the graph by ONNX ``RoiAlign`` (opset >= 16; ``coordinate_transformation_mode='half_pixel'`` is
+torchvision's ``aligned=True``).
 With ``boxes_input=True`` the graph also takes ``boxes`` (B, K, 4) fractional boxes (landmark regions).
 
 The batch axis is dynamic; H and W are fixed at export time (the box-to-pixel scaling is traced as a
@@ -13,11 +15,8 @@ the TorchScript-based exporter (``dynamo=False``), which maps torchvision's roi_
 
 from __future__ import annotations
 
-import argparse
+import copy
 import json
-import os
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,36 +25,43 @@ import numpy as np
 import torch
 from torch import nn
 
+from ran.files import atomic_path
+from ran.loading import class_names
+from ran.transforms import FaceTransform, transform_for
+
 MIN_OPSET = 17
 
 
 class OnnxRAN(nn.Module):
-    """The exported computation: images (and optional boxes) -> logits (and optional weights)."""
+    """The exported computation: uint8 images (and optional boxes) -> logits (and optional weights).
 
-    def __init__(self, model: nn.Module, attention_weights: bool = True, boxes_input: bool = False) -> None:
+    Holds a float32 CPU copy of the model, so exporting never changes the caller's model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        transform: FaceTransform,
+        attention_weights: bool = True,
+        boxes_input: bool = False,
+    ) -> None:
         super().__init__()
-        self.model = model
+        self.model = copy.deepcopy(model).float().cpu().eval()
+        self.transform = transform
         self.attention_weights = attention_weights
         self.boxes_input = boxes_input
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> Any:
-        output = self.model.forward_with_attention(images, boxes if self.boxes_input else None)
+        pixels = self.transform.normalize(images)
+        output = self.model.forward_with_attention(pixels, boxes if self.boxes_input else None)
         if self.attention_weights:
             return output.logits, output.weights
         return output.logits
 
 
-def _input_size(model: nn.Module, input_size: int | None) -> tuple[int, int]:
-    if input_size:
-        return int(input_size), int(input_size)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size") or (3, 224, 224)
-    return int(size[-2]), int(size[-1])
-
-
 def _example_inputs(model: nn.Module, size: tuple[int, int], batch: int, boxes_input: bool, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    images = torch.rand((batch, model.in_chans, *size), generator=generator)
+    images = torch.randint(0, 256, (batch, model.in_chans, *size), generator=generator, dtype=torch.uint8)
     if not boxes_input:
         return (images,)
     from ran.regions import jitter_boxes
@@ -91,62 +97,53 @@ def export_onnx(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().float().cpu()
-    wrapper = OnnxRAN(model, attention_weights, boxes_input).eval()
-    size = _input_size(model, input_size)
+    transform = transform_for(model, input_size)
+    wrapper = OnnxRAN(model, transform, attention_weights, boxes_input).eval()
+    size = transform.size
     example = _example_inputs(model, size, 2, boxes_input)
     input_names = ["images", "boxes"][: len(example)]
     output_names = ["logits", "weights"] if attention_weights else ["logits"]
-    dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
+    with atomic_path(path) as tmp:
+        _trace(wrapper, example, tmp, input_names, output_names, opset)
+        graph = onnx.load(tmp)
+        metadata = {
+            "ran_config": json.dumps(model.ran_config()),
+            "label_names": json.dumps(class_names(model)),
+            "region_boxes": json.dumps([list(b) for b in model.boxes]),
+            # what the graph already does (grayscale, mean / std) and the face size it expects
+            **{key: json.dumps(value) for key, value in transform.data_config().items()},
+        }
+        for key, value in metadata.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, tmp)
+    return path
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+
+def _trace(
+    wrapper: OnnxRAN, example: tuple, out: Path, input_names: list, output_names: list, opset: int
+) -> None:
+    """torch.onnx.export with a dynamic batch axis; exporter failures become one clear ValueError."""
+    dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shape checks turned into constants
             torch.onnx.export(
                 wrapper,
                 example,
-                tmp,
+                str(out),
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
                 opset_version=opset,
                 dynamo=False,
             )
-        graph = onnx.load(tmp)
     except torch.onnx.errors.OnnxExporterError as err:
-        Path(tmp).unlink(missing_ok=True)
+        model = wrapper.model
         reason = str(err).split("[Caused by")[0].strip().splitlines()[0]
         raise ValueError(
             f"cannot export {model.backbone_name} RAN at region size {model.region_size} to ONNX: {reason}"
         ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        from ran.predict import class_names
-
-        cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-        metadata = {
-            "ran_config": json.dumps(model.ran_config()),
-            "label_names": json.dumps(class_names(model)),
-            "input_size": json.dumps([model.in_chans, *size]),
-            "mean": json.dumps(list(cfg.get("mean") or (0.0, 0.0, 0.0))),
-            "std": json.dumps(list(cfg.get("std") or (1.0, 1.0, 1.0))),
-            "region_boxes": json.dumps([list(b) for b in model.boxes]),
-        }
-        if cfg.get("grayscale") is not None:
-            metadata["grayscale"] = json.dumps(bool(cfg["grayscale"]))
-        for key, value in metadata.items():
-            graph.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(graph)
-        onnx.save(graph, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def check_onnx(
@@ -166,8 +163,8 @@ def check_onnx(
     inputs = session.get_inputs()
     height, width = int(inputs[0].shape[2]), int(inputs[0].shape[3])
     names = [o.name for o in session.get_outputs()]
-    model = model.eval().float().cpu()
-    wrapper = OnnxRAN(model, attention_weights="weights" in names, boxes_input=len(inputs) > 1).eval()
+    transform = transform_for(model, height if height == width else None)
+    wrapper = OnnxRAN(model, transform, attention_weights="weights" in names, boxes_input=len(inputs) > 1)
     example = _example_inputs(model, (height, width), batch_size, len(inputs) > 1, seed=seed)
     with torch.no_grad():
         expected = wrapper(*example)
@@ -181,50 +178,3 @@ def check_onnx(
     if not worst <= atol:  # also catches NaN
         raise ValueError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} > {atol} ({diffs})")
     return diffs
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ran export", description="Export a RAN model to ONNX.")
-    parser.add_argument("--model", required=True, help="model folder, Hub id or registered name")
-    parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
-    parser.add_argument("--input-size", type=int, help="image side the graph takes (default: model config)")
-    parser.add_argument("--no-weights", action="store_true", help="output only the logits")
-    parser.add_argument("--boxes-input", action="store_true", help="also take (B, K, 4) region boxes")
-    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")
-    parser.add_argument("--overwrite", action="store_true")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ran.predict import load_model
-
-    out = Path(args.onnx)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    model = load_model(args.model)
-    path = export_onnx(
-        model,
-        out,
-        input_size=args.input_size,
-        opset=args.opset,
-        attention_weights=not args.no_weights,
-        boxes_input=args.boxes_input,
-        overwrite=args.overwrite,
-    )
-    message = f"wrote {path}"
-    if not args.no_check:
-        diffs = check_onnx(model, path)
-        message += " (onnxruntime vs PyTorch max abs diff: " + ", ".join(
-            f"{k} {v:.2g}" for k, v in diffs.items()
-        )
-        message += ")"
-    print(message)
-    return 0
-
-
-if __name__ == "__main__":
-    from ran.cli import run_main
-
-    sys.exit(run_main(main, None, prog="ran export"))

@@ -31,3 +31,11 @@ AFFECTNET_CLASSES: tuple[str, ...] = (
     "anger",
     "contempt",
 )
+
+# Every dataset the package knows, by the name commands and configs use, with its class order.
+DATASET_CLASSES: dict[str, tuple[str, ...]] = {
+    "ferplus": FERPLUS_CLASSES,
+    "rafdb": RAFDB_CLASSES,
+    "affectnet": AFFECTNET_CLASSES,
+    "affectnet7": AFFECTNET_CLASSES[:7],
+}

@@ -19,7 +19,8 @@ from reference import reference_logits, reference_regions
 from torch import nn
 
 import ran
-from ran.convert import convert, main
+from ran.cli.convert import main
+from ran.convert import convert
 from ran.regions import REGION_PRESETS
 
 REGION_SIZE = 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ran.data.cli import build_parser, main
+from ran.cli.data import build_parser, main
 from ran.data.folder import load_dataset_folder
 
 

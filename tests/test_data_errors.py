@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ran.cli import run_main
-from ran.data.cli import main
+from ran.cli.data import main
 from ran.data.ferplus import load_ferplus
 
 HEADER_NEW = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"

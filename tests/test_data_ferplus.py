@@ -203,7 +203,7 @@ def test_parquet_round_trip_through_load_dataset(built, tmp_path):
 
 
 def test_cli_builds_probability_mode(fer2013, tmp_path, capsys):
-    from ran.data.cli import main
+    from ran.cli.data import main
 
     out = tmp_path / "fp"
     code = main(

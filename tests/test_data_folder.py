@@ -161,7 +161,7 @@ def test_push_cli_and_refusals(splits, tmp_path, monkeypatch, capsys):
     import huggingface_hub
 
     from ran.cli import run_main
-    from ran.data.cli import main
+    from ran.cli.data import main
 
     out = write_dataset_folder(splits, tmp_path / "ds")
     api = _RecordingApi()

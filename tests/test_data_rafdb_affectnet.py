@@ -78,7 +78,7 @@ def test_rafdb_splits_and_subsets(rafdb_root):
 
 
 def test_rafdb_cli_and_missing_image(rafdb_root, tmp_path):
-    from ran.data.cli import main
+    from ran.cli.data import main
 
     out = tmp_path / "raf"
     assert main(["rafdb", "--root", str(rafdb_root), "--lists", str(LISTS_DIR), "--out", str(out)]) == 0

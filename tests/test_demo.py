@@ -31,9 +31,9 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
     assert (out / "data" / "README.md").is_file() and (out / "data" / "occlusion" / "test.parquet").is_file()
 
     # the saved model reproduces the reported numbers
-    from ran.evaluate import evaluate
-    from ran.hub import from_pretrained
-    from ran.train import load_splits
+    from ran.data.batches import load_splits
+    from ran.evaluation import evaluate
+    from ran.loading import from_pretrained
 
     again = evaluate(
         from_pretrained(out / "best"),

@@ -11,9 +11,10 @@ import torch
 
 import ran  # noqa: F401
 from ran.cli import main as ran_main
-from ran.evaluate import evaluate, load_model
+from ran.evaluation import evaluate
 from ran.hub import save_pretrained
 from ran.labels import FERPLUS_CLASSES
+from ran.loading import load_model
 
 SUBSETS = ["test", "occlusion", "pose30", "pose45"]
 
@@ -29,7 +30,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def splits(tiny_data):
-    from ran.train import load_splits
+    from ran.data.batches import load_splits
 
     return load_splits(tiny_data)
 
@@ -171,7 +172,7 @@ def test_bad_inputs(tiny_data, tmp_path, capsys):
 
 
 def test_training_checkpoint_and_best_folder_agree(tiny_data, splits, tmp_path):
-    from ran.train import resolve_config, train
+    from ran.training import resolve_config, train
 
     out = tmp_path / "run"
     train(

@@ -10,7 +10,8 @@ import timm
 import torch
 
 import ran
-from ran.export import check_onnx, export_onnx, main
+from ran.cli.export import main
+from ran.export import check_onnx, export_onnx
 
 # IResNets end in a 7x7 flatten: only 112 px regions export (adaptive pooling to 7x7 from a map that
 # is not a multiple of 7 has no ONNX form). VGG's head pools to 7x7 too, so it runs at 224.

@@ -25,7 +25,8 @@ from huggingface_hub import ModelCard
 
 import ran
 from ran.card import CITATION, NO_RESULTS_NOTE, card_results
-from ran.hub import build_hub_folder, check_folder, push_to_hub
+from ran.hub import build_hub_folder, push_to_hub
+from ran.loading import check_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG_NAME = "ran-test/tiny-ran"
@@ -190,7 +191,7 @@ def test_not_a_folder_or_repo(tmp_path):
 
 # --- `ran models` ---------------------------------------------------------------------------------
 def test_models_command_lists_names_with_params(capsys):
-    from ran.models.cli import main
+    from ran.cli.models import main
 
     assert main(["ran_resnet*", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}

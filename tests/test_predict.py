@@ -15,8 +15,9 @@ from PIL import Image
 
 import ran
 from ran.cli import run_main
-from ran.faces import CascadeDetector, Face, crop_face, landmark_boxes, landmarks_68_to_5
-from ran.predict import Preprocessor, main, predict
+from ran.cli.predict import main
+from ran.pipeline import predict
+from ran.pipeline.faces import CascadeDetector, Face, crop_face, landmark_boxes, landmarks_68_to_5
 
 skimage = pytest.importorskip("skimage")
 PHOTOS = Path(skimage.__file__).parent / "data"

@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from ran.cli import main as ran_main
-from ran.config import TrainConfig, load_yaml_config
-from ran.train import EpochSampler, lr_factor, resolve_config, train
+from ran.data.batches import EpochSampler
+from ran.training.config import TrainConfig, load_yaml_config, resolve_config
+from ran.training.loop import lr_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "ran", "--backbone", "test_resnet", "--region-size", "32", "--no-progress"]
@@ -145,7 +146,7 @@ def test_options_soft_labels_balanced_random_crops_freeze(tiny_data, tmp_path):
         )
     )
     assert len(summary["history"]) == 1 and summary["best_epoch"] == 1
-    from ran.hub import from_pretrained
+    from ran.loading import from_pretrained
 
     best = from_pretrained(tmp_path / "out" / "best")
     assert best.num_classes == 8 and best.ran_config()["region_size"] == [32, 32]
@@ -198,8 +199,8 @@ def test_bad_inputs(tiny_data, tmp_path, capsys):
 
     from datasets import DatasetDict
 
+    from ran.data.batches import load_splits
     from ran.data.folder import write_dataset_folder
-    from ran.train import load_splits
 
     splits = load_splits(tiny_data)
     only_test = write_dataset_folder(DatasetDict({"test": splits["test"]}), tmp_path / "only_test")

@@ -11,14 +11,8 @@ from collections.abc import Sequence
 import datasets
 import numpy as np
 
-from ran.labels import AFFECTNET_CLASSES, FERPLUS_CLASSES, RAFDB_CLASSES
+from ran.labels import DATASET_CLASSES as CLASS_ORDERS
 
-CLASS_ORDERS: dict[str, tuple[str, ...]] = {
-    "ferplus": FERPLUS_CLASSES,
-    "rafdb": RAFDB_CLASSES,
-    "affectnet": AFFECTNET_CLASSES,
-    "affectnet7": AFFECTNET_CLASSES[:7],
-}
 UNMAPPED = -1
 
 

@@ -12,6 +12,7 @@ timm's feature / head contract maps onto RAN like this:
   * ``features_only=True`` gives the shared backbone's feature pyramid on the whole face.
 """
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -452,25 +453,33 @@ class RegionAttentionNet(nn.Module):
         }
 
 
-def _resolve_cfg(variant: str, kwargs: dict[str, Any]) -> PretrainedCfg:
+_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)}
+
+
+def _resolve_cfg(variant: str, kwargs: dict[str, Any]) -> tuple[PretrainedCfg, dict[str, Any]]:
+    """The pretrained config for ``variant`` (given, overlaid or registered), and the entries timm's
+    ``PretrainedCfg`` has no field for (``grayscale``: the data config a saved RAN records)."""
     cfg = kwargs.pop("pretrained_cfg", None)
-    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    extras: dict[str, Any] = {}
     if cfg is None:
         cfg = get_pretrained_cfg(variant)
     elif isinstance(cfg, dict):
-        cfg = PretrainedCfg(**cfg)
+        extras = {k: v for k, v in cfg.items() if k not in _CFG_FIELDS}
+        cfg = PretrainedCfg(**{k: v for k, v in cfg.items() if k in _CFG_FIELDS})
+    extras.update({k: overlay.pop(k) for k in list(overlay) if k not in _CFG_FIELDS})
     if overlay:
         cfg = PretrainedCfg(**{**cfg.to_dict(remove_null=False), **overlay})
-    return cfg
+    return cfg, extras
 
 
 def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
     """Build a RAN; ``pretrained`` loads RAN weights where the config has them (Hub / local folder),
     otherwise timm's pretrained weights for the backbone alone."""
-    cfg = _resolve_cfg(variant, kwargs)
+    cfg, extras = _resolve_cfg(variant, kwargs)
     load_ran_weights = pretrained and cfg.has_weights
     kwargs.setdefault("backbone_pretrained", pretrained and not load_ran_weights)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         RegionAttentionNet,
         variant,
         load_ran_weights,
@@ -478,6 +487,9 @@ def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> Region
         feature_cfg={"feature_cls": "getter"},
         **kwargs,
     )
+    if extras:
+        model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **extras}
+    return model
 
 
 def _cfg(

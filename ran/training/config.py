@@ -287,3 +287,35 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig
     """``base`` with every flag that was given on the command line applied."""
     given = {name: value for name, value in vars(args).items() if name in _SECTION_OF}
     return config_from_mapping(given, "command line", base)
+
+
+RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
+
+
+def build_parser(prog: str = "ran train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a RAN on a dataset folder written by 'ran data'. Options come from the defaults, "
+        "then --config YAML, then the flags given here.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file with sections model/optim/loss/data/run")
+    add_config_arguments(parser)
+    return parser
+
+
+def resolve_config(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults < the run's saved config (when resuming) < --config YAML < flags."""
+    args = build_parser().parse_args(argv)
+    base = TrainConfig()
+    resume = getattr(args, "resume", None)
+    if resume:
+        saved = Path(resume).expanduser().parent.parent / RUN_CONFIG_FILE
+        if saved.is_file():
+            data = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+            data.pop("launch", None)
+            base = config_from_mapping(data, str(saved))
+            base.run.resume = None
+            base.run.stop_after_steps = None
+    if args.config is not None:
+        base = load_yaml_config(args.config, base)
+    return config_from_args(args, base).validate()

@@ -6,7 +6,6 @@ Each build prints the split counts and writes OUT atomically; an existing OUT is
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ran.data.ferplus import LABEL_MODES
@@ -178,6 +177,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ran.cli import run_main
+    from ran.cli import run_module
 
-    sys.exit(run_main(main, sys.argv[1:], prog="ran data"))
+    run_module(main, "ran data")

@@ -5,27 +5,19 @@ PIL images, numpy arrays and tensors and returns one ``InputResult`` per image (
 videos) with one ``FacePrediction`` per face: the box, the label, the class probabilities and the
 per-region attention weights with the region boxes. ``ran predict`` is the command line around it.
 
-Preprocessing follows the model's ``pretrained_cfg``: each square face crop is resized to
-``input_size`` and normalised with ``mean``/``std`` (RAN configs: 0..1 pixels, no normalisation, like
-the original). Colour: FERPlus is a grayscale dataset, so ``color='auto'`` feeds grayscale-as-RGB faces
-when the config says ``grayscale: True`` -- or, when the config is silent, when its ``label_names`` are
-the FERPlus classes (every registered RAN); other models get the RGB crop. ``color='rgb'|'gray'``
-overrides it.
+Faces are fed as the model's recorded data config says (``ran.transforms.transform_for``: size,
+grayscale or RGB, mean/std); ``color='rgb'|'gray'`` overrides the colour mode.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
+import dataclasses
 import logging
 import math
 import os
 import re
-import sys
 import tempfile
-import types
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,9 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ran.cli import UserError
-from ran.faces import Face, FaceDetector, crop_face, get_detector, landmark_boxes
-from ran.labels import FERPLUS_CLASSES
+from ran.devices import inference_model
+from ran.pipeline.faces import Face, FaceDetector, crop_face, get_detector, landmark_boxes
+from ran.loading import class_names, load_model
+from ran.transforms import FaceTransform, transform_for
 
 _logger = logging.getLogger(__name__)
 
@@ -98,90 +91,27 @@ class InputResult:
 # --- model -------------------------------------------------------------------------------------------
 
 
-def load_model(model: str | Path | nn.Module | None) -> nn.Module:
-    """An nn.Module as is; a string through ``ran.evaluate.load_model`` (model folder, training
-    checkpoint, Hub id, or a registered name with random weights, with a warning). Errors name the
-    model and what to pass."""
-    if isinstance(model, nn.Module):
-        loaded = model
-    else:
-        import timm
-
-        from ran.evaluate import load_model as resolve_model  # the one place a model string is resolved
-
-        name = str(model if model is not None else DEFAULT_MODEL)
-        if name in timm.list_models("ran*") and not Path(name).is_dir():
-            warnings.warn(
-                f"model {name!r} is a registered architecture name: it has RANDOM weights, so its "
-                "predictions mean nothing (pass a trained model folder or Hub id)",
-                stacklevel=2,
-            )
-        try:
-            loaded = resolve_model(name)
-        except Exception as err:  # hub, network, config and file errors all mean "cannot load this"
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(
-                f"cannot load model {name!r} ({type(err).__name__}: {reason}). Pass --model with a local "
-                "folder written by ran.save_pretrained, a Hub id available offline, or a registered name "
-                "such as ran_resnet18 (random weights)"
-            ) from None
+def resolve_model(model: str | Path | nn.Module | None) -> nn.Module:
+    """An nn.Module as is; a string through ``ran.loading.load_model`` (model folder, training
+    checkpoint, Hub id, or a registered name with random weights, with a warning)."""
+    loaded = model if isinstance(model, nn.Module) else load_model(str(model or DEFAULT_MODEL))
     if not hasattr(loaded, "forward_with_attention"):
         raise ValueError(
             "model: expected a RAN (RegionAttentionNet with forward_with_attention), "
             f"got {type(loaded).__name__}"
         )
-    return loaded.eval()
+    return loaded
 
 
-def _pretrained_cfg(model: nn.Module) -> dict[str, Any]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg if isinstance(cfg, dict) else dict(cfg.to_dict())
-
-
-def class_names(model: nn.Module) -> list[str]:
-    """The model's label names (config ``label_names``), else FERPlus for 8 classes, else class_i."""
-    num_classes = int(model.num_classes)
-    names = _pretrained_cfg(model).get("label_names")
-    if names and len(names) == num_classes:
-        return list(names)
-    if num_classes == len(FERPLUS_CLASSES):
-        return list(FERPLUS_CLASSES)
-    return [f"class_{i}" for i in range(num_classes)]
-
-
-def wants_grayscale(model: nn.Module, color: str = "auto") -> bool:
-    """Whether faces go to the model as grayscale-as-RGB (see the module docstring)."""
+def face_transform(model: nn.Module, color: str = "auto", input_size: int | None = None) -> FaceTransform:
+    """The model's own transform (``ran.transforms.transform_for``); ``color`` 'rgb' / 'gray' overrides
+    the recorded colour mode."""
     if color not in ("auto", "rgb", "gray"):
         raise ValueError(f"color: expected 'auto', 'rgb' or 'gray', got {color!r}")
+    transform = transform_for(model, input_size)
     if color != "auto":
-        return color == "gray"
-    cfg = _pretrained_cfg(model)
-    if "grayscale" in cfg and cfg["grayscale"] is not None:
-        return bool(cfg["grayscale"])
-    return tuple(cfg.get("label_names") or ()) == FERPLUS_CLASSES
-
-
-class Preprocessor:
-    """Face crop (H, W, 3 uint8 RGB) -> the model's input tensor (3, h, w), per its pretrained_cfg."""
-
-    def __init__(self, model: nn.Module, color: str = "auto", input_size: int | None = None) -> None:
-        cfg = _pretrained_cfg(model)
-        size = cfg.get("input_size") or (3, 224, 224)
-        self.size = (int(input_size), int(input_size)) if input_size else (int(size[-2]), int(size[-1]))
-        self.mean = torch.tensor(cfg.get("mean") or (0.0, 0.0, 0.0), dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(cfg.get("std") or (1.0, 1.0, 1.0), dtype=torch.float32).view(3, 1, 1)
-        self.grayscale = wants_grayscale(model, color)
-
-    def __call__(self, face: np.ndarray) -> torch.Tensor:
-        import cv2
-
-        h, w = self.size
-        shrink = face.shape[0] > h or face.shape[1] > w
-        resized = cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        if self.grayscale:
-            resized = np.repeat(cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
-        pixels = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() / 255.0
-        return (pixels - self.mean) / self.std
+        transform = dataclasses.replace(transform, grayscale=color == "gray")
+    return transform
 
 
 # --- inputs ------------------------------------------------------------------------------------------
@@ -364,14 +294,14 @@ class _Runner:
     def __init__(
         self,
         model: nn.Module,
-        preprocess: Preprocessor,
+        transform: FaceTransform,
         names: list[str],
         batch_size: int,
         device: torch.device,
         bf16: bool,
         visualize: Path | None,
     ) -> None:
-        self.model, self.preprocess, self.names = model, preprocess, names
+        self.model, self.transform, self.names = model, transform, names
         self.batch_size, self.device, self.bf16, self.visualize = batch_size, device, bf16, visualize
         self.pending: list[_PendingFace] = []
         self.picture_names: set[str] = set()
@@ -386,7 +316,7 @@ class _Runner:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        images = torch.stack([f.pixels for f in batch]).to(self.device)
+        images = self.transform.normalize(torch.stack([f.pixels for f in batch]).to(self.device))
         boxes = None
         if batch[0].boxes is not None:
             boxes = torch.stack([f.boxes for f in batch]).to(self.device)
@@ -434,7 +364,7 @@ class _Runner:
     def _picture(
         self, face: _PendingFace, prediction: FacePrediction, boxes: torch.Tensor, weights: torch.Tensor
     ) -> None:
-        from ran.visualize import save_face_picture
+        from ran.pipeline.pictures import save_face_picture
 
         result = face.result
         stem = (
@@ -489,7 +419,8 @@ def predict(
     Args:
         inputs: a path (image, video, or folder searched recursively for images), a PIL image, a numpy
             array (H, W[, C]), a tensor (C, H, W) or (B, C, H, W) of 0..1 floats or uint8, or a list of these.
-        model: an nn.Module (RAN) or a name for ``ran.hub.from_pretrained``; default ``DEFAULT_MODEL``.
+        model: an nn.Module (RAN) or a name for ``ran.load_model``; default ``DEFAULT_MODEL``. The
+            caller's model is not changed (see ``ran.devices.inference_model``).
         detector: ``'mtcnn'`` (default, gives landmarks), ``'cascade'``, or any ``FaceDetector``.
         detect: False treats every input as an already cropped face.
         margin: extra context around each detected box, as a fraction of its side, per side.
@@ -513,7 +444,7 @@ def predict(
         raise ValueError("every and fps: pass one of them, not both")
     if (every is not None and every < 1) or (fps is not None and fps <= 0):
         raise ValueError(f"every / fps: expected a positive value, got every={every} fps={fps}")
-    net = load_model(model)
+    net = resolve_model(model)
     if regions == "landmarks":
         if not detect:
             raise ValueError(
@@ -524,45 +455,43 @@ def predict(
                 f"regions='landmarks' gives 5 regions (whole face, eyes, nose, mouth) but the model has "
                 f"{net.num_regions}; use a model built with 5 regions"
             )
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = net.to(dev, memory_format=torch.channels_last)  # faster convolutions
     face_detector = get_detector(detector) if detect else None
     out_dir = Path(visualize) if visualize is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    runner = _Runner(
-        net,
-        Preprocessor(net, color, input_size),
-        class_names(net),
-        batch_size,
-        dev,
-        precision == "bf16",
-        out_dir,
-    )
-
     from tqdm.auto import tqdm
 
     items = expand_inputs(inputs)
     results: list[InputResult] = []
-    for index, item in enumerate(
-        tqdm(items, desc="predict", unit="input", disable=not progress or len(items) < 2)
-    ):
-        try:
-            for frame in _frames(item, index, every, fps):
-                result = InputResult(
-                    source=frame.source,
-                    frame=frame.frame,
-                    time_s=frame.time_s,
-                    image_size=list(frame.image.shape[:2]),
-                )
-                results.append(result)
-                try:
-                    _queue_faces(frame, result, face_detector, runner, margin, regions, max_faces)
-                except InputError as err:
-                    result.error = str(err)
-        except InputError as err:
-            results.append(InputResult(source=_source_name(item, index), error=str(err)))
-    runner.flush()
+    with inference_model(net, device) as work:
+        runner = _Runner(
+            work,
+            face_transform(net, color, input_size),
+            class_names(net),
+            batch_size,
+            next(work.parameters()).device,
+            precision == "bf16",
+            out_dir,
+        )
+        for index, item in enumerate(
+            tqdm(items, desc="predict", unit="input", disable=not progress or len(items) < 2)
+        ):
+            try:
+                for frame in _frames(item, index, every, fps):
+                    result = InputResult(
+                        source=frame.source,
+                        frame=frame.frame,
+                        time_s=frame.time_s,
+                        image_size=list(frame.image.shape[:2]),
+                    )
+                    results.append(result)
+                    try:
+                        _queue_faces(frame, result, face_detector, runner, margin, regions, max_faces)
+                    except InputError as err:
+                        result.error = str(err)
+            except InputError as err:
+                results.append(InputResult(source=_source_name(item, index), error=str(err)))
+        runner.flush()
     return results
 
 
@@ -585,7 +514,7 @@ def _queue_faces(
                 0,
                 None,
                 (0.0, 0.0, float(w), float(h)),
-                runner.preprocess(image),
+                runner.transform.prepare(image),
                 None,
                 None,
                 image if keep else None,
@@ -607,7 +536,7 @@ def _queue_faces(
                 i,
                 face,
                 crop.box,
-                runner.preprocess(crop.image),
+                runner.transform.prepare(crop.image),
                 boxes,
                 crop.landmarks,
                 crop.image if keep else None,
@@ -649,141 +578,4 @@ def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Seq
     return out
 
 
-def _summary(result: InputResult) -> list[str]:
-    where = result.source + (
-        f" frame {result.frame} ({result.time_s:.2f} s)" if result.frame is not None else ""
-    )
-    lines = []
-    for f in result.faces:
-        box = ",".join(f"{v:.0f}" for v in f.box)
-        weights = " ".join(f"{w:.2f}" for w in f.region_weights)
-        lines.append(
-            f"{where}\tface {f.face_index}\tbox {box}\t{f.label} {f.probabilities[f.label]:.2f}\t"
-            f"region weights {weights}"
-        )
-    return lines
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ran predict",
-        description="Find faces in images, folders or videos and predict their expression with a RAN model.",
-    )
-    parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or videos")
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder, Hub id or registered name (default: {DEFAULT_MODEL})",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image / video frame")
-    parser.add_argument(
-        "--visualize", metavar="DIR", help="write one PNG per face: regions by weight + probabilities"
-    )
-    parser.add_argument("--no-detect", action="store_true", help="every input is an already cropped face")
-    parser.add_argument("--detector", default="mtcnn", choices=["mtcnn", "cascade", "haar"])
-    parser.add_argument(
-        "--regions",
-        default="model",
-        choices=["model", "landmarks"],
-        help="the model's region boxes, or boxes on the detected eyes, nose and mouth",
-    )
-    parser.add_argument("--margin", type=float, default=0.2, help="context around each face box, per side")
-    parser.add_argument("--max-faces", type=int, help="at most this many (largest) faces per image")
-    parser.add_argument("--color", default="auto", choices=["auto", "rgb", "gray"])
-    parser.add_argument(
-        "--input-size", type=int, help="resize faces to this side (default: the model's config)"
-    )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    sampling = parser.add_mutually_exclusive_group()
-    sampling.add_argument("--every", type=int, help="videos: use every N-th frame (default: every frame)")
-    sampling.add_argument("--fps", type=float, help="videos: sample about F frames per second")
-    parser.add_argument("--csv-dir", default=".", help="videos: folder for the per-frame CSV (<video>.csv)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing CSV files / pictures")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    videos = [Path(p) for p in args.inputs if is_video(p) and Path(p).is_file()]
-    csv_paths = {str(v): Path(args.csv_dir) / f"{v.stem}.csv" for v in videos}
-    if len(set(csv_paths.values())) < len(csv_paths):
-        raise UserError("two videos share a file name; predict them in separate runs or rename one")
-    existing = [str(p) for p in csv_paths.values() if p.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it or choose --csv-dir")
-    if (
-        args.visualize
-        and Path(args.visualize).is_dir()
-        and any(Path(args.visualize).iterdir())
-        and not args.overwrite
-    ):
-        raise FileExistsError(
-            f"--visualize {args.visualize}: folder is not empty; pass --overwrite or choose another"
-        )
-
-    results = predict(
-        args.inputs,
-        args.model,
-        detector=args.detector,
-        detect=not args.no_detect,
-        margin=args.margin,
-        regions=args.regions,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        color=args.color,
-        input_size=args.input_size,
-        every=args.every,
-        fps=args.fps,
-        max_faces=args.max_faces,
-        visualize=args.visualize,
-        progress=not args.no_progress,
-    )
-    first_face = next((f for r in results for f in r.faces), None)
-    names = list(first_face.probabilities) if first_face else list(FERPLUS_CLASSES)
-    for video, path in csv_paths.items():
-        frames = [r for r in results if r.source == video and r.frame is not None]
-        if frames:
-            write_video_csv(frames, path, names)
-            print(
-                f"{video}: {len(frames)} frames, {sum(len(r.faces) for r in frames)} faces -> {path}",
-                file=sys.stderr,
-            )
-
-    failed = 0
-    for r in results:
-        if r.frame is None or r.error:
-            if r.error:
-                failed += 1
-                print(f"ran predict: {r.source}: error: {r.error}", file=sys.stderr)
-            elif not r.faces:
-                print(f"ran predict: {r.source}: no face found", file=sys.stderr)
-        if args.json:
-            print(json.dumps(r.to_dict()))
-        elif r.source not in csv_paths:
-            for line in _summary(r):
-                print(line)
-    if results and failed == len(results):
-        raise UserError(f"no input could be used ({failed} failed)")
-    return 0
-
-
-class _CallableModule(types.ModuleType):
-    """Importing ``ran.predict`` (the module) rebinds the package attribute ``ran.predict`` from the
-    function to this module; making the module callable keeps ``ran.predict(inputs, model=...)`` working
-    in either import order."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> list[InputResult]:
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-
-if __name__ == "__main__":
-    from ran.cli import run_main
-
-    sys.exit(run_main(main, None, prog="ran predict"))
+__all__ = ["FacePrediction", "InputResult", "predict", "write_video_csv"]

@@ -1,0 +1,7 @@
+"""``python -m ran``: the ``ran`` command."""
+
+import sys
+
+from ran.cli import main
+
+sys.exit(main())

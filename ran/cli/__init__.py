@@ -1,0 +1,81 @@
+"""The ``ran`` command: one entry point over peer sub-commands, one module each in this package.
+
+A sub-command module parses its arguments and calls the library; it never imports another sub-command.
+Library code raises ``ValueError`` / ``FileNotFoundError`` / ...; :func:`run_main` is the one place where
+they become one clear line on stderr and exit code 2 (``RAN_DEBUG=1`` shows the traceback instead).
+Each module also runs as ``python -m ran.cli.<name>``; ``python -m ran.train`` and
+``accelerate launch -m ran.train`` start ``ran train`` under a launcher.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
+# name -> one-line help; the module is ran.cli.<name>
+COMMANDS: dict[str, str] = {
+    "data": "build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders",
+    "train": "train a RAN model (runs under accelerate launch)",
+    "evaluate": "accuracy of a model on every test subset",
+    "demo": "the main job end to end on the generated default dataset",
+    "predict": "find faces in photos / videos and predict their expression",
+    "export": "export a RAN model to ONNX",
+    "convert": "convert original RAN .pth.tar checkpoints to safetensors",
+    "models": "list the registered RAN models",
+}
+
+# What the user did wrong, as opposed to a bug: reported in one line.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: ran <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, help_ in COMMANDS.items()]
+    lines += ["", "Run 'ran <command> --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from ran import __version__
+
+        print(f"ran {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"ran: error: unknown command {name!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"ran.cli.{name}")
+    return run_main(module.main, rest, prog=f"ran {name}")
+
+
+def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | None, prog: str) -> int:
+    """Run a sub-command's ``main``; user errors become one clear line and exit code 2."""
+    try:
+        return int(fn(argv) or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("RAN_DEBUG"):
+            raise
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (library messages are one line; wrapped ones may not be)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def run_module(main_fn: Callable[[list[str] | None], int | None], prog: str) -> None:
+    """``python -m ran.cli.<name>``: run ``main_fn`` on ``sys.argv`` and exit with its code."""
+    sys.exit(run_main(main_fn, None, prog=prog))

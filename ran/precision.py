@@ -1,0 +1,67 @@
+"""One precision vocabulary for every command: ``fp32``, ``bf16``, ``fp16``.
+
+Training hands the choice to accelerate (which calls full precision ``no``); evaluation, prediction and
+benchmarks use :func:`autocast`. ``no`` and the torch dtype names are accepted as aliases so that
+``--mixed-precision no`` (accelerate's word) keeps working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+ALIASES: dict[str, str] = {
+    "no": "fp32",
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+}
+CHOICES: tuple[str, ...] = (*PRECISIONS, *ALIASES)
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(value: str | None, name: str = "precision") -> str:
+    """``fp32`` / ``bf16`` / ``fp16`` for any accepted spelling; a ValueError naming ``name`` otherwise."""
+    key = "fp32" if value is None else str(value).lower()
+    key = ALIASES.get(key, key)
+    if key not in PRECISIONS:
+        raise ValueError(f"{name}: expected one of {', '.join(PRECISIONS)}, got {value!r}")
+    return key
+
+
+def accelerate_precision(value: str | None) -> str:
+    """The value accelerate's ``mixed_precision`` takes (``no`` for fp32)."""
+    key = resolve_precision(value, "mixed_precision")
+    return "no" if key == "fp32" else key
+
+
+def check_device_support(precision: str, device: torch.device | str) -> None:
+    """fp16 autocast needs a GPU here; say so before anything runs."""
+    if resolve_precision(precision) == "fp16" and torch.device(device).type == "cpu":
+        raise ValueError("precision fp16 needs a GPU; use bf16 on a CPU")
+
+
+def autocast(device: torch.device | str, precision: str | None) -> Any:
+    """The autocast context for ``precision`` on ``device`` (a no-op context for fp32)."""
+    key = resolve_precision(precision)
+    device = torch.device(device)
+    if key == "fp32":
+        return contextlib.nullcontext()
+    check_device_support(key, device)
+    return torch.autocast(device.type, dtype=DTYPES[key])
+
+
+__all__ = [
+    "ALIASES",
+    "CHOICES",
+    "DTYPES",
+    "PRECISIONS",
+    "accelerate_precision",
+    "autocast",
+    "check_device_support",
+    "resolve_precision",
+]

@@ -1,0 +1,143 @@
+"""What a model is fed, decided once: face size, grayscale or colour, scaling and mean/std.
+
+Training records the data config of the faces it saw in the model's ``pretrained_cfg`` (``input_size``,
+``grayscale``, ``mean``, ``std``, ``interpolation``); :func:`transform_for` reads it back, in the manner of
+timm's ``resolve_model_data_config`` and open_clip's ``create_model_and_transforms``. The same
+:class:`FaceTransform` then prepares faces for training, evaluation, prediction, the ONNX graph (which
+contains :meth:`FaceTransform.normalize`) and the image-processor entries of ``config.json``. A config
+that says nothing about colour means RGB: nothing is guessed from the label names.
+
+The work is split in two so that each half runs where it is cheap: :meth:`FaceTransform.prepare` (resize,
+on the CPU, in data-loader workers) gives uint8 RGB, and :meth:`FaceTransform.normalize` (grayscale,
+0..1, mean/std) runs on the batch on the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+# PIL's "L" conversion (ITU-R 601-2 luma) in 16-bit fixed point:
+# L = (19595 R + 38470 G + 7471 B + 2^15) >> 16.
+# On integer pixels every intermediate value stays below 2^24, so float32 reproduces PIL exactly.
+_LUMA = (19595.0, 38470.0, 7471.0)
+_INTERPOLATIONS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "area": Image.Resampling.BOX,
+}
+MIN_SIDE = 8
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+@dataclass(frozen=True)
+class FaceTransform:
+    """Faces resized to ``size`` (H, W; None keeps the source size), as grayscale-as-RGB when
+    ``grayscale``, scaled to 0..1 and normalised with ``mean`` / ``std``."""
+
+    size: tuple[int, int] | None = None
+    grayscale: bool = False
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation: expected one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
+        if self.size is not None and min(self.size) < MIN_SIDE:
+            raise ValueError(f"input size: expected at least {MIN_SIDE} px, got {self.size}")
+
+    # --- CPU side ------------------------------------------------------------------------------------
+    def prepare(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """A PIL image or an (H, W[, 3]) uint8 array -> uint8 RGB tensor (3, H, W) at ``size``."""
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")  # grayscale sources become gray-as-RGB, exactly
+        if self.size is not None and image.size != (self.size[1], self.size[0]):
+            image = image.resize((self.size[1], self.size[0]), _INTERPOLATIONS[self.interpolation])
+        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    # --- device side ---------------------------------------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB images (..., 3, H, W) -> float32 model input. Traceable (the ONNX graph contains it)."""
+        x = images.float()
+        if self.grayscale:
+            luma = torch.tensor(_LUMA, dtype=torch.float32, device=x.device).view(3, 1, 1)
+            x = torch.floor(((x * luma).sum(dim=-3, keepdim=True) + 32768.0) / 65536.0)
+            x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+        return (x / 255.0 - mean) / std
+
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """One face -> the float (3, H, W) tensor the model takes."""
+        return self.normalize(self.prepare(image))
+
+    # --- configs -------------------------------------------------------------------------------------
+    def data_config(self) -> dict[str, Any]:
+        """The ``pretrained_cfg`` entries that describe this transform (what ``config.json`` stores)."""
+        config: dict[str, Any] = {
+            "grayscale": self.grayscale,
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": 1.0,
+        }
+        if self.size is not None:
+            config["input_size"] = (3, *self.size)
+        return config
+
+
+def transform_for(model: torch.nn.Module, input_size: int | None = None) -> FaceTransform:
+    """The transform that feeds ``model`` what it was trained on, from its ``pretrained_cfg``.
+
+    ``input_size`` overrides the recorded face side (a square).
+    """
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    size = cfg.get("input_size") or (3, 224, 224)
+    side = (int(input_size), int(input_size)) if input_size else (int(size[-2]), int(size[-1]))
+    return FaceTransform(
+        size=side,
+        grayscale=bool(cfg.get("grayscale") or False),
+        mean=tuple(float(v) for v in (cfg.get("mean") or (0.0, 0.0, 0.0))),
+        std=tuple(float(v) for v in (cfg.get("std") or (1.0, 1.0, 1.0))),
+        interpolation=cfg.get("interpolation") if cfg.get("interpolation") in _INTERPOLATIONS else "bilinear",
+    )
+
+
+def transform_for_images(
+    images: Any, model: torch.nn.Module, image_size: int | None = None, samples: int = 32
+) -> FaceTransform:
+    """The transform that training on ``images`` (a ``datasets`` split) uses: the faces at their stored
+    size (or ``image_size``), gray when the stored images are gray (checked on ``samples`` rows spread
+    over the split), the model's mean / std."""
+    if not len(images):
+        raise ValueError("the training split has no images")
+    rows = np.unique(np.linspace(0, len(images) - 1, num=min(samples, len(images))).round().astype(int))
+    sample = [images[int(i)]["image"] for i in rows]
+    gray = all(image.mode in _GRAY_MODES for image in sample)
+    width, height = sample[0].size
+    side = (int(image_size), int(image_size)) if image_size else (height, width)
+    base = transform_for(model)
+    return FaceTransform(
+        size=side, grayscale=gray, mean=base.mean, std=base.std, interpolation=base.interpolation
+    )
+
+
+def record_transform(model: torch.nn.Module, transform: FaceTransform) -> None:
+    """Write ``transform`` into ``model.pretrained_cfg`` so that saved folders carry it."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    model.pretrained_cfg = {**cfg, **transform.data_config()}
+
+
+__all__ = ["FaceTransform", "record_transform", "transform_for", "transform_for_images"]
