@@ -1,16 +1,38 @@
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from reference_data import reference_data, shared_beside_checkout  # noqa: E402  (after the offline switches)
 
 
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"reference data folder {SHARED} is missing (tests read ../shared beside the checkout)")
-    return SHARED
+def pytest_report_header(config) -> str:
+    data = reference_data()
+    return f"reference data: {data.source}" if data.available else f"reference data: {data.missing_reason}"
+
+
+def pytest_runtest_setup(item) -> None:
+    if item.get_closest_marker("reference_data") and not reference_data().available:
+        pytest.skip(reference_data().missing_reason)
+
+
+def _skipped_for_data(terminalreporter) -> int:
+    reason = reference_data().missing_reason
+    reports = terminalreporter.stats.get("skipped", [])
+    return sum(1 for r in reports if reason and isinstance(r.longrepr, tuple) and reason in r.longrepr[2])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    count = _skipped_for_data(terminalreporter)
+    if count:
+        terminalreporter.write_line(f"{count} data-backed tests skipped: {reference_data().missing_reason}")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Beside ../shared (CI), a run that skipped data-backed tests must not pass."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and shared_beside_checkout() and _skipped_for_data(reporter):
+        reporter.write_line("error: ../shared holds the reference data, yet data-backed tests were skipped")
+        session.exitstatus = 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from reference_data import FERPLUS_DIR, LISTS_DIR, needs_reference_data
 
 from ran.data.ferplus import (
     LABEL_MODES,
@@ -22,9 +23,8 @@ from ran.data.ferplus import (
 from ran.data.folder import load_dataset_folder, write_dataset_folder
 from ran.labels import FERPLUS_CLASSES
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FERPLUS_DIR = SHARED / "data" / "ferplus"
-LISTS_DIR = SHARED / "data" / "challenge-condition-fer"
+pytestmark = needs_reference_data
+
 
 SPLITS = ("train", "validation", "test")
 # RAN.md: counts of each rule applied to every split of the label files.

@@ -9,15 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from reference_data import LISTS_DIR, needs_reference_data
 
 from ran.data.affectnet import load_affectnet
 from ran.data.folder import load_dataset_folder
 from ran.data.rafdb import load_rafdb
 from ran.data.subsets import load_subset_lists
 from ran.labels import AFFECTNET_CLASSES, RAFDB_CLASSES
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LISTS_DIR = SHARED / "data" / "challenge-condition-fer"
 
 
 def _jpeg(size: tuple[int, int], value: int) -> bytes:
@@ -53,6 +51,7 @@ def rafdb_root(tmp_path_factory) -> Path:
     return root
 
 
+@needs_reference_data
 def test_rafdb_splits_and_subsets(rafdb_root):
     splits = load_rafdb(rafdb_root, subset_lists=LISTS_DIR, progress=False)
     listed = len(_listed_labels("rafdb"))
@@ -77,6 +76,7 @@ def test_rafdb_splits_and_subsets(rafdb_root):
         assert all(test_labels[n] == lab for n, lab in zip(splits[name]["image_name"], splits[name]["label"]))
 
 
+@needs_reference_data
 def test_rafdb_cli_and_missing_image(rafdb_root, tmp_path):
     from ran.cli.data import main
 
@@ -136,6 +136,7 @@ def _unique_list_labels(file: str) -> dict[str, int]:
     return labels
 
 
+@needs_reference_data
 def test_affectnet_eight_classes(affectnet_root):
     splits = load_affectnet(affectnet_root, num_classes=8, subset_lists=LISTS_DIR, progress=False)
     listed = len(_listed_labels("affectnet"))
@@ -152,6 +153,7 @@ def test_affectnet_eight_classes(affectnet_root):
         assert all(test_labels[n] == lab for n, lab in zip(splits[name]["image_name"], splits[name]["label"]))
 
 
+@needs_reference_data
 def test_affectnet_seven_classes_drop_contempt(affectnet_root):
     splits = load_affectnet(
         affectnet_root, num_classes=7, subset_lists=LISTS_DIR, crop_faces=False, progress=False

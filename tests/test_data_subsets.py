@@ -8,16 +8,15 @@ import hashlib
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from reference_data import FERPLUS_DIR, LISTS_DIR, needs_reference_data
 
 from ran.data import subsets
 from ran.data.subsets import AUTHORS_LISTS, FERPLUS_LABEL_FILES, fetch_ferplus_labels, load_subset_lists
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LISTS_DIR = SHARED / "data" / "challenge-condition-fer"
-FERPLUS_DIR = SHARED / "data" / "ferplus"
+pytestmark = needs_reference_data
+
 
 # (unique entries, repeated lines dropped), from RAN.md
 EXPECTED = {
