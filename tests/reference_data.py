@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _download() -> ReferenceData:
     except (DownloadError, ValueError) as err:
         reason = (
             f"reference data not found: no ${ENV}, no {SHARED_DATA}, and the pinned download failed "
-            f"({' '.join(str(err).split())[:160]}). Set {ENV}=DIR (a folder with ferplus/ and "
+            f"({textwrap.shorten(str(err), 150)}). Set {ENV}=DIR (a folder with ferplus/ and "
             "challenge-condition-fer/), or run once with network access to fill the cache"
         )
         return ReferenceData(_MISSING, _MISSING, "none", reason)

@@ -99,6 +99,7 @@ def test_download_checks_and_caches(served, tmp_path, monkeypatch):
         "occlusion": 605,
         "pose30": 1170,
         "pose45": 633,
+        "minor": 1170,  # val_ferplus_mn.txt at the repository's root: pose>30 plus one duplicate
     }
     cached = (
         tmp_path

@@ -118,6 +118,7 @@ debcc16939a320475c999d7af78a7f1950c603f8ed429cdf250340871f073097  RAF_DB_dir/val
 bba97c5965d59de0bf759beefadeeac5304227b765408d335dbdba8bc487e823  AffectNet_dir/occlusion_affectnet_list.txt
 e5a7da60c39f122f3bdc4a936ff264dc936bee275c7928281fec1d8418770925  AffectNet_dir/pose_30_affectnet_list.txt
 7774d9b6654da83514398f0d6e616e27e53e2e8360d87ffaf67f55e3f4e042cc  AffectNet_dir/pose_45_affectnet_list.txt
+04801b63aaa2e720ea8e299e4d0d656566da1e13c0fa2481bc943664961fed00  val_ferplus_mn.txt
 """
     ),
 )
@@ -263,7 +264,7 @@ class SubsetSpec:
     files: tuple[str, ...]  # paths in the authors' repository layout
     parse: Callable[[list[Path]], list[SubsetEntry]]
     extra_columns: tuple[str, ...] = ()
-    optional: bool = False  # not in the authors' repository: used only when a local copy has it
+    optional: bool = False  # used only when a local copy has it (the download always has it)
 
 
 SUBSET_SPECS: dict[str, tuple[SubsetSpec, ...]] = {
@@ -273,7 +274,7 @@ SUBSET_SPECS: dict[str, tuple[SubsetSpec, ...]] = {
         ),
         SubsetSpec("pose30", ("FERplus_dir/pose_30_ferplus_list.txt",), _ferplus_pose),
         SubsetSpec("pose45", ("FERplus_dir/pose_45_ferplus_list.txt",), _ferplus_pose),
-        # The reimplementation's "ferplus_minor" list; it is not in the authors' repository.
+        # The reimplementation's "ferplus_minor" list (the authors' repository root has it too).
         SubsetSpec("minor", ("val_ferplus_mn.txt",), _ferplus_minor, optional=True),
     ),
     "rafdb": (
@@ -350,8 +351,6 @@ def load_subset_lists(
                     raise FileNotFoundError(
                         f"subset lists: {root} has no {repo_path} (nor {Path(repo_path).name})"
                     )
-            elif spec.optional:
-                found = None
             else:
                 found = AUTHORS_LISTS.fetch(repo_path, base_url=base_url, cache_dir=cache_dir)
             if found is None:
