@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One-time (idempotent) set-up: a virtual environment at .venv with the pinned torch pair, the package
-# with its test extra, and timm's own model tests (from timm's source distribution, for tests/test_timm_contract.py).
+# One-time (idempotent) set-up: a virtual environment at .venv with the pinned torch pair, the package with
+# every extra (all + test), and timm's own model tests (from timm's source distribution, for tests/test_timm_contract.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,7 +9,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install torch==2.14.1 torchvision==0.29.1
-pip install -e '.[test]'
+pip install -e '.[dev]'
 timm_version=$(.venv/bin/python -c 'import timm; print(timm.__version__)')
 dest=.cache/timm-tests/$timm_version
 if [[ ! -f $dest/tests/test_models.py ]]; then
