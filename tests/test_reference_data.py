@@ -1,0 +1,94 @@
+"""The data-backed tests wherever the repository is cloned: beside ../shared they run (none skipped); in a
+folder without it they use the package's own pinned download (served here by a local HTTP server standing
+in for GitHub) or, offline, are skipped with one reason that says how to provide the data."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from reference_data import ENV, SHARED_DATA, reference_data, shared_beside_checkout
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_TESTS = [
+    "tests/test_data_subsets.py",
+    "tests/test_data_ferplus.py",
+    "tests/test_data_rafdb_affectnet.py",
+]
+
+
+def test_beside_shared_the_tests_use_it():
+    if not shared_beside_checkout():
+        pytest.skip(f"{SHARED_DATA} is not beside this checkout")
+    if os.environ.get(ENV):
+        pytest.skip(f"${ENV} chooses the data for this run")
+    data = reference_data()
+    assert data.available and data.ferplus == SHARED_DATA / "ferplus"
+    assert data.lists == SHARED_DATA / "challenge-condition-fer"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def clone_without_shared(tmp_path) -> Path:
+    """The package and its tests copied into a folder that has no ../shared beside it."""
+    clone = tmp_path / "somewhere" / "ran"
+    for part in ("ran", "tests", "pyproject.toml"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, clone / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, clone / part)
+    return clone
+
+
+def _pytest(clone: Path, tmp: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != ENV}
+    environment.update(PYTHONPATH=str(clone), RAN_CACHE_DIR=str(tmp / "cache"), **env)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DATA_TESTS]
+    return subprocess.run(command, cwd=clone, env=environment, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.reference_data
+def test_a_clone_elsewhere_downloads_or_skips(clone_without_shared, tmp_path):
+    offline = _pytest(
+        clone_without_shared,
+        tmp_path,
+        RAN_FERPLUS_URL="http://127.0.0.1:9",
+        RAN_SUBSET_LISTS_URL="http://127.0.0.1:9",
+    )
+    assert offline.returncode == 0, offline.stdout[-2000:]
+    assert offline.stdout.count("data-backed tests skipped: reference data not found") == 1
+    assert "RAN_REFERENCE_DATA" in offline.stdout and " passed" in offline.stdout  # the others still ran
+
+    # The real files, served the way raw.githubusercontent.com serves them.
+    www = tmp_path / "www"
+    shutil.copytree(reference_data().ferplus, www / "ferplus")
+    shutil.copytree(reference_data().lists, www / "lists")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        served = _pytest(
+            clone_without_shared,
+            tmp_path,
+            RAN_FERPLUS_URL=f"{url}/ferplus",
+            RAN_SUBSET_LISTS_URL=f"{url}/lists",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert served.returncode == 0, served.stdout[-3000:]
+    assert "skipped" not in served.stdout and " passed" in served.stdout
+    assert (tmp_path / "cache" / "microsoft" / "FERPlus").is_dir()  # they came through the pinned download
