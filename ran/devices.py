@@ -60,4 +60,17 @@ def inference_model(
         model.train(was_training)
 
 
-__all__ = ["default_device", "inference_model", "model_device"]
+def inference_copy(
+    model: nn.Module, device: str | torch.device | None = None, channels_last: bool = True
+) -> nn.Module:
+    """A copy of ``model`` for inference on ``device`` (default: where it is), in eval mode, channels-last
+    when asked. For objects that keep a model across many calls (a prediction pipeline): the caller's model
+    is never changed, and later changes to it do not reach the copy."""
+    target = torch.device(device) if device is not None else model_device(model)
+    work = copy.deepcopy(model).to(target)
+    if channels_last:
+        work = work.to(memory_format=torch.channels_last)
+    return work.eval()
+
+
+__all__ = ["default_device", "inference_copy", "inference_model", "model_device"]

@@ -2,8 +2,12 @@
 video, landmark regions and pictures. Models have random weights: the tests check the pipeline
 (faces, boxes, shapes, files, messages), never accuracy."""
 
+import copy
 import csv
+import inspect
 import json
+import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -65,20 +69,40 @@ def test_faces_found_in_portraits_and_none_elsewhere(model):
         assert face.crop_box[3] - face.crop_box[1] == pytest.approx(side, abs=1)
 
 
-def test_predictions_match_direct_model_call(model, astronaut):
-    """The pipeline's probabilities equal the model on the same crop, preprocessed by hand."""
-    import ran.predict  # noqa: F401  (rebinds ran.predict to the module, which stays callable)
-
-    [result] = ran.predict(astronaut, model=model, progress=False)
-    face = result.faces[0]
-    x0, y0, x1, y1 = (int(v) for v in face.crop_box)
-    crop = astronaut[y0:y1, x0:x1]  # inside the image here, so no padding
-    gray = np.asarray(Image.fromarray(crop).convert("L").resize((224, 224), Image.BILINEAR), dtype=np.float32)
-    pixels = torch.from_numpy(gray / 255.0)[None].expand(3, -1, -1)[None]  # FERPlus: grayscale as RGB
+def amplified(model: torch.nn.Module, **cfg) -> torch.nn.Module:
+    """A copy whose logits are 50x larger, so that small input differences move the probabilities, with
+    ``cfg`` entries added to its pretrained_cfg."""
+    sharp = copy.deepcopy(model).eval()
     with torch.no_grad():
-        probs = model(pixels).softmax(-1)[0]
-    got = torch.tensor(list(face.probabilities.values()))
-    assert torch.allclose(got, probs, atol=2e-3)
+        sharp.fc.weight.mul_(50.0)
+        sharp.fc.bias.mul_(50.0)
+    sharp.pretrained_cfg = {**sharp.pretrained_cfg, **cfg}
+    return sharp
+
+
+def by_hand(model: torch.nn.Module, crop: np.ndarray, gray: bool) -> torch.Tensor:
+    """The model's probabilities on ``crop`` preprocessed with PIL alone: resize to the configured side,
+    then grayscale-as-RGB when asked (PIL's own 'L' conversion), scaled to 0..1."""
+    face = Image.fromarray(crop).resize((224, 224), Image.Resampling.BILINEAR)
+    face = face.convert("L").convert("RGB") if gray else face
+    pixels = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        return model(pixels).softmax(-1)[0]
+
+
+def test_predictions_match_direct_model_call(model, astronaut):
+    """The pipeline's probabilities equal the model on the same crop, preprocessed by hand as the model's
+    config says: RGB when the config records nothing, gray-as-RGB when it records grayscale=True."""
+    assert inspect.isfunction(ran.predict) and ran.predict is predict  # a plain function, no module swap
+    for gray in (False, True):
+        sharp = amplified(model, grayscale=True) if gray else amplified(model)
+        [result] = ran.predict(astronaut, model=sharp, progress=False)
+        face = result.faces[0]
+        x0, y0, x1, y1 = (int(v) for v in face.crop_box)
+        crop = astronaut[y0:y1, x0:x1]  # inside the image here, so no padding
+        got = torch.tensor(list(face.probabilities.values()))
+        assert torch.allclose(got, by_hand(sharp, crop, gray), atol=1e-4)
+        assert not torch.allclose(got, by_hand(sharp, crop, not gray), atol=1e-3)  # the colour mode matters
 
 
 def test_input_kinds(model, astronaut, tmp_path):
@@ -265,10 +289,232 @@ def test_crop_face_pads_outside_the_image():
     assert crop.landmarks[0].tolist() == [20, 30]
 
 
-def test_color_follows_the_model_config(model):
-    colourful = np.zeros((64, 64, 3), np.uint8)
-    colourful[..., 0] = 255
-    gray = Preprocessor(model)(colourful)
-    assert torch.equal(gray[0], gray[1]) and gray[0].mean() == pytest.approx(0.299, abs=0.01)
-    rgb = Preprocessor(model, color="rgb", input_size=48)(colourful)
-    assert rgb.shape == (3, 48, 48) and rgb[0].min() == 1.0 and rgb[1].max() == 0.0
+def test_color_follows_the_model_config(monkeypatch):
+    """What reaches the model: gray-as-RGB when the config records grayscale=True, RGB with color='rgb',
+    RGB when the config has no grayscale key (even with FERPlus label names, nothing is guessed)."""
+    seen = []
+    original = ran.RegionAttentionNet.forward_with_attention
+
+    def spy(self, images, boxes=None):
+        seen.append(images.detach().clone())
+        return original(self, images, boxes)
+
+    monkeypatch.setattr(ran.RegionAttentionNet, "forward_with_attention", spy)
+    small = timm.create_model("ran", backbone="test_resnet", region_size=32).eval()
+    assert "grayscale" not in small.pretrained_cfg and "happiness" in small.pretrained_cfg["label_names"]
+    gray_model = copy.deepcopy(small)
+    gray_model.pretrained_cfg = {**small.pretrained_cfg, "grayscale": True}
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255
+    luma = ((19595 * 255 + 32768) >> 16) / 255  # PIL's 'L' of pure red
+    for net, color, expected in [
+        (gray_model, "auto", [luma, luma, luma]),
+        (gray_model, "rgb", [1.0, 0.0, 0.0]),
+        (small, "auto", [1.0, 0.0, 0.0]),
+        (small, "gray", [luma, luma, luma]),
+    ]:
+        seen.clear()
+        predict(red, net, detect=False, color=color, input_size=48, progress=False)
+        [images] = seen
+        assert images.shape == (1, 3, 48, 48)
+        assert images[0].mean(dim=(1, 2)).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+# --- issue 10: hostile and careless inputs ---------------------------------------------------------------
+
+
+def test_image_files_below_the_minimum_size_are_refused_like_arrays(model, tmp_path):
+    Image.new("RGB", (1, 1), (200, 100, 50)).save(tmp_path / "dot.png")
+    Image.new("L", (1, 5)).save(tmp_path / "line.png")
+    inputs = [
+        tmp_path / "dot.png",
+        tmp_path / "line.png",
+        np.zeros((1, 1, 3), np.uint8),
+        Image.new("RGB", (5, 1)),
+    ]
+    results = predict(inputs, model, detect=False, progress=False)
+    assert [r.faces for r in results] == [[], [], [], []]
+    assert [r.error for r in results] == [
+        "image too small: 1x1 pixels; expected at least 2x2",
+        "image too small: 1x5 pixels; expected at least 2x2",
+        "image too small: 1x1 pixels; expected at least 2x2",
+        "image too small: 5x1 pixels; expected at least 2x2",
+    ]
+
+
+class RecordingDetector:
+    """A detector that records the images it is given and 'finds' one face at fixed fractions of them."""
+
+    def __init__(self, fractions=(0.3, 0.2, 0.6, 0.6)):
+        self.fractions = fractions
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect(self, image):
+        self.shapes.append(image.shape)
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = self.fractions
+        return [Face(box=(x0 * w, y0 * h, x1 * w, y1 * h), score=1.0)]
+
+
+def test_large_photos_are_detected_small_and_cropped_from_the_original(model, astronaut, tmp_path):
+    """Detection sees a copy of at most 1280 px; the face the model sees comes from the full-size photo;
+    the crop kept for pictures is at most PICTURE_SIDE."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, size=(2000, 3000, 3), dtype=np.uint8)  # fine detail: any resampling shows
+    Image.fromarray(photo).save(tmp_path / "wide.png")
+    detector = RecordingDetector()
+    sharp = amplified(model)
+    [result] = predict(tmp_path / "wide.png", sharp, detector=detector, margin=0.0, progress=False)
+    assert detector.shapes == [(853, 1280, 3)]
+    face = result.faces[0]
+    assert face.box == pytest.approx([900, 400, 1800, 1200], abs=2)  # mapped back to the photo's pixels
+    x0, y0, x1, y1 = (int(v) for v in face.crop_box)
+    assert (x1 - x0, y1 - y0) == (900, 900)
+    got = torch.tensor(list(face.probabilities.values()))
+    assert torch.allclose(got, by_hand(sharp, photo[y0:y1, x0:x1], gray=False), atol=1e-4)
+    from ran.pipeline.pictures import PICTURE_SIDE
+
+    pipeline = ran.pipeline.FacePipeline(sharp, detector=detector, margin=0.0)
+    [kept] = pipeline(tmp_path / "wide.png", keep_crops=True)[0].faces
+    assert kept.crop.shape == (PICTURE_SIDE, PICTURE_SIDE, 3)
+    assert ran.pipeline.face_picture(kept).shape == (480, 900, 3)
+
+
+def test_decompression_bomb_warning_and_limit_become_one_line(model, tmp_path, monkeypatch, capsys):
+    """Over PIL.Image.MAX_IMAGE_PIXELS: decoded with a one-line warning; over twice that: refused in one
+    line. No raw warning is printed."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 40)
+    Image.new("RGB", (50, 50), (90, 90, 90)).save(tmp_path / "large.png")  # 2,500 pixels: warning
+    Image.new("RGB", (70, 70), (90, 90, 90)).save(tmp_path / "huge.png")  # 4,900 > 3,200 pixels: refused
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escapes fails the test
+        large, huge = predict(
+            [tmp_path / "large.png", tmp_path / "huge.png"], model, detect=False, progress=False
+        )
+    assert len(large.faces) == 1 and large.error is None
+    assert "2,500 pixels" in large.warning and "1,600" in large.warning and "\n" not in large.warning
+    assert large.to_dict()["warning"] == large.warning
+    assert huge.faces == [] and huge.error.startswith(
+        "image too large: 4,900 pixels is over the limit of 3,200"
+    )
+    assert "warning" not in huge.to_dict() and "\n" not in huge.error
+
+
+def test_cli_messages_are_one_line_per_input_and_any_failure_exits_1(
+    model, astronaut, tmp_path, monkeypatch, capsys
+):
+    folder = ran.save_pretrained(model, tmp_path / "model")
+    photo = PHOTOS / "astronaut.png"  # 512 x 512 = 262,144 pixels: over 2 x 90,000 below, so refused
+    Image.fromarray(astronaut[::2, ::2].copy()).save(tmp_path / "half.png")  # 65,536 pixels: predicted
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((PHOTOS / "rocket.jpg").read_bytes()[:3000])
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 300)
+    Image.new("RGB", (320, 320), (90, 90, 90)).save(tmp_path / "gray.png")  # 102,400 px: warning only
+    bad = [truncated, garbage, tiny, photo, tmp_path / "missing.jpg", tmp_path / "notes.txt"]
+    inputs = [tmp_path / "half.png", *bad, tmp_path / "gray.png"]
+    assert run_main(main, [*map(str, inputs), "--model", str(folder), "--no-progress"], "ran predict") == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{tmp_path / 'half.png'}\tface 0\t")  # the others were predicted and printed
+    lines = err.splitlines()
+    for path in bad:
+        [line] = [line for line in lines if f" {path}:" in line]
+        assert line.startswith(f"ran predict: {path}: error: ")
+    assert [line for line in lines if "gray.png" in line] == [
+        f"ran predict: {tmp_path / 'gray.png'}: warning: large image: 320x320 = 102,400 pixels, over PIL's "
+        "decompression-bomb warning threshold of 90,000; decoded since it is under the limit of 180,000",
+        f"ran predict: {tmp_path / 'gray.png'}: no face found",
+    ]
+    assert lines[-1] == f"ran predict: {len(bad)} of {len(inputs)} inputs failed (exit code 1)"
+    assert len(lines) == len(bad) + 3 and "Traceback" not in err and "DecompressionBomb" not in err
+
+
+def test_pictures_and_csvs_get_the_process_umask(model, astronaut, tmp_path):
+    folder = ran.save_pretrained(model, tmp_path / "model")
+    video = tmp_path / "clip.avi"
+    write_video(video, [astronaut, astronaut])
+    pictures, csvs = tmp_path / "pictures", tmp_path / "csv"
+    argv = [str(PHOTOS / "astronaut.png"), str(video), "--model", str(folder), "--no-progress"]
+    argv += ["--visualize", str(pictures), "--csv-dir", str(csvs)]
+    previous = os.umask(0o027)
+    try:
+        assert main(argv) == 0
+    finally:
+        os.umask(previous)
+    written = sorted(pictures.iterdir()) + sorted(csvs.iterdir())
+    assert [p.name for p in written] == [
+        "astronaut_face0.png",
+        "clip_frame000000_face0.png",
+        "clip_frame000001_face0.png",
+        "clip.csv",
+    ]
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o640)}
+
+
+# --- the pipeline as an object (for a web app) and the caller's model -------------------------------------
+
+
+def test_predict_leaves_the_callers_model_as_it_was(astronaut):
+    net = timm.create_model("ran", backbone="test_resnet", region_size=32)  # train mode, NCHW weights
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    convs = [p for p in net.parameters() if p.dim() == 4]
+    assert net.training and not all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    [result] = predict(astronaut, net, progress=False)
+    assert len(result.faces) == 1
+    assert net.training and all(m.training for m in net.modules())
+    assert all(p.is_contiguous() for p in net.parameters())
+    assert {p.device for p in net.parameters()} == {torch.device("cpu")}
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # batch-norm statistics untouched too
+
+
+def test_pipeline_is_built_once_and_gives_the_json_line_and_the_picture(model, tmp_path, capsys):
+    folder = ran.save_pretrained(model, tmp_path / "model")
+    photo = PHOTOS / "astronaut.png"
+    pictures = tmp_path / "pictures"
+    assert (
+        main([str(photo), "--model", str(folder), "--json", "--visualize", str(pictures), "--no-progress"])
+        == 0
+    )
+    [line] = capsys.readouterr().out.splitlines()
+
+    pipeline = ran.pipeline.FacePipeline(str(folder), device="cpu")
+    image = Image.open(photo)
+    first = pipeline([str(photo)], keep_crops=True)
+    second = pipeline([str(photo)])
+    assert json.dumps(first[0].to_dict()) == line == json.dumps(second[0].to_dict())
+    in_memory = pipeline(image)[0].to_dict()
+    assert in_memory["source"] == "<PngImageFile 0>" and in_memory["faces"] == json.loads(line)["faces"]
+    picture = ran.pipeline.face_picture(first[0].faces[0])
+    assert picture.dtype == np.uint8 and picture.shape == (480, 900, 3)
+    assert np.array_equal(picture, np.asarray(Image.open(pictures / "astronaut_face0.png").convert("RGB")))
+    with pytest.raises(ValueError, match="keep_crops=True"):
+        ran.pipeline.face_picture(second[0].faces[0])
+
+
+def test_results_stream_in_input_order(model, astronaut):
+    detector = RecordingDetector()
+    pipeline = ran.pipeline.FacePipeline(model, detector=detector, batch_size=2)
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    inputs = [astronaut, blank, astronaut[::-1].copy(), astronaut, blank]
+    stream = pipeline.iterate(inputs)
+    first = next(stream)
+    assert len(detector.shapes) == 2  # the first result came once its batch of two faces was done
+    rest = list(stream)
+    assert [r.source for r in [first, *rest]] == [f"<ndarray {i}>" for i in range(5)]
+    assert [len(r.faces) for r in [first, *rest]] == [1, 1, 1, 1, 1]
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_predictions(astronaut):
+    torch.manual_seed(0)
+    net = timm.create_model("ran", backbone="test_resnet", region_size=32).eval()
+    face = astronaut[40:260, 140:340]
+    plain = predict(face, net, detect=False, progress=False)[0].faces[0].probabilities
+    compiled = predict(face, net, detect=False, compile=True, progress=False)[0].faces[0].probabilities
+    assert compiled == pytest.approx(plain, abs=1e-5)

@@ -1,34 +1,33 @@
-"""``ran predict``: find faces in photos, folders or videos and predict their expression with a RAN."""
+"""``ran predict``: find faces in photos, folders or videos and predict their expression with a RAN.
+
+Prints one line per face (or, with ``--json``, one JSON object per image / video frame) as soon as it is
+known; problems with an input go to stderr as one line naming it. Exit code: 0 when every input was used
+(finding no face is a result, not a failure); 1 when some inputs failed, after all the others were
+predicted and printed, so a script notices; 2 when nothing could run (bad flags, a model that does not
+load, existing outputs) or no input at all could be used.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from ran.pipeline.pipeline import DEFAULT_MODEL, InputResult, is_video
+from ran.pipeline.pipeline import DEFAULT_MODEL
+from ran.pipeline.results import InputResult
+from ran.precision import CHOICES as PRECISION_CHOICES
 
-
-def _summary(result: InputResult) -> list[str]:
-    where = result.source + (
-        f" frame {result.frame} ({result.time_s:.2f} s)" if result.frame is not None else ""
-    )
-    lines = []
-    for f in result.faces:
-        box = ",".join(f"{v:.0f}" for v in f.box)
-        weights = " ".join(f"{w:.2f}" for w in f.region_weights)
-        lines.append(
-            f"{where}\tface {f.face_index}\tbox {box}\t{f.label} {f.probabilities[f.label]:.2f}\t"
-            f"region weights {weights}"
-        )
-    return lines
+EXIT_SOME_FAILED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ran predict",
         description="Find faces in images, folders or videos and predict their expression with a RAN model.",
+        epilog="Exit code: 0 all inputs used; 1 some inputs failed (the others are printed); 2 bad options, "
+        "a model that does not load, or no input could be used.",
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or videos")
     parser.add_argument(
@@ -56,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISION_CHOICES,
+        metavar="PRECISION",
+        help="fp32, bf16 or fp16 (GPU) autocast (default: fp32)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--every", type=int, help="videos: use every N-th frame (default: every frame)")
     sampling.add_argument("--fps", type=float, help="videos: sample about F frames per second")
@@ -66,29 +72,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    videos = [Path(p) for p in args.inputs if is_video(p) and Path(p).is_file()]
-    csv_paths = {str(v): Path(args.csv_dir) / f"{v.stem}.csv" for v in videos}
-    if len(set(csv_paths.values())) < len(csv_paths):
-        raise ValueError("two videos share a file name; predict them in separate runs or rename one")
-    existing = [str(p) for p in csv_paths.values() if p.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it or choose --csv-dir")
-    if (
-        args.visualize
-        and Path(args.visualize).is_dir()
-        and any(Path(args.visualize).iterdir())
-        and not args.overwrite
-    ):
+def _summary(result: InputResult) -> list[str]:
+    where = result.source + (
+        f" frame {result.frame} ({result.time_s:.2f} s)" if result.frame is not None else ""
+    )
+    lines = []
+    for f in result.faces:
+        box = ",".join(f"{v:.0f}" for v in f.box)
+        weights = " ".join(f"{w:.2f}" for w in f.region_weights)
+        lines.append(
+            f"{where}\tface {f.face_index}\tbox {box}\t{f.label} {f.probabilities[f.label]:.2f}\t"
+            f"region weights {weights}"
+        )
+    return lines
+
+
+def _report(result: InputResult, as_json: bool, is_video_frame: bool) -> None:
+    """Print one result: its problems on stderr (one line each), its faces on stdout."""
+    if result.warning:
+        print(f"ran predict: {result.source}: warning: {result.warning}", file=sys.stderr)
+    if result.error:
+        print(f"ran predict: {result.source}: error: {result.error}", file=sys.stderr)
+    elif not result.faces and result.frame is None:
+        print(f"ran predict: {result.source}: no face found", file=sys.stderr)
+    if as_json:
+        print(json.dumps(result.to_dict()), flush=True)
+    elif not is_video_frame:
+        for line in _summary(result):
+            print(line, flush=True)
+
+
+def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
+    if folder and Path(folder).is_dir() and any(Path(folder).iterdir()) and not overwrite:
         raise FileExistsError(
-            f"--visualize {args.visualize}: folder is not empty; pass --overwrite or choose another"
+            f"--visualize {folder}: folder is not empty; pass --overwrite or choose another"
         )
 
-    from ran.devices import default_device
-    from ran.pipeline.pipeline import predict, write_video_csv
 
-    results = predict(
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ran.pipeline.results import video_csv_paths, write_video_csv
+
+    csv_paths = video_csv_paths(args.inputs, args.csv_dir, overwrite=args.overwrite)
+    _check_picture_folder(args.visualize, args.overwrite)
+    try:
+        results = _predictions(args)
+    except FileNotFoundError as err:  # only the model is looked up before the first input
+        raise FileNotFoundError(
+            f"{err}; pass --model with a model folder, a training checkpoint or a Hub id"
+        ) from None
+    frames: dict[str, list[InputResult]] = {video: [] for video in csv_paths}
+    names: list[str] = []
+    total = failed = 0
+    for result in results:
+        total += 1
+        failed += result.error is not None
+        if not names and result.faces:
+            names = list(result.faces[0].probabilities)
+        if result.source in frames and result.frame is not None:
+            frames[result.source].append(result)
+        _report(result, args.json, result.source in csv_paths)
+    for video, rows in frames.items():
+        if rows:
+            path = write_video_csv(rows, csv_paths[video], names)
+            faces = sum(len(r.faces) for r in rows)
+            print(f"{video}: {len(rows)} frames, {faces} faces -> {path}", file=sys.stderr)
+    if total and failed == total:
+        raise ValueError(f"no input could be used ({failed} failed)")
+    if failed:
+        print(
+            f"ran predict: {failed} of {total} inputs failed (exit code {EXIT_SOME_FAILED})", file=sys.stderr
+        )
+        return EXIT_SOME_FAILED
+    return 0
+
+
+def _predictions(args: argparse.Namespace) -> Iterator[InputResult]:
+    from ran.devices import default_device
+    from ran.pipeline.pipeline import iter_predictions
+
+    return iter_predictions(
         args.inputs,
         args.model,
         detector=args.detector,
@@ -105,34 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         max_faces=args.max_faces,
         visualize=args.visualize,
         progress=not args.no_progress,
+        compile=args.compile,
     )
-    first_face = next((f for r in results for f in r.faces), None)
-    names = list(first_face.probabilities) if first_face else []
-    for video, path in csv_paths.items():
-        frames = [r for r in results if r.source == video and r.frame is not None]
-        if frames:
-            write_video_csv(frames, path, names)
-            print(
-                f"{video}: {len(frames)} frames, {sum(len(r.faces) for r in frames)} faces -> {path}",
-                file=sys.stderr,
-            )
-
-    failed = 0
-    for r in results:
-        if r.frame is None or r.error:
-            if r.error:
-                failed += 1
-                print(f"ran predict: {r.source}: error: {r.error}", file=sys.stderr)
-            elif not r.faces:
-                print(f"ran predict: {r.source}: no face found", file=sys.stderr)
-        if args.json:
-            print(json.dumps(r.to_dict()))
-        elif r.source not in csv_paths:
-            for line in _summary(r):
-                print(line)
-    if results and failed == len(results):
-        raise ValueError(f"no input could be used ({failed} failed)")
-    return 0
 
 
 if __name__ == "__main__":

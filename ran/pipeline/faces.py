@@ -10,6 +10,9 @@ Any object with ``detect(image) -> list[Face]`` (``image`` an RGB uint8 array H 
   main wheel, so it falls back to scikit-image's LBP frontal-face cascade when scikit-image is installed.
   Frontal faces only, no landmarks.
 
+The pipeline hands detectors a copy of each image at most ``DETECT_SIDE`` px long (:func:`detect_faces`)
+and crops the faces from the original (:func:`crop_face`), so a huge photo is never copied whole.
+
 The helpers at the bottom turn 5-point (or 68-point) landmarks into the paper's landmark regions, for
 prediction (``--regions landmarks``) and for training (pass the boxes as ``model(images, boxes=...)``).
 """
@@ -17,12 +20,14 @@ prediction (``--regions landmarks``) and for training (pass the boxes as ``model
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ran.regions import landmark_regions
 
@@ -30,6 +35,8 @@ _logger = logging.getLogger(__name__)
 
 # Order of the 5 landmarks everywhere in this package (and in ran.regions.landmark_regions).
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# Detectors see a copy of each image whose longer side is at most this (boxes are mapped back).
+DETECT_SIDE = 1280
 
 
 @dataclass
@@ -203,38 +210,83 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FaceCrop:
-    """A square face crop: the pixels, the crop's box in the source image (may reach outside it; the
-    outside is padded black) and the landmarks in crop pixels."""
+    """A square face crop: the pixels (a numpy array or a PIL image, as the source was), the crop's box in
+    the source image (may reach outside it; the outside is padded black) and the landmarks in crop
+    pixels."""
 
-    image: np.ndarray
+    image: np.ndarray | Image.Image
     box: tuple[float, float, float, float]
     landmarks: np.ndarray | None
 
 
-def crop_face(image: np.ndarray, face: Face, margin: float = 0.2) -> FaceCrop:
-    """A square crop around ``face``: side = the larger box side times (1 + 2 * margin), centred on the
-    box; parts outside the image are padded with black so the face keeps its place and aspect."""
+def square_box(box: Sequence[float], margin: float = 0.2) -> tuple[int, int, int, int]:
+    """The square crop around a face ``box``: side = the larger box side times (1 + 2 * margin), centred on
+    the box, in whole pixels (left, top, right, bottom); it may reach outside the image."""
     if margin < 0:
         raise ValueError(f"margin: expected >= 0, got {margin}")
-    x0, y0, x1, y1 = face.box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    side_px = max(2, round(side))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left, top = round(cx - side_px / 2), round(cy - side_px / 2)
-    h, w = image.shape[:2]
-    crop = np.zeros((side_px, side_px, image.shape[2]), dtype=image.dtype)
-    src_x0, src_y0 = max(left, 0), max(top, 0)
-    src_x1, src_y1 = min(left + side_px, w), min(top + side_px, h)
-    if src_x1 > src_x0 and src_y1 > src_y0:
-        crop[src_y0 - top : src_y1 - top, src_x0 - left : src_x1 - left] = image[src_y0:src_y1, src_x0:src_x1]
+    x0, y0, x1, y1 = box
+    side = max(2, round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    left, top = round((x0 + x1) / 2 - side / 2), round((y0 + y1) / 2 - side / 2)
+    return left, top, left + side, top + side
+
+
+def crop_face(image: np.ndarray | Image.Image, face: Face, margin: float = 0.2) -> FaceCrop:
+    """The square crop around ``face`` (see :func:`square_box`); parts outside the image are padded with
+    black so the face keeps its place and aspect. A PIL source gives a PIL crop (only the crop's pixels
+    are copied, however large the photo)."""
+    left, top, right, bottom = square_box(face.box, margin)
+    if isinstance(image, Image.Image):
+        crop: np.ndarray | Image.Image = image.crop((left, top, right, bottom))  # PIL pads with black
+    else:
+        h, w = image.shape[:2]
+        crop = np.zeros((bottom - top, right - left, *image.shape[2:]), dtype=image.dtype)
+        src_x0, src_y0, src_x1, src_y1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
+        if src_x1 > src_x0 and src_y1 > src_y0:
+            crop[src_y0 - top : src_y1 - top, src_x0 - left : src_x1 - left] = image[
+                src_y0:src_y1, src_x0:src_x1
+            ]
     landmarks = None
     if face.landmarks is not None:
         landmarks = np.asarray(face.landmarks, dtype=np.float32) - np.array([left, top], dtype=np.float32)
     return FaceCrop(
-        image=crop,
-        box=(float(left), float(top), float(left + side_px), float(top + side_px)),
-        landmarks=landmarks,
+        image=crop, box=(float(left), float(top), float(right), float(bottom)), landmarks=landmarks
     )
+
+
+# --- detection on a bounded-size copy -------------------------------------------------------------------
+
+
+def detection_copy(image: Image.Image, max_side: int | None = DETECT_SIDE) -> tuple[np.ndarray, float, float]:
+    """An RGB uint8 copy of ``image`` whose longer side is at most ``max_side``, and the x and y factors that
+    map its pixels back. Detectors gain nothing from megapixels; the copy of a 144-megapixel photo is 5 MB."""
+    width, height = image.size
+    small = image
+    if max_side and max(width, height) > max_side:
+        factor = max(width, height) / max_side
+        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+        small = image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+    array = np.asarray(small.convert("RGB") if small.mode != "RGB" else small)
+    return array, width / small.width, height / small.height
+
+
+def detect_faces(
+    detector: FaceDetector,
+    image: Image.Image,
+    max_side: int | None = DETECT_SIDE,
+    max_faces: int | None = None,
+) -> list[Face]:
+    """The faces ``detector`` finds on a bounded-size copy of ``image`` (:func:`detection_copy`), with boxes
+    and landmarks in ``image``'s pixels, largest first, at most ``max_faces``."""
+    small, fx, fy = detection_copy(image, max_side)
+    faces = []
+    for face in detector.detect(small):
+        x0, y0, x1, y1 = face.box
+        landmarks = None
+        if face.landmarks is not None:
+            landmarks = np.asarray(face.landmarks, dtype=np.float32) * np.array([fx, fy], dtype=np.float32)
+        faces.append(Face(box=(x0 * fx, y0 * fy, x1 * fx, y1 * fy), score=face.score, landmarks=landmarks))
+    faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return faces[: max_faces or None]
 
 
 # --- landmark regions (the paper's third region scheme) -----------------------------------------------
@@ -275,12 +327,16 @@ __all__ = [
     "DETECTORS",
     "LANDMARK_NAMES",
     "CascadeDetector",
+    "DETECT_SIDE",
     "Face",
     "FaceCrop",
     "FaceDetector",
     "MTCNNDetector",
     "crop_face",
+    "detect_faces",
+    "detection_copy",
     "get_detector",
     "landmark_boxes",
     "landmarks_68_to_5",
+    "square_box",
 ]

@@ -1,0 +1,132 @@
+"""What prediction returns and writes: one :class:`InputResult` per image or video frame, one
+:class:`FacePrediction` per face, the ``ran predict --json`` line (:meth:`InputResult.to_dict`) and the
+per-frame CSV of a video."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ran.files import atomic_path
+from ran.pipeline.inputs import is_video
+
+
+@dataclass
+class FacePrediction:
+    """One face. Boxes are (x0, y0, x1, y1) in the source image's pixels; ``region_boxes`` are the boxes
+    the model weighted (region 0 = the whole crop). ``crop`` is the face crop at picture size (at most
+    ``ran.pipeline.pictures.PICTURE_SIDE``), kept only when asked for (``keep_crops=True``), for pictures;
+    it is not part of :meth:`to_dict`."""
+
+    face_index: int
+    box: list[float]
+    crop_box: list[float]
+    score: float | None
+    label: str
+    probabilities: dict[str, float]
+    region_weights: list[float]
+    region_boxes: list[list[float]]
+    landmarks: list[list[float]] | None = None
+    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The face as JSON-ready values (as in ``ran predict --json``)."""
+        return {
+            "face_index": self.face_index,
+            "box": list(self.box),
+            "crop_box": list(self.crop_box),
+            "score": self.score,
+            "label": self.label,
+            "probabilities": dict(self.probabilities),
+            "region_weights": list(self.region_weights),
+            "region_boxes": [list(b) for b in self.region_boxes],
+            "landmarks": None if self.landmarks is None else [list(p) for p in self.landmarks],
+        }
+
+
+@dataclass
+class InputResult:
+    """The faces found in one image or video frame, or why the input could not be used (``error``).
+
+    ``warning`` is a note that did not stop the input (e.g. a photo over PIL's decompression-bomb warning
+    threshold); ``image_size`` is [height, width]."""
+
+    source: str
+    faces: list[FacePrediction] = field(default_factory=list)
+    error: str | None = None
+    frame: int | None = None
+    time_s: float | None = None
+    image_size: list[int] | None = None
+    warning: str | None = None
+
+    @property
+    def message(self) -> str | None:
+        """What to tell the user about this input (an error, or that no face was found)."""
+        if self.error:
+            return self.error
+        if not self.faces:
+            return "no face found"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``ran predict --json`` line of this input: ``frame`` / ``time_s`` only for video frames,
+        ``error`` / ``warning`` only when set."""
+        out: dict[str, Any] = {"source": self.source, "faces": [f.to_dict() for f in self.faces]}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.frame is not None:
+            out["frame"] = self.frame
+            out["time_s"] = self.time_s
+        out["image_size"] = None if self.image_size is None else list(self.image_size)
+        if self.warning is not None:
+            out["warning"] = self.warning
+        return out
+
+
+# --- video CSVs ---------------------------------------------------------------------------------------
+
+
+def video_csv_paths(
+    inputs: Iterable[str | Path], csv_dir: str | Path, overwrite: bool = False
+) -> dict[str, Path]:
+    """Where the per-frame CSV of each video among ``inputs`` goes (``csv_dir/<video stem>.csv``), checked
+    before anything runs: two videos with one name, or an existing CSV without ``overwrite``, are refused."""
+    videos = [Path(p) for p in inputs if is_video(p) and Path(p).is_file()]
+    paths = {str(v): Path(csv_dir) / f"{v.stem}.csv" for v in videos}
+    if len(set(paths.values())) < len(paths):
+        raise ValueError("two videos share a file name; predict them in separate runs or rename one")
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it or choose --csv-dir")
+    return paths
+
+
+def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Sequence[str]) -> Path:
+    """Per-frame CSV of one video's results: frame, time_s, face, box, score, label, one probability
+    column per class, one weight column per region. Frames without a face get a row with empty face
+    fields. Written atomically, with the process umask's permissions (``ran.files``)."""
+    num_regions = max((len(f.region_weights) for r in results for f in r.faces), default=0)
+    header = ["frame", "time_s", "face", "x0", "y0", "x1", "y1", "score", "label"]
+    header += [f"prob_{n}" for n in names] + [f"weight_region{k}" for k in range(num_regions)]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for r in results:
+            if not r.faces:
+                writer.writerow([r.frame, r.time_s] + [""] * (len(header) - 2))
+            for f in r.faces:
+                writer.writerow(
+                    [r.frame, r.time_s, f.face_index, *f.box, "" if f.score is None else f.score, f.label]
+                    + [f.probabilities[n] for n in names]
+                    + f.region_weights
+                    + [""] * (num_regions - len(f.region_weights))
+                )
+    return Path(path)
+
+
+__all__ = ["FacePrediction", "InputResult", "video_csv_paths", "write_video_csv"]
