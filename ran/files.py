@@ -98,6 +98,15 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def umask_permissions(root: Path) -> None:
+    """Give ``root`` and everything in it the permissions of a freshly made file / folder under the
+    process umask: some writers (safetensors, mkstemp) create private 0600 files."""
+    mask = current_umask()
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def replace_dir(new: str | Path, out: str | Path) -> Path:
     """Put the folder ``new`` at ``out``: the old ``out`` is renamed aside, the new one renamed in, and
     only then is the old one deleted, so ``out`` is always complete."""
@@ -132,6 +141,7 @@ def staging_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     staging.mkdir(mode=0o777)  # the umask applies, as for any folder the user makes
     try:
         yield staging
+        umask_permissions(staging)
         replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -149,6 +159,7 @@ def staging_files(out: str | Path) -> Iterator[Path]:
     staging.mkdir(mode=0o777)
     try:
         yield staging
+        umask_permissions(staging)
         out.mkdir(exist_ok=True)
         for path in sorted(staging.iterdir()):
             os.replace(path, out / path.name)
@@ -163,6 +174,7 @@ __all__ = [
     "replace_dir",
     "staging_dir",
     "staging_files",
+    "umask_permissions",
     "write_bytes",
     "write_json",
     "write_text",
