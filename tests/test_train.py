@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
@@ -548,6 +549,26 @@ def test_planted_payloads_never_run(planted, real_checkpoint, tiny_data, tmp_pat
             assert planted in err or "pickle" in err or "ran 0.1" in err
         else:  # the model folder itself is intact and the command never opens the planted file
             assert code == 0, err
+
+
+@pytest.mark.slow
+def test_compile_keeps_plain_weight_names(tiny_data, tmp_path, monkeypatch):
+    """--compile wraps the model in torch.compile; checkpoints and best/ keep the plain module's names.
+    (Dynamo's 'eager' backend here: the same wrapping as inductor's, without minutes of code generation.)"""
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def eager_compile(self, *args, **kwargs):
+        compiled.append(type(self).__name__)
+        return original(self, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    out = tmp_path / "out"
+    train(_config(tiny_data, out, "--epochs", "1", "--batch-size", "16", "--compile"))
+    assert compiled == ["AttentionForward"]
+    plain = timm.create_model("ran", backbone="test_resnet", region_size=32, num_classes=8).state_dict()
+    for folder in (out / "checkpoints" / "epoch_001", out / "best"):
+        assert load_file(folder / "model.safetensors").keys() == plain.keys()
 
 
 @pytest.mark.slow
