@@ -1,5 +1,5 @@
 """The training input pipeline alone: images/s of a DataLoader over a ``ran data`` folder, row by row
-(``FaceImages.__getitem__``, one ``split[i]`` per image) vs batched (``FaceImages.__getitems__``, one
+(the loader before ``__getitems__``: one ``split[i]`` per image) vs batched (``FaceImages.__getitems__``, one
 ``split[indices]`` per batch), with 0 and N worker processes, side by side in one run.
 
     python benchmarks/bench_loader.py                       # 8192 FERPlus-like 48x48 gray faces
@@ -25,16 +25,17 @@ from ran.transforms import FaceTransform
 
 
 class RowByRow(Dataset):
-    """The same rows without ``__getitems__``: the DataLoader fetches them one at a time."""
+    """The loader before batched decoding: one ``split[i]`` (every column) per image, then the transform."""
 
     def __init__(self, faces: FaceImages) -> None:
-        self.faces = faces
+        self.split, self.transform = faces.split, faces.transform
 
     def __len__(self) -> int:
-        return len(self.faces)
+        return self.split.num_rows
 
     def __getitem__(self, index: int):
-        return self.faces[index]
+        row = self.split[int(index)]
+        return {"image": self.transform.prepare(row["image"]), "label": int(row["label"])}
 
 
 def make_folder(root: Path, rows: int, side: int, gray: bool) -> Path:

@@ -284,10 +284,12 @@ def apply_resume(run: Training, state: ResumeState) -> None:
 
 # --- the whole set-up ----------------------------------------------------------------------------
 def set_up(config: TrainConfig) -> Training:
-    """Everything a run needs, in order: checks and reads (nothing written yet), then the output folder.
+    """Everything a run needs; every check and read happens here, before anything is written.
 
     Call inside :func:`determinism` (``train`` does).
     """
+    from accelerate.utils import set_seed
+
     from ran.training.checkpoints import read_checkpoint
 
     out = Path(config.run.output_dir).expanduser().absolute()
@@ -295,8 +297,6 @@ def set_up(config: TrainConfig) -> Training:
     check_output(out, config)
     device, precision = choose_device_and_precision(config)
     accelerator = make_accelerator(config, device, precision, out)
-    from accelerate.utils import set_seed
-
     set_seed(config.run.seed)  # the initial weights
     run = _build(config, accelerator, out, resume)
     if resume is not None:
@@ -337,12 +337,11 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
     options = loader_options(config.data, accelerator.device, accelerator.num_processes)
     train_loader, val_loader, sampler = build_loaders(config, splits, transform, options)
     optimizer = build_optimizer(config, model, peak_lr(config, accelerator.num_processes))
-    wrapped = AttentionForward(model)
-    if config.run.compile:
-        wrapped.compile()  # in place: the weight names stay those of the plain model
     wrapped, optimizer, train_loader, val_loader = accelerator.prepare(
-        wrapped, optimizer, train_loader, val_loader
+        AttentionForward(model), optimizer, train_loader, val_loader
     )
+    if config.run.compile:  # after DDP wrapping, so that dynamo splits the graph at gradient buckets
+        wrapped.compile()  # in place: checkpoints are written from ``model``, with its plain weight names
     updates_per_epoch = -(-len(train_loader) // config.optim.gradient_accumulation)
     scheduler = build_scheduler(config, optimizer.optimizer, updates_per_epoch)
     device = accelerator.device
