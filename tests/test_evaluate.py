@@ -196,6 +196,15 @@ def test_training_checkpoint_and_best_folder_agree(tiny_data, splits, tmp_path):
             ]
         )
     )
-    from_checkpoint = evaluate(load_model(out / "checkpoints" / "epoch_001"), splits, progress=False)
-    from_best = evaluate(load_model(out / "best"), splits, progress=False)
+    # the checkpoint folder is a model folder: the one loader reads it as it reads best/, no special case
+    checkpoint, best = load_model(out / "checkpoints" / "epoch_001"), load_model(out / "best")
+    assert (
+        checkpoint.pretrained_cfg["label_names"]
+        == best.pretrained_cfg["label_names"]
+        == list(FERPLUS_CLASSES)
+    )
+    weights = checkpoint.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in best.state_dict().items())
+    from_checkpoint = evaluate(checkpoint, splits, progress=False)
+    from_best = evaluate(best, splits, progress=False)
     assert from_checkpoint == from_best

@@ -1,7 +1,9 @@
-"""Training configuration: dataclasses filled from defaults, then a YAML file, then command-line flags.
+"""Training configuration: dataclasses filled from defaults, a run's saved config, a YAML file, then flags.
 
 One place names every training option, so the CLI, the YAML files in ``examples/`` and the saved
 ``config.yaml`` of a run stay the same vocabulary (flag ``--rb-margin`` = YAML ``loss: {rb_margin: ...}``).
+transformers' ``HfArgumentParser`` turns the dataclasses into flags; YAML values go through the very same
+argparse actions (each key parsed as the tokens of its flag), so a value is converted and checked one way.
 """
 
 from __future__ import annotations
@@ -10,19 +12,27 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 import yaml
 
+from ran.precision import CHOICES as PRECISION_CHOICES
+from ran.precision import resolve_precision
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
-MIXED_PRECISION = ("no", "bf16", "fp16")
 LABEL_MODES = ("hard", "soft")
 ATTENTION_MODES = ("softmax", "sigmoid")
+DEVICES = ("cpu", "cuda")
+REFERENCE_BATCH = 128  # the recipe's total batch size, the reference of --scale-lr
+RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
 
 
-def _opt(default: Any, help_: str, choices: tuple | None = None, flag: str | None = None) -> Any:
-    meta = {"help": help_, "choices": choices, "flag": flag}
+def _opt(default: Any, help_: str, choices: tuple | None = None) -> Any:
+    """A dataclass field whose metadata ``HfArgumentParser`` passes to ``add_argument``."""
+    meta: dict[str, Any] = {"help": help_}
+    if choices:
+        meta["choices"] = choices
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -55,7 +65,12 @@ class OptimConfig:
     """How the weights move."""
 
     optimizer: str = _opt("sgd", "optimizer (SGD as the original)", OPTIMIZERS)
-    lr: float = _opt(0.01, "peak learning rate")
+    lr: float = _opt(0.01, "peak learning rate (for the total batch; see --scale-lr)")
+    scale_lr: bool = _opt(
+        False,
+        f"scale lr linearly with the total batch (batch size x processes x accumulation) / "
+        f"{REFERENCE_BATCH}, the recipe's batch",
+    )
     momentum: float = _opt(0.9, "SGD momentum")
     weight_decay: float = _opt(1e-4, "weight decay")
     schedule: str = _opt(
@@ -87,7 +102,9 @@ class DataConfig:
     data: str | None = _opt(None, "dataset folder written by 'ran data' (or a Hub dataset id)")
     batch_size: int = _opt(64, "images per batch and process")
     eval_batch_size: int | None = _opt(None, "validation batch size (default: 2 x batch size)")
-    num_workers: int = _opt(0, "DataLoader worker processes")
+    num_workers: int | None = _opt(
+        None, "DataLoader worker processes (default: min(4, CPUs per process) on a GPU, 0 on a CPU)"
+    )
     class_balanced: bool = _opt(False, "draw every class equally often (the AffectNet recipe)")
     box_jitter: bool = _opt(True, "jitter region boxes (scale +-2 %%, shift +-1 %%) as the original")
     hflip: bool = _opt(True, "random horizontal flip")
@@ -98,12 +115,21 @@ class DataConfig:
 
 @dataclass
 class RunConfig:
-    """The run itself: length, precision, outputs, checkpoints."""
+    """The run itself: device, length, precision, outputs, checkpoints."""
 
     output_dir: str | None = _opt(None, "output folder (config, checkpoints, best model, logs)")
     epochs: int = _opt(10, "training epochs")
-    mixed_precision: str = _opt("no", "autocast precision through accelerate", MIXED_PRECISION)
+    device: str | None = _opt(None, "cpu or cuda (default: cuda when usable, else cpu)", DEVICES)
+    mixed_precision: str | None = _opt(
+        None,
+        "fp32 (alias no), bf16 or fp16 (default: bf16 on a GPU that supports it, else fp32)",
+        PRECISION_CHOICES,
+    )
     channels_last: bool = _opt(True, "channels-last weights: about 25 %% faster convolutions on CPU and GPU")
+    compile: bool = _opt(False, "torch.compile the model (checkpoints keep plain weight names)")
+    deterministic: bool = _opt(
+        False, "deterministic kernels (cuDNN, cuBLAS): bit-exact resume on a GPU, somewhat slower"
+    )
     seed: int = _opt(0, "random seed (data order, augmentation, initial weights)")
     save_every_steps: int = _opt(0, "also save a checkpoint every N optimizer updates (0: epochs only)")
     keep_checkpoints: int = _opt(0, "keep only the newest N checkpoints (0: keep all)")
@@ -121,6 +147,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "run": RunConfig,
 }
+_SECTION_OF = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
 
 
 @dataclass
@@ -147,37 +174,22 @@ class TrainConfig:
                 out[f"{section}.{name}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
         return out
 
+    def copy(self) -> TrainConfig:
+        return TrainConfig(**{s: dataclasses.replace(getattr(self, s)) for s in SECTIONS})
+
     def validate(self) -> TrainConfig:
-        """Raise a ValueError naming the option when a value cannot work."""
-        checks = [
-            (self.run.epochs >= 1, "epochs", "an integer >= 1"),
-            (self.data.batch_size >= 1, "batch_size", "an integer >= 1"),
-            (self.optim.lr > 0, "lr", "a positive number"),
-            (self.optim.gradient_accumulation >= 1, "gradient_accumulation", "an integer >= 1"),
-            (self.loss.rb_margin >= 0, "rb_margin", "a number >= 0"),
-            (self.run.save_every_steps >= 0, "save_every_steps", "an integer >= 0"),
-            (self.run.keep_checkpoints >= 0, "keep_checkpoints", "an integer >= 0"),
-            (self.data.num_workers >= 0, "num_workers", "an integer >= 0"),
-            (all(0 < m <= 1 for m in self.optim.milestones), "milestones", "fractions in (0, 1]"),
-            (self.optim.warmup_epochs >= 0, "warmup_epochs", "a number >= 0"),
-            (self.model.region_size is None or self.model.region_size >= 8, "region_size", ">= 8 px"),
-        ]
-        for ok, name, expected in checks:
+        """Raise a ValueError naming the option when a value cannot work (also for configs built in code)."""
+        for name, ok, expected in _range_checks(self):
             if not ok:
-                section = _SECTION_OF[name]
-                value = getattr(getattr(self, section), name)
-                raise ValueError(
-                    f"{section}.{name} (--{name.replace('_', '-')}): expected {expected}, got {value!r}"
-                )
+                _refuse(self, name, expected)
         for section, cls in SECTIONS.items():
             for f in fields(cls):
                 choices = f.metadata.get("choices")
                 value = getattr(getattr(self, section), f.name)
-                if choices and value not in choices:
-                    raise ValueError(
-                        f"{section}.{f.name} (--{f.name.replace('_', '-')}): expected one of "
-                        f"{list(choices)}, got {value!r}"
-                    )
+                if choices and value is not None and value not in choices:
+                    _refuse(self, f.name, f"one of {list(choices)}")
+        if self.run.mixed_precision is not None:
+            self.run.mixed_precision = resolve_precision(self.run.mixed_precision, "mixed_precision")
         if self.data.data is None:
             raise ValueError("data (--data): a dataset folder is required")
         if self.run.output_dir is None:
@@ -185,137 +197,206 @@ class TrainConfig:
         return self
 
 
-_SECTION_OF = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
+def _range_checks(config: TrainConfig) -> list[tuple[str, bool, str]]:
+    """(option, holds, what was expected) for every numeric constraint."""
+    run, data, optim = config.run, config.data, config.optim
+    return [
+        ("epochs", run.epochs >= 1, "an integer >= 1"),
+        ("batch_size", data.batch_size >= 1, "an integer >= 1"),
+        ("eval_batch_size", data.eval_batch_size is None or data.eval_batch_size >= 1, "an integer >= 1"),
+        ("lr", optim.lr > 0, "a positive number"),
+        ("gradient_accumulation", optim.gradient_accumulation >= 1, "an integer >= 1"),
+        ("rb_margin", config.loss.rb_margin >= 0, "a number >= 0"),
+        ("save_every_steps", run.save_every_steps >= 0, "an integer >= 0"),
+        ("keep_checkpoints", run.keep_checkpoints >= 0, "an integer >= 0"),
+        ("log_every_steps", run.log_every_steps >= 0, "an integer >= 0"),
+        ("num_workers", data.num_workers is None or data.num_workers >= 0, "an integer >= 0"),
+        ("milestones", all(0 < m <= 1 for m in optim.milestones), "fractions in (0, 1]"),
+        ("warmup_epochs", optim.warmup_epochs >= 0, "a number >= 0"),
+        ("region_size", config.model.region_size is None or config.model.region_size >= 8, ">= 8 px"),
+    ]
 
 
-def _field_type(cls: type, name: str) -> tuple[type, bool]:
-    """(element type, is_list) of a dataclass field, Optional stripped."""
-    hint = get_type_hints(cls)[name]
-    args = [a for a in get_args(hint) if a is not type(None)]
-    if get_origin(hint) is list:
-        return get_args(hint)[0], True
-    if args and get_origin(hint) is not list:
-        if get_origin(args[0]) is list:
-            return get_args(args[0])[0], True
-        return args[0], False
-    return hint, False
+def _refuse(config: TrainConfig, name: str, expected: str) -> None:
+    section = _SECTION_OF[name]
+    value = getattr(getattr(config, section), name)
+    raise ValueError(f"{section}.{name} (--{name.replace('_', '-')}): expected {expected}, got {value!r}")
 
 
-def _coerce(section: str, name: str, value: Any, source: str) -> Any:
-    """Check / convert a YAML value to the field's type; the error names the source and key."""
-    cls = SECTIONS[section]
-    kind, is_list = _field_type(cls, name)
-    if value is None:
+# --- parsing -----------------------------------------------------------------------------------------
+@dataclass
+class ConfigFile:
+    """The YAML file the flags start from."""
+
+    config: str | None = field(
+        default=None, metadata={"help": "YAML file with sections model/optim/loss/data/run"}
+    )
+
+
+DESCRIPTION = (
+    "Train a RAN on a dataset folder written by 'ran data'. Options come from the defaults, then the run's "
+    "saved config.yaml (with --resume), then --config YAML, then the flags given here."
+)
+
+
+def build_parser(prog: str = "ran train", **kwargs: Any) -> Any:
+    """One flag per option (``--batch-size`` / ``--batch_size``, ``--no-hflip`` ...), by transformers'
+    ``HfArgumentParser`` as every command's flags (``ran.cli.options``); ``kwargs`` go to argparse."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser([ConfigFile, *SECTIONS.values()], prog=prog, description=DESCRIPTION, **kwargs)
+    for action in parser._actions:  # show --batch-size before its --batch_size alias
+        action.option_strings.sort(key=lambda flag: "_" in flag)
+    return parser
+
+
+def _flag_action(parser: argparse.ArgumentParser, name: str) -> argparse.Action:
+    return parser._option_string_actions[f"--{name}"]
+
+
+def _yaml_tokens(action: argparse.Action, value: Any) -> list[str] | None:
+    """The command-line tokens that say ``value`` for ``action``'s flag; None when they cannot."""
+    flag = f"--{action.dest}"
+    if isinstance(value, dict):
         return None
+    if action.nargs == "+":
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return [flag, *(str(v) for v in values)] if values else None
+    if isinstance(value, (list, tuple)):
+        return None
+    if isinstance(value, bool) and action.type in (int, float):
+        return None  # YAML 'true' is not a number
+    if value is False and action.choices and "no" in action.choices:
+        value = "no"  # YAML 1.1 reads an unquoted ``no`` as false
+    return [flag, str(value)]
+
+
+def _expected(action: argparse.Action) -> str:
+    if action.choices:
+        return f"one of {list(action.choices)}"
+    kind = getattr(action.type, "__name__", "value")
+    kind = "bool" if kind == "string_to_bool" else kind
+    return f"a list of {kind}" if action.nargs == "+" else kind
+
+
+def _parse_value(parser: argparse.ArgumentParser, section: str, name: str, value: Any, source: str) -> Any:
+    """A YAML value converted and checked by the option's own argparse action."""
+    action = _flag_action(parser, name)
+    problem = f"{source}: {section}.{name}: expected {_expected(action)}, got {value!r}"
+    if value is None:
+        if action.default is None:  # an optional option
+            return None
+        raise ValueError(problem)
+    tokens = _yaml_tokens(action, value)
+    if tokens is None:
+        raise ValueError(problem)
     try:
-        if is_list:
-            if not isinstance(value, (list, tuple)):
-                raise TypeError
-            return [kind(v) for v in value]
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise TypeError
-        if kind in (int, float) and isinstance(value, bool):
-            raise TypeError
-        return kind(value)
-    except (TypeError, ValueError):
-        expected = f"a list of {kind.__name__}" if is_list else kind.__name__
-        raise ValueError(f"{source}: {section}.{name}: expected {expected}, got {value!r}") from None
+        namespace, rest = parser.parse_known_args(tokens, argparse.Namespace())
+    except (argparse.ArgumentError, ValueError, TypeError):
+        raise ValueError(problem) from None
+    if rest:
+        raise ValueError(problem)
+    return getattr(namespace, name)
 
 
-def config_from_mapping(data: dict[str, Any], source: str, base: TrainConfig | None = None) -> TrainConfig:
-    """Apply a nested ``{section: {name: value}}`` mapping (a flat ``{name: value}`` one also works)."""
-    config = dataclasses.replace(base) if base is not None else TrainConfig()
-    config = TrainConfig(**{s: dataclasses.replace(getattr(config, s)) for s in SECTIONS})
+def _mapping_items(data: Any, source: str) -> list[tuple[str, str, Any]]:
+    """(section, option, value) of a ``{section: {name: value}}`` (or flat ``{name: value}``) mapping."""
     if not isinstance(data, dict):
         raise ValueError(
             f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}"
         )
+    items = []
     for key, value in data.items():
         if key in SECTIONS and isinstance(value, dict):
-            items = [(key, name, v) for name, v in value.items()]
-        elif key in _SECTION_OF:
-            items = [(_SECTION_OF[key], key, value)]
+            pairs = [(key, str(name).replace("-", "_"), v) for name, v in value.items()]
+        elif str(key).replace("-", "_") in _SECTION_OF:
+            name = str(key).replace("-", "_")
+            pairs = [(_SECTION_OF[name], name, value)]
         else:
             raise ValueError(
                 f"{source}: unknown key {key!r}; expected a section ({', '.join(SECTIONS)}) or an option name"
             )
-        for section, name, v in items:
-            name = name.replace("-", "_")
+        for section, name, _ in pairs:
             if _SECTION_OF.get(name) != section:
                 known = ", ".join(f.name for f in fields(SECTIONS[section]))
                 raise ValueError(f"{source}: unknown option {section}.{name}; expected one of: {known}")
-            setattr(getattr(config, section), name, _coerce(section, name, v, source))
+        items += pairs
+    return items
+
+
+def config_from_mapping(data: Any, source: str, base: TrainConfig | None = None) -> TrainConfig:
+    """``base`` (default: the defaults) with a YAML-style mapping applied; errors name ``source`` and key."""
+    config = (base or TrainConfig()).copy()
+    parser = build_parser(exit_on_error=False, argument_default=argparse.SUPPRESS)
+    for section, name, value in _mapping_items(data, source):
+        setattr(getattr(config, section), name, _parse_value(parser, section, name, value, source))
     return config
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
 
 
 def load_yaml_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """A YAML training config applied over ``base`` (default: the defaults)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
-    return config_from_mapping(data, str(path), base)
+    return config_from_mapping(_read_yaml(Path(path), "--config"), str(path), base)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per option; defaults are suppressed so that only the flags given override the YAML."""
-    for section, cls in SECTIONS.items():
-        group = parser.add_argument_group(section)
-        for f in fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            kind, is_list = _field_type(cls, f.name)
-            help_ = f.metadata.get("help", "")
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            help_ = f"{help_} (default: {default})"
-            common = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
-            if kind is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-            elif is_list:
-                group.add_argument(flag, type=kind, nargs="+", **common)
-            else:
-                group.add_argument(flag, type=kind, choices=f.metadata.get("choices"), **common)
+def saved_run_config(checkpoint: str | Path) -> TrainConfig | None:
+    """The config.yaml of the run a checkpoint folder (``OUT/checkpoints/<name>``) belongs to, if any."""
+    saved = Path(checkpoint).expanduser().parent.parent / RUN_CONFIG_FILE
+    if not saved.is_file():
+        return None
+    data = _read_yaml(saved, "run config")
+    if isinstance(data, dict):
+        data.pop("launch", None)
+    config = config_from_mapping(data, str(saved))
+    config.run.resume = None
+    config.run.stop_after_steps = None
+    return config
 
 
-def config_from_args(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
-    """``base`` with every flag that was given on the command line applied."""
-    given = {name: value for name, value in vars(args).items() if name in _SECTION_OF}
-    return config_from_mapping(given, "command line", base)
+def _parse_flags(parser: Any, argv: list[str] | None) -> tuple[ConfigFile, TrainConfig]:
+    """argparse's own parse (an unknown flag exits with its usage line), then one instance per section."""
+    namespace = parser.parse_args(argv)
 
+    def instance(cls: type) -> Any:
+        return cls(**{f.name: getattr(namespace, f.name) for f in fields(cls)})
 
-RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
-
-
-def build_parser(prog: str = "ran train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Train a RAN on a dataset folder written by 'ran data'. Options come from the defaults, "
-        "then --config YAML, then the flags given here.",
-    )
-    parser.add_argument("--config", type=Path, help="YAML file with sections model/optim/loss/data/run")
-    add_config_arguments(parser)
-    return parser
+    return instance(ConfigFile), TrainConfig(**{name: instance(cls) for name, cls in SECTIONS.items()})
 
 
 def resolve_config(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults < the run's saved config (when resuming) < --config YAML < flags."""
-    args = build_parser().parse_args(argv)
-    base = TrainConfig()
-    resume = getattr(args, "resume", None)
-    if resume:
-        saved = Path(resume).expanduser().parent.parent / RUN_CONFIG_FILE
-        if saved.is_file():
-            data = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-            data.pop("launch", None)
-            base = config_from_mapping(data, str(saved))
-            base.run.resume = None
-            base.run.stop_after_steps = None
-    if args.config is not None:
-        base = load_yaml_config(args.config, base)
-    return config_from_args(args, base).validate()
+    """Defaults < the run's saved config (when resuming) < --config YAML < flags given."""
+    parser = build_parser()
+    config_file, given = _parse_flags(parser, argv)
+    base = (saved_run_config(given.run.resume) if given.run.resume else None) or TrainConfig()
+    if config_file.config is not None:
+        base = load_yaml_config(config_file.config, base)
+    # Second pass: the flags given override ``base`` (argparse fills in what was not given from it).
+    parser.set_defaults(
+        **{name: value for section in base.to_dict().values() for name, value in section.items()}
+    )
+    return _parse_flags(parser, argv)[1].validate()
+
+
+__all__ = [
+    "REFERENCE_BATCH",
+    "RUN_CONFIG_FILE",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "build_parser",
+    "config_from_mapping",
+    "load_yaml_config",
+    "resolve_config",
+    "saved_run_config",
+]

@@ -1,0 +1,132 @@
+"""What a training step is fed: the splits, the loaders that keep a GPU busy, augmentation on the device.
+
+The loaders move uint8 source faces (48x48 for FERPlus) decoded a batch at a time
+(:meth:`ran.data.batches.FaceImages.__getitems__`), in worker processes on a GPU machine, into pinned
+memory so that the copy to the device does not block. Augmentation (flips, box jitter, random crops) is
+drawn on the device from a generator seeded per step, so no step waits for the host and a resumed run
+draws exactly what the original drew.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ran.data.batches import EpochSampler, FaceImages, collate_faces, load_splits
+from ran.training.config import DataConfig, TrainConfig
+from ran.transforms import FaceTransform
+
+
+@dataclass
+class Splits:
+    """The training split, the split that selects the best model, and the class names they share."""
+
+    train: Any
+    val: Any
+    val_name: str
+    class_names: list[str]
+
+
+def read_splits(config: TrainConfig) -> tuple[Splits, str | None]:
+    """The dataset's splits; the note to print when the validation split falls back to 'test'."""
+    data = config.data
+    splits = load_splits(data.data)
+    if "train" not in splits:
+        raise ValueError(f"--data {data.data}: no 'train' split; it has {sorted(splits)}")
+    val_name = data.val_split if data.val_split in splits else "test" if "test" in splits else None
+    if val_name is None:
+        raise ValueError(f"--data {data.data}: no validation or test split to select the best model")
+    note = None
+    if val_name != data.val_split:
+        note = f"note: no {data.val_split!r} split; selecting the best model on {val_name!r}"
+    class_names = list(splits["train"].features["label"].names)
+    val_classes = list(splits[val_name].features["label"].names)
+    if val_classes != class_names:
+        raise ValueError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
+    return Splits(splits["train"], splits[val_name], val_name, class_names), note
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def loader_options(data: DataConfig, device: torch.device, num_processes: int) -> dict[str, Any]:
+    """Workers, pinned memory and prefetching for ``device``.
+
+    Default workers: on a GPU, min(4, CPUs per process), so decoding overlaps the GPU's work; on a CPU, 0,
+    because worker processes would take the cores the model computes on (batched decoding keeps the main
+    process's share small: see benchmarks/bench_loader.py).
+    """
+    workers = data.num_workers
+    if workers is None:
+        workers = min(4, max(1, available_cpus() // num_processes)) if device.type == "cuda" else 0
+    options: dict[str, Any] = {
+        "num_workers": workers,
+        "collate_fn": collate_faces,
+        "pin_memory": device.type == "cuda",
+    }
+    if workers:
+        options.update(persistent_workers=True, prefetch_factor=4)
+    return options
+
+
+def build_loaders(
+    config: TrainConfig, splits: Splits, transform: FaceTransform, options: dict[str, Any]
+) -> tuple[DataLoader, DataLoader, EpochSampler]:
+    """Training loader (order from :class:`EpochSampler`), validation loader, and the sampler."""
+    from ran.data.sampling import class_balanced_weights
+
+    soft = config.loss.label_mode == "soft"
+    train_set = FaceImages(splits.train, transform, soft_labels=soft)
+    weights = (
+        class_balanced_weights(splits.train, len(splits.class_names)) if config.data.class_balanced else None
+    )
+    sampler = EpochSampler(len(train_set), config.run.seed, weights)
+    train_loader = DataLoader(train_set, batch_size=config.data.batch_size, sampler=sampler, **options)
+    val_loader = DataLoader(
+        FaceImages(splits.val, transform),
+        batch_size=config.data.eval_batch_size or 2 * config.data.batch_size,
+        shuffle=False,
+        **options,
+    )
+    return train_loader, val_loader, sampler
+
+
+def step_seed(seed: int, epoch: int, batch: int, process: int) -> int:
+    """The seed of one training step's augmentation and dropout."""
+    return (seed * 1_000_000_007 + epoch * 1_000_003 + batch * 1_009 + process) % (2**63 - 1)
+
+
+def augment(
+    images: torch.Tensor, base_boxes: torch.Tensor, data: DataConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Horizontal flips and per-image boxes (jittered preset or random crops), drawn from ``generator``
+    on the images' device (``base_boxes`` lives there too): nothing is copied from the host."""
+    from ran.regions import jitter_boxes, random_crop_boxes
+
+    batch_size, device = images.shape[0], images.device
+    if data.hflip:
+        flip = torch.rand(batch_size, generator=generator, device=device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if data.random_crop_regions:
+        return images, random_crop_boxes(batch_size, base_boxes.shape[0], generator=generator, device=device)
+    if data.box_jitter:
+        return images, jitter_boxes(base_boxes, batch_size, generator=generator)
+    return images, None
+
+
+__all__ = [
+    "Splits",
+    "augment",
+    "build_loaders",
+    "loader_options",
+    "read_splits",
+    "step_seed",
+]
