@@ -29,6 +29,7 @@ from ran.models import RAN_VARIANTS, RegionAttentionNet
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 LEGACY_CHECKPOINT_FILE = "ran_model.json"  # ran 0.1 training checkpoints (accelerate pickles beside it)
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".tar")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -121,14 +122,34 @@ def check_folder(folder: str | Path) -> dict[str, Any]:
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} beside {CONFIG_NAME}")
+    check_folder_files(folder)
+    return config
+
+
+def check_folder_files(folder: Path) -> None:
+    """Refuse a folder that holds pickles or unreadable JSON / safetensors files.
+
+    A model folder (and a training checkpoint, which is one) holds only JSON and safetensors; a pickle in
+    it, or a tampered file, means it did not come from this package as it is, so nothing in it is trusted.
+    """
     from safetensors import SafetensorError, safe_open
 
-    try:
-        with safe_open(str(weights), "pt") as handle:
-            handle.keys()
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{weights}: unreadable safetensors file, truncated or corrupt ({err})") from None
-    return config
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if path.suffix in PICKLE_SUFFIXES:
+            raise ValueError(
+                f"{path}: a pickle in a model folder; this package never loads pickles and refuses the "
+                "folder (model folders hold only JSON and safetensors files)"
+            )
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), "pt") as handle:
+                    handle.keys()
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())[:120]})") from None
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path}: unreadable safetensors file, truncated or corrupt ({err})") from None
 
 
 def _create_from_folder(folder: Path, **kwargs: Any) -> RegionAttentionNet:

@@ -67,15 +67,21 @@ class FaceTransform:
 
     # --- device side ---------------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB images (..., 3, H, W) -> float32 model input. Traceable (the ONNX graph contains it)."""
+        """uint8 RGB images (..., 3, H, W) -> float32 model input. Traceable (the ONNX graph contains it).
+
+        The constants are Python numbers, not tensors: building a tensor on a GPU would copy it from the
+        host and make the host wait, once per batch.
+        """
         x = images.float()
         if self.grayscale:
-            luma = torch.tensor(_LUMA, dtype=torch.float32, device=x.device).view(3, 1, 1)
-            x = torch.floor(((x * luma).sum(dim=-3, keepdim=True) + 32768.0) / 65536.0)
-            x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
-        return (x / 255.0 - mean) / std
+            red, green, blue = x.unbind(dim=-3)
+            luma = torch.floor((red * _LUMA[0] + green * _LUMA[1] + blue * _LUMA[2] + 32768.0) / 65536.0)
+            x = luma.unsqueeze(-3).expand_as(x)
+        x = x / 255.0
+        if any(self.mean) or any(s != 1.0 for s in self.std):
+            channels = x.unbind(dim=-3)
+            x = torch.stack([(c - m) / s for c, m, s in zip(channels, self.mean, self.std)], dim=-3)
+        return x
 
     def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
         """One face -> the float (3, H, W) tensor the model takes."""
