@@ -117,7 +117,9 @@ def test_failed_write_leaves_nothing(splits, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(datasets.Dataset, "to_parquet", broken)
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
         write_dataset_folder(splits, out)
     assert list(tmp_path.iterdir()) == []
