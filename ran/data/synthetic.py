@@ -39,6 +39,7 @@ from ran.data.synthetic_faces import (
 )
 from ran.data.writer import (
     DEFAULT_MAX_SHARD_BYTES,
+    ROWS_PER_GROUP,
     SplitWriter,
     built_in_memory,
     dataset_folder_writer,
@@ -57,7 +58,7 @@ _SPLIT_NAME_OFFSET = {"train": 0, "validation": 6_000_000, "test": 8_000_000}
 _SPLIT_NAME_LIMIT = {"train": 6_000_000, "validation": 2_000_000, "test": 2_000_000}
 _SPLIT_STREAM = {"train": 1, "validation": 2, "test": 3}
 _STREAM_IMAGE, _STREAM_LABELS, _STREAM_CONDITIONS = 0, 1, 2
-ROWS_PER_TASK = 64  # faces drawn per worker task
+ROWS_PER_TASK = ROWS_PER_GROUP  # faces drawn per worker task: one row group
 
 # Pixel coordinates in [-0.5, 0.5), for lighting gradients and stripes.
 _GRID_Y, _GRID_X = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) / IMAGE_SIZE - 0.5
