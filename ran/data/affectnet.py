@@ -221,9 +221,25 @@ def write_affectnet(
         train_rows = iter_affectnet_csv(train_csv, num_classes)
         train_tasks = (_task(row, image_root, train_csv, crop_faces) for row in train_rows)
         columns = _streamed_columns(num_classes, "training")
-        write_images([train], columns, train_tasks, _load_task_batch, total=train_count, **options)
+        write_images(
+            [train],
+            columns,
+            train_tasks,
+            _load_task_batch,
+            total=train_count,
+            desc="AffectNet train",
+            **options,
+        )
         test_tasks = [_task(row, image_root, test_csv, crop_faces) for row in test_rows]
-        write_images([validation, test_writer], test.columns, test_tasks, _load_task_batch, **options)
+        write_images(
+            [validation, test_writer],
+            test.columns,
+            test_tasks,
+            _load_task_batch,
+            total=len(test_tasks),
+            desc="AffectNet test",
+            **options,
+        )
         write_subsets(folder, test_writer, resolved)
     return folder.written
 

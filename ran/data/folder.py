@@ -2,7 +2,10 @@
 
 A folder of Parquet files plus a README.md whose YAML ``configs:`` block lets plain
 ``datasets.load_dataset(OUT)`` (and, once pushed, ``load_dataset(repo_id)``) find the splits without any
-loading script: ``datasets`` >= 4 runs none.
+loading script: ``datasets`` >= 4 runs none. train / validation / test form the default config
+(``data/<split>.parquet``, or ``data/<split>-00000-of-0000N.parquet`` shards listed in the card when a
+split is larger than one shard); each evaluation subset is a config of its own (``<subset>/test.parquet``).
+Writing is ``ran.data.writer``; this module names, checks and reads the files.
 """
 
 from __future__ import annotations
