@@ -10,7 +10,7 @@ import csv
 import functools
 import io
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -153,7 +153,7 @@ def _task(row: AffectNetRow, image_root: Path, csv_path: Path, crop: bool) -> tu
     return ImageTask(str(file), row.box if crop else None, missing), row
 
 
-def _streamed_columns(num_classes: int, usage: str):
+def _streamed_columns(num_classes: int, usage: str) -> Callable[[int, list, list[bytes]], dict]:
     """Columns of a streamed batch: the rows travel with their tasks (training.csv is not held)."""
 
     def columns(_start: int, tasks: list[tuple[ImageTask, AffectNetRow]], images: list[bytes]) -> dict:
