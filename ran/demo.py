@@ -111,8 +111,7 @@ def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: in
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings."""
     from ran.data.batches import load_splits
-    from ran.data.folder import write_dataset_folder
-    from ran.data.synthetic import SYNTHETIC_DESCRIPTION, build_synthetic
+    from ran.data.synthetic import write_synthetic
     from ran.evaluation import evaluate, print_results
     from ran.loading import load_model
     from ran.training import train
@@ -123,8 +122,10 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     started = time.perf_counter()
 
     print(f"1/4 generating {sizes['train_size']} training and {sizes['test_size']} test faces", flush=True)
-    splits = build_synthetic(options.seed, sizes["train_size"], sizes["test_size"], progress=options.progress)
-    data_dir = write_dataset_folder(splits, out / "data", description=SYNTHETIC_DESCRIPTION)
+    data_dir = out / "data"
+    write_synthetic(
+        data_dir, options.seed, sizes["train_size"], sizes["test_size"], progress=options.progress
+    )
     timings["data_s"] = time.perf_counter() - started
 
     print(

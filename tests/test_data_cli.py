@@ -37,3 +37,25 @@ def test_synthetic_writes_a_loadable_folder(tmp_path, capsys):
         assert f"{split.num_rows:>7,}" in printed and name in printed
     with pytest.raises(FileExistsError):
         main(["synthetic", "--out", str(out), "--train-size", "40", "--test-size", "20"])
+
+
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--num-proc", "0", "expected a positive integer"),
+        ("--max-shard-size", "lots", "max shard size 'lots'"),
+    ],
+)
+def test_bad_streaming_options_are_refused(flag, value, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["synthetic", "--out", "x", flag, value])
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_shard_size_option(tmp_path, capsys):
+    out = tmp_path / "synth"
+    argv = ["synthetic", "--out", str(out), "--train-size", "250", "--test-size", "80"]
+    assert main([*argv, "--max-shard-size", "200KB", "--num-proc", "2"]) == 0
+    train = sorted(p.name for p in (out / "data").glob("train*.parquet"))
+    assert len(train) > 1 and all(name.endswith(f"-of-{len(train):05d}.parquet") for name in train)
+    assert load_dataset_folder(out, cache_dir=tmp_path / "cache")["train"].num_rows == 250

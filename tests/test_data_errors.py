@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from ran.cli import run_main
@@ -201,3 +202,41 @@ def test_missing_inputs(mini):
         load_ferplus(mini["fer2013"], mini["root"] / "lists", subset_lists=False, progress=False)
     with pytest.raises(ValueError, match="fer2013_csv is required"):
         load_ferplus(None, mini["labels"], subset_lists=False, progress=False)
+
+
+def test_pixel_value_out_of_range_is_named(mini):
+    pixels = _pixels(0).split()
+    pixels[100] = "300"
+    _replace_line(mini["fer2013"], 2, f"0,{' '.join(pixels)},Training")
+    with pytest.raises(ValueError) as error:
+        load_ferplus(mini["fer2013"], mini["labels"], subset_lists=False, progress=False)
+    message = str(error.value)
+    assert "\n" not in message and len(message) < 300
+    assert message.startswith(f"{mini['fer2013']} line 2: pixel value 101 is 300; expected 2304")
+
+
+def test_label_folder_missing_one_split_names_it(mini):
+    (mini["labels"] / "data" / "FER2013Valid" / "label.csv").unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        load_ferplus(mini["fer2013"], mini["labels"], subset_lists=False, progress=False)
+    message = str(error.value)
+    assert message.startswith(f"{mini['labels'] / 'data'}: no FER2013Valid/label.csv (the validation split);")
+    assert "found FER2013Train, FER2013Test" in message
+
+
+def test_worker_processes_build_the_same_and_report_errors_alike(mini):
+    from ran.data.ferplus import write_ferplus
+
+    args = (mini["fer2013"], mini["labels"], "majority", mini["lists"])
+    one = write_ferplus(mini["root"] / "one", *args, progress=False)
+    two = write_ferplus(mini["root"] / "two", *args, num_proc=2, progress=False)
+    assert one == two == {"train": 2, "validation": 2, "test": 2, "occlusion": 2, "pose30": 2, "pose45": 1}
+    for file in sorted((mini["root"] / "one").rglob("*.parquet")):
+        other = mini["root"] / "two" / file.relative_to(mini["root"] / "one")
+        assert pq.read_table(file).equals(pq.read_table(other))
+    pixels = _pixels(6).split()
+    pixels[-1] = "-1"
+    _replace_line(mini["fer2013"], 7, f"0,{' '.join(pixels)},PrivateTest")
+    with pytest.raises(ValueError, match=r"fer2013.csv line 7: pixel value 2304 is '-1'; expected 2304"):
+        write_ferplus(mini["root"] / "three", *args, num_proc=2, progress=False)
+    assert not list(mini["root"].glob("*three*"))

@@ -117,7 +117,9 @@ def test_failed_write_leaves_nothing(splits, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(datasets.Dataset, "to_parquet", broken)
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
         write_dataset_folder(splits, out)
     assert list(tmp_path.iterdir()) == []
@@ -226,3 +228,30 @@ def test_missing_local_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no such dataset folder"):
         load_dataset_folder(tmp_path / "absent")
+
+
+def test_deleted_parquet_file_is_named_in_one_line(splits, tmp_path):
+    out = write_dataset_folder(splits, tmp_path / "ds")
+    (out / "data" / "validation.parquet").unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        load_dataset_folder(out, cache_dir=tmp_path / "cache")
+    message = str(error.value)
+    assert "\n" not in message and len(message) < 300
+    assert message.startswith(f"{out / 'data' / 'validation.parquet'}: missing;")
+    assert "split 'validation' of config 'default'" in message
+
+
+def test_folder_written_before_sharding_still_loads(tmp_path):
+    """The earlier layout (one data/<split>.parquet per split, paths as plain strings) reads as before."""
+    out = tmp_path / "old"
+    (out / "data").mkdir(parents=True)
+    _split(4).to_parquet(str(out / "data" / "train.parquet"))
+    _split(2, 10).to_parquet(str(out / "data" / "test.parquet"))
+    (out / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  default: true\n  data_files:\n"
+        "  - split: train\n    path: data/train.parquet\n  - split: test\n    path: data/test.parquet\n---\n"
+    )
+    loaded = load_dataset_folder(out, cache_dir=tmp_path / "cache")
+    assert {k: v.num_rows for k, v in loaded.items()} == {"train": 4, "test": 2}
+    assert loaded["test"]["image_name"] == ["img10.png", "img11.png"]
+    assert len(check_dataset_folder(out)) == 3

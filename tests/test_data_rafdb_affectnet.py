@@ -192,3 +192,25 @@ def test_affectnet_csv_header_without_a_column_is_named(tmp_path):
     path.write_text("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,valence\n")
     with pytest.raises(ValueError, match=r"validation.csv line 1: missing column\(s\) 'expression'"):
         read_affectnet_csv(path, num_classes=8)
+
+
+def test_affectnet_streamed_in_two_processes_and_shards(affectnet_root, tmp_path):
+    """Written by two worker processes into small shards, the folder holds what the in-memory build does."""
+    import pyarrow.parquet as pq
+
+    from ran.data.affectnet import write_affectnet
+    from ran.data.folder import read_folder_in_memory, split_files
+
+    out = tmp_path / "affectnet"
+    counts = write_affectnet(
+        out, affectnet_root, subset_lists=LISTS_DIR, num_proc=2, max_shard_bytes=100_000, progress=False
+    )
+    test_files = split_files(out, "test")
+    assert len(test_files) > 1 and all(pq.read_table(f).nbytes <= 100_000 for f in test_files)
+    streamed = read_folder_in_memory(out)
+    reference = load_affectnet(affectnet_root, subset_lists=LISTS_DIR, progress=False)
+    assert counts == {name: split.num_rows for name, split in reference.items()}
+    for name in ("train", "test", "pose45"):
+        assert streamed[name]["image_name"] == reference[name]["image_name"]
+        assert streamed[name][-1]["image"].tobytes() == reference[name][-1]["image"].tobytes()
+    assert streamed["validation"]["image_name"] == streamed["test"]["image_name"]

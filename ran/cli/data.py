@@ -1,6 +1,7 @@
 """``ran data``: build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders, and push them.
 
-Each build prints the split counts and writes OUT atomically; an existing OUT is kept unless --overwrite.
+Each build streams its rows into Parquet shards (at most --max-shard-size each, with --num-proc
+processes), prints the split counts and writes OUT atomically; an existing OUT is kept unless --overwrite.
 """
 
 from __future__ import annotations
@@ -18,82 +19,77 @@ def _lists_argument(value: str | None) -> str | bool | None:
     return False if value.lower() == "none" else value
 
 
-def _print_counts(splits, out: Path | None = None) -> None:
-    width = max(len(name) for name in splits)
-    for name, split in splits.items():
-        print(f"{name:<{width}}  {split.num_rows:>7,}")
-    if out is not None:
-        print(f"wrote {out}")
-
-
-def _write(splits, args: argparse.Namespace, description: str) -> int:
-    from ran.data.folder import write_dataset_folder
-
-    out = write_dataset_folder(splits, args.out, description=description, overwrite=args.overwrite)
-    _print_counts(splits, out)
+def _print_counts(counts: dict[str, int], out: Path) -> int:
+    width = max(len(name) for name in counts)
+    for name, rows in counts.items():
+        print(f"{name:<{width}}  {rows:>7,}")
+    print(f"wrote {out}")
     return 0
 
 
 def _check_out(args: argparse.Namespace) -> None:
-    """Refuse an existing OUT before the (long) build rather than after it."""
+    """Refuse an existing OUT before reading any input rather than after the (long) build."""
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
 
 
-def _ferplus(args: argparse.Namespace) -> int:
-    from ran.data.ferplus import ferplus_description, load_ferplus
-
+def _output(args: argparse.Namespace) -> dict:
+    """The options every builder takes: where, whether to replace, processes, shard size."""
     _check_out(args)
-    splits = load_ferplus(
-        args.fer2013, args.labels, label_mode=args.label_mode, subset_lists=_lists_argument(args.lists)
+    return {
+        "overwrite": args.overwrite,
+        "num_proc": args.num_proc,
+        "max_shard_bytes": args.max_shard_size,
+    }
+
+
+def _ferplus(args: argparse.Namespace) -> int:
+    from ran.data.ferplus import write_ferplus
+
+    options = _output(args)
+    counts = write_ferplus(
+        args.out, args.fer2013, args.labels, args.label_mode, _lists_argument(args.lists), **options
     )
-    return _write(splits, args, ferplus_description(args.label_mode))
+    return _print_counts(counts, args.out)
 
 
 def _rafdb(args: argparse.Namespace) -> int:
-    from ran.data.rafdb import load_rafdb
+    from ran.data.rafdb import write_rafdb
 
-    _check_out(args)
-    splits = load_rafdb(args.root, subset_lists=_lists_argument(args.lists))
-    description = (
-        "RAF-DB basic expressions (Li et al., 2017), aligned 100x100 faces; labels shifted to 0..6. "
-        "validation repeats test (RAF-DB has no validation split). Subsets from the RAN authors' lists."
-    )
-    return _write(splits, args, description)
+    options = _output(args)
+    return _print_counts(write_rafdb(args.out, args.root, _lists_argument(args.lists), **options), args.out)
 
 
 def _affectnet(args: argparse.Namespace) -> int:
-    from ran.data.affectnet import load_affectnet
+    from ran.data.affectnet import write_affectnet
 
-    _check_out(args)
-    splits = load_affectnet(
+    options = _output(args)
+    counts = write_affectnet(
+        args.out,
         args.root,
-        num_classes=args.num_classes,
-        subset_lists=_lists_argument(args.lists),
+        args.num_classes,
+        _lists_argument(args.lists),
         crop_faces=not args.no_crop,
+        **options,
     )
-    description = (
-        f"AffectNet manually annotated images (Mollahosseini et al., 2017), {args.num_classes} classes; "
-        "test = the official validation set (validation repeats it). Subsets from the RAN authors' lists."
-    )
-    return _write(splits, args, description)
+    return _print_counts(counts, args.out)
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    from ran.data.synthetic import build_synthetic
+    from ran.data.synthetic import write_synthetic
 
-    _check_out(args)
+    options = _output(args)
     sizes = {
         name: value
         for name, value in (("train_size", args.train_size), ("test_size", args.test_size))
         if value
     }
-    splits = build_synthetic(seed=args.seed, **sizes)
     description = (
         f"Procedurally drawn 48x48 grayscale faces in FERPlus form (ran data synthetic, seed {args.seed}); "
         "test images are also rendered turned (pose30, pose45) and partly covered (occlusion)."
     )
-    return _write(splits, args, description)
+    counts = write_synthetic(args.out, seed=args.seed, description=description, **sizes, **options)
+    return _print_counts(counts, args.out)
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -104,6 +100,21 @@ def _push(args: argparse.Namespace) -> int:
     if result is not None:
         print(result)
     return 0
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _shard_size(value: str) -> int:
+    from ran.data.writer import parse_shard_size
+
+    try:
+        return parse_shard_size(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
@@ -117,6 +128,16 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
     def add_output(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--out", required=True, type=Path, help="output folder (Parquet files + README.md)")
         sub.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+        sub.add_argument(
+            "--num-proc", type=_positive, default=1, metavar="N", help="processes reading / encoding images"
+        )
+        sub.add_argument(
+            "--max-shard-size",
+            type=_shard_size,
+            default="500MB",
+            metavar="SIZE",
+            help="largest Parquet file per split, e.g. 500MB (default), 2GB; larger splits are sharded",
+        )
 
     def add_lists(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(

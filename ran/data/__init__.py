@@ -1,25 +1,29 @@
-"""Datasets for RAN as ``datasets.DatasetDict`` objects and Parquet folders (FERPlus, RAF-DB, AffectNet).
+"""Datasets for RAN as Parquet folders (FERPlus, RAF-DB, AffectNet, synthetic) and ``datasets`` objects.
 
-Every builder returns the same features (``ran.data.folder.dataset_features``) so one training and
-evaluation loop reads them all; ``write_dataset_folder`` / ``load_dataset_folder`` store and reload them
-in a form ``datasets.load_dataset`` and the Hugging Face Hub understand.
+Every builder writes the same features (``ran.data.folder.dataset_features``) so one training and
+evaluation loop reads them all. The ``write_*`` builders stream into a folder (Parquet shards in row
+groups, ``num_proc`` worker processes, bounded memory); the ``load_*`` forms return the same rows as an
+in-memory DatasetDict. ``load_dataset_folder`` reads a folder back (``datasets.load_dataset`` does too),
+``load_split_shards`` gives one process of a multi-node run its own shard files.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ran.data.affectnet import load_affectnet
-from ran.data.ferplus import LABEL_MODES, ferplus_targets, load_ferplus
+from ran.data.affectnet import load_affectnet, write_affectnet
+from ran.data.ferplus import LABEL_MODES, ferplus_targets, load_ferplus, write_ferplus
 from ran.data.folder import (
     check_dataset_folder,
     dataset_features,
     load_dataset_folder,
+    load_split_shards,
     push_dataset_folder,
+    split_files,
     write_dataset_folder,
 )
 from ran.data.mapping import class_index_map, convert_labels, remap_dataset
-from ran.data.rafdb import load_rafdb
+from ran.data.rafdb import load_rafdb, write_rafdb
 from ran.data.sampling import class_balanced_sampler, class_balanced_weights
 from ran.data.subsets import fetch_ferplus_labels, load_subset_lists
 
@@ -38,17 +42,23 @@ __all__ = [
     "load_dataset_folder",
     "load_ferplus",
     "load_rafdb",
+    "load_split_shards",
     "load_subset_lists",
     "push_dataset_folder",
     "remap_dataset",
+    "split_files",
+    "write_affectnet",
     "write_dataset_folder",
+    "write_ferplus",
+    "write_rafdb",
+    "write_synthetic",
 ]
 
 
 def __getattr__(name: str) -> Any:
     # The synthetic generator lives in its own module (another layer); import it only when asked for.
-    if name == "build_synthetic":
-        from ran.data.synthetic import build_synthetic
+    if name in ("build_synthetic", "write_synthetic"):
+        from ran.data import synthetic
 
-        return build_synthetic
+        return getattr(synthetic, name)
     raise AttributeError(f"module 'ran.data' has no attribute {name!r}")

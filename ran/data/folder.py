@@ -2,18 +2,18 @@
 
 A folder of Parquet files plus a README.md whose YAML ``configs:`` block lets plain
 ``datasets.load_dataset(OUT)`` (and, once pushed, ``load_dataset(repo_id)``) find the splits without any
-loading script: ``datasets`` >= 4 runs none.
+loading script: ``datasets`` >= 4 runs none. train / validation / test form the default config
+(``data/<split>.parquet``, or ``data/<split>-00000-of-0000N.parquet`` shards listed in the card when a
+split is larger than one shard); each evaluation subset is a config of its own (``<subset>/test.parquet``).
+Writing is ``ran.data.writer``; this module names, checks and reads the files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,56 @@ def dataset_features(class_names: Sequence[str], extra: Mapping[str, Any] | None
     return datasets.Features(features)
 
 
+def check_split_name(name: str) -> None:
+    """A split other than train / validation / test becomes a config, so its name must be one."""
+    if name not in DEFAULT_SPLITS and (not _CONFIG_NAME.match(name) or name in _RESERVED_CONFIG_NAMES):
+        raise ValueError(
+            f"split name {name!r} cannot be a config name: expected letters, digits, '_' or '-', "
+            f"and not one of {sorted(_RESERVED_CONFIG_NAMES)}"
+        )
+
+
+def config_of(split: str) -> tuple[str, str]:
+    """(config, split) a folder stores a split under: default/<split>, or <subset>/test."""
+    return (DEFAULT_CONFIG, split) if split in DEFAULT_SPLITS else (split, "test")
+
+
+def labelled_columns(
+    images: Sequence[bytes],
+    labels: Sequence[int],
+    image_names: Sequence[str],
+    usage: Sequence[str],
+    num_classes: int,
+) -> dict[str, list]:
+    """Rows of a hard-labelled dataset (no annotator votes) as columns: one-hot soft labels, image bytes."""
+    return {
+        "image": [{"bytes": data, "path": None} for data in images],
+        "label": [int(label) for label in labels],
+        "votes": [[] for _ in labels],
+        "soft_label": [[1.0 if c == label else 0.0 for c in range(num_classes)] for label in labels],
+        "image_name": list(image_names),
+        "usage": list(usage),
+    }
+
+
+@dataclass(frozen=True)
+class LabelledRows:
+    """Hard-labelled rows known before their images are read (RAF-DB, AffectNet validation)."""
+
+    names: Sequence[str]
+    labels: Sequence[int]
+    usage: str
+    num_classes: int
+
+    def columns(self, start: int, _tasks: Sequence[Any], images: Sequence[bytes]) -> dict[str, list]:
+        """Rows ``start ..`` (one per image) as columns, for ``ran.data.writer.write_images``."""
+        stop = start + len(images)
+        usage = [self.usage] * len(images)
+        return labelled_columns(
+            images, self.labels[start:stop], self.names[start:stop], usage, self.num_classes
+        )
+
+
 def labelled_split(
     images: Sequence[bytes],
     labels: Sequence[int],
@@ -47,72 +97,9 @@ def labelled_split(
     usage: Sequence[str],
     class_names: Sequence[str],
 ) -> datasets.Dataset:
-    """A split of a hard-labelled dataset (no annotator votes): one-hot soft labels, encoded image bytes."""
-    one_hot = [[1.0 if c == label else 0.0 for c in range(len(class_names))] for label in labels]
-    columns = {
-        "image": [{"bytes": data, "path": None} for data in images],
-        "label": list(labels),
-        "votes": [[] for _ in labels],
-        "soft_label": one_hot,
-        "image_name": list(image_names),
-        "usage": list(usage),
-    }
+    """A split of a hard-labelled dataset held in memory (small sets, tests)."""
+    columns = labelled_columns(images, labels, image_names, usage, len(class_names))
     return datasets.Dataset.from_dict(columns, features=dataset_features(class_names))
-
-
-def _config_layout(split_names: Sequence[str]) -> list[dict[str, Any]]:
-    """The README ``configs:`` entries: default train/validation/test, then one config per subset."""
-    default_files = [
-        {"split": name, "path": f"data/{name}.parquet"} for name in DEFAULT_SPLITS if name in split_names
-    ]
-    configs: list[dict[str, Any]] = []
-    if default_files:
-        configs.append({"config_name": DEFAULT_CONFIG, "default": True, "data_files": default_files})
-    for name in split_names:
-        if name not in DEFAULT_SPLITS:
-            configs.append(
-                {"config_name": name, "data_files": [{"split": "test", "path": f"{name}/test.parquet"}]}
-            )
-    return configs
-
-
-def _dataset_card(splits: datasets.DatasetDict, description: str) -> str:
-    """README.md: the YAML header ``datasets`` reads, and a short human-readable summary."""
-    header = yaml.safe_dump({"configs": _config_layout(list(splits))}, sort_keys=False)
-    lines = ["---", header.rstrip("\n"), "---", "", "# Facial expression dataset (RAN format)", ""]
-    if description:
-        lines += [description.strip(), ""]
-    lines += [
-        "Load it with `datasets.load_dataset(PATH_OR_REPO)` (train / validation / test) or",
-        "`datasets.load_dataset(PATH_OR_REPO, '<subset>')` for one evaluation subset (its `test` split),",
-        "or all at once with `ran.data.load_dataset_folder(PATH_OR_REPO)`.",
-        "",
-        "| config | split | rows |",
-        "|---|---|---|",
-    ]
-    for name, split in splits.items():
-        config, split_name = (DEFAULT_CONFIG, name) if name in DEFAULT_SPLITS else (name, "test")
-        lines.append(f"| {config} | {split_name} | {split.num_rows} |")
-    first = next(iter(splits.values()))
-    lines += ["", "Features: " + ", ".join(f"`{k}`" for k in first.features), ""]
-    label = first.features.get("label")
-    if isinstance(label, datasets.ClassLabel):
-        lines += ["Classes: " + ", ".join(f"{i} {n}" for i, n in enumerate(label.names)), ""]
-    return "\n".join(lines)
-
-
-def _with_embedded_images(split: datasets.Dataset) -> datasets.Dataset:
-    """Copy image files referenced only by path into the table, so the Parquet file is self-contained."""
-    image_columns = [name for name, feat in split.features.items() if isinstance(feat, datasets.Image)]
-    if not image_columns or split.num_rows == 0:
-        return split
-    table = split.data  # the underlying Arrow table (a superset of the rows when indices are selected)
-    chunks = [chunk for name in image_columns for chunk in table.column(name).chunks]
-    if all(chunk.field("bytes").null_count == 0 for chunk in chunks):
-        return split
-    from datasets.table import embed_table_storage
-
-    return split.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
 
 
 def write_dataset_folder(
@@ -121,63 +108,34 @@ def write_dataset_folder(
     *,
     description: str = "",
     overwrite: bool = False,
+    max_shard_bytes: int | None = None,
 ) -> Path:
-    """Write ``splits`` as Parquet files plus a dataset card; atomic (temp dir beside OUT, then rename).
+    """Write in-memory ``splits`` as a dataset folder (Parquet shards plus a dataset card), atomically.
 
     Splits named train / validation / test form the ``default`` config; every other split becomes a config
-    of its own holding one ``test`` split.
+    of its own holding one ``test`` split. Builders of large datasets stream into
+    :func:`ran.data.writer.dataset_folder_writer` instead of building a DatasetDict first.
     """
+    from datasets.table import embed_table_storage
+
+    from ran.data.writer import DEFAULT_MAX_SHARD_BYTES, ROWS_PER_GROUP, dataset_folder_writer
+
     out = Path(out).expanduser().absolute()
     if not splits:
         raise ValueError("write_dataset_folder: no splits to write")
     for name in splits:
-        if name not in DEFAULT_SPLITS and (not _CONFIG_NAME.match(name) or name in _RESERVED_CONFIG_NAMES):
-            raise ValueError(
-                f"split name {name!r} cannot be a config name: expected letters, digits, '_' or '-', "
-                f"and not one of {sorted(_RESERVED_CONFIG_NAMES)}"
-            )
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
-    empty = [name for name, split in splits.items() if split.num_rows == 0]
-    if empty:  # datasets cannot load a split with no rows, so an empty one gets no config
-        warnings.warn(f"not writing empty split(s) {', '.join(empty)}", stacklevel=2)
-        splits = datasets.DatasetDict({name: split for name, split in splits.items() if split.num_rows})
-        if not splits:
-            raise ValueError("write_dataset_folder: every split is empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+        check_split_name(name)
+    with dataset_folder_writer(
+        out,
+        description=description,
+        overwrite=overwrite,
+        max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
+    ) as writer:
         for name, split in splits.items():
-            relative = f"data/{name}.parquet" if name in DEFAULT_SPLITS else f"{name}/test.parquet"
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _with_embedded_images(split).to_parquet(str(target))
-        (staging / "README.md").write_text(_dataset_card(splits, description), encoding="utf-8")
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; the result is an ordinary folder
-        _replace_directory(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            target = writer.split(name, split.features)
+            for table in split.with_format("arrow").iter(batch_size=ROWS_PER_GROUP):
+                target.write_table(embed_table_storage(table))  # files given by path are copied in
     return out
-
-
-def _replace_directory(new: Path, out: Path) -> None:
-    """Move ``new`` to ``out``; an existing ``out`` is removed only after the new one is in place."""
-    if not out.exists():
-        new.rename(out)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    backup.rmdir()
-    out.rename(backup)
-    try:
-        new.rename(out)
-    except BaseException:
-        backup.rename(out)
-        raise
-    if backup.is_dir():
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        backup.unlink()
 
 
 def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
@@ -191,6 +149,59 @@ def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
         return []
     meta = yaml.safe_load(match.group(1)) or {}
     return list(meta.get("configs") or [])
+
+
+def _data_files(config: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """(split, path patterns) of one card config; ``data_files`` may be a string, a list, or split entries."""
+    entries = config.get("data_files") or []
+    if isinstance(entries, str | dict):
+        entries = [entries]
+    result = []
+    for entry in entries:
+        split, paths = (
+            ("train", entry)
+            if not isinstance(entry, dict)
+            else (entry.get("split", "train"), entry.get("path"))
+        )
+        result.append((str(split), [paths] if isinstance(paths, str) else [str(p) for p in paths or []]))
+    return result
+
+
+def _expand(folder: Path, pattern: str) -> list[Path]:
+    return sorted(folder.glob(pattern)) if any(c in pattern for c in "*?[") else [folder / pattern]
+
+
+def declared_files(folder: str | Path) -> dict[str, list[Path]]:
+    """The Parquet files of each split a local folder's card declares (subsets under their config name),
+    after checking that they exist: a missing one is named in one line, before ``datasets`` is asked."""
+    folder = Path(folder)
+    configs = read_card_configs(folder)
+    if not configs:
+        raise ValueError(f"{folder}/README.md: missing or without a YAML 'configs:' block")
+    result: dict[str, list[Path]] = {}
+    for config in configs:
+        name = config.get("config_name", DEFAULT_CONFIG)
+        for split, patterns in _data_files(config):
+            files: list[Path] = []
+            for pattern in patterns:
+                matched = _expand(folder, pattern)
+                missing = [file for file in matched if not file.is_file()] if matched else [folder / pattern]
+                if missing:
+                    raise FileNotFoundError(
+                        f"{missing[0]}: missing; {folder}/README.md lists it for split {split!r} of config "
+                        f"{name!r} (rebuild the folder with 'ran data', or restore the file)"
+                    )
+                files += matched
+            result[split if name == DEFAULT_CONFIG else name] = files
+    return result
+
+
+def split_files(folder: str | Path, split: str) -> list[Path]:
+    """The Parquet shard files of one split (train / validation / test, or a subset name), in order."""
+    files = declared_files(folder)
+    if split not in files:
+        raise ValueError(f"{folder}: no split {split!r}; its README.md declares {', '.join(files)}")
+    return files[split]
 
 
 def _folder_cache_dir(folder: Path) -> Path:
@@ -223,7 +234,8 @@ def load_dataset_folder(
         if not (local / "README.md").is_file():
             raise FileNotFoundError(f"{local}: no README.md; expected a folder written by 'ran data'")
         target = str(local.absolute())
-        config_names = [c["config_name"] for c in read_card_configs(local)]
+        declared_files(local)  # a deleted shard is named here, not in a page of datasets' errors
+        config_names = [c.get("config_name", DEFAULT_CONFIG) for c in read_card_configs(local)]
         if cache_dir is None:
             cache_dir = _folder_cache_dir(local.absolute())
     elif local.is_absolute() or target.startswith(".") or target.count("/") != 1:
@@ -248,19 +260,70 @@ def load_dataset_folder(
     return datasets.DatasetDict(result)
 
 
+def load_split_shards(
+    folder: str | Path,
+    split: str,
+    rank: int,
+    world_size: int,
+    *,
+    cache_dir: str | Path | None = None,
+) -> datasets.Dataset:
+    """The rows of ``split`` that process ``rank`` of ``world_size`` reads: only its own shard files.
+
+    For multi-node training (``accelerate launch --num_machines ...``): call it with
+    ``accelerator.process_index`` and ``accelerator.num_processes`` so each process converts and reads
+    only shards ``rank, rank + world_size, ...`` of the split, instead of every process loading all of
+    it. The files of the ranks are disjoint and together hold every row once. Ranks get whole shards,
+    so their row counts differ by up to one shard: a training loop must agree on the number of steps
+    per epoch (for example the smallest rank's). A split with fewer shards than processes is refused;
+    rebuild it with a smaller ``--max-shard-size``.
+    """
+    folder = Path(folder).expanduser().absolute()
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an integer in 0..{world_size - 1}, got {rank!r}")
+    files = split_files(folder, split)
+    if len(files) < world_size:
+        raise ValueError(
+            f"{folder}: split {split!r} has {len(files)} shard file(s), fewer than the {world_size} "
+            "processes; rebuild it with a smaller --max-shard-size ('ran data ... --max-shard-size 100MB') "
+            "or run fewer processes"
+        )
+    mine = [str(file) for file in files[rank::world_size]]
+    return datasets.load_dataset(
+        "parquet",
+        data_files={split: mine},
+        split=split,
+        cache_dir=str(cache_dir or _folder_cache_dir(folder)),
+    )
+
+
+def read_folder_in_memory(folder: str | Path) -> datasets.DatasetDict:
+    """Every split of a local folder read fully into memory (no cache files): for small builds and tests
+    that want a DatasetDict, such as ``load_ferplus``, which builds a folder and reads it back."""
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    files = declared_files(folder)
+    ordered = [name for name in DEFAULT_SPLITS if name in files] + [
+        n for n in files if n not in DEFAULT_SPLITS
+    ]
+    return datasets.DatasetDict(
+        {
+            name: datasets.Dataset(InMemoryTable(pq.read_table([str(f) for f in files[name]])))
+            for name in ordered
+        }
+    )
+
+
 def check_dataset_folder(folder: str | Path) -> list[Path]:
     """The files of a dataset folder, after checking that its card names exactly the Parquet files present."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a directory; expected a folder written by 'ran data'")
-    configs = read_card_configs(folder)
-    if not configs:
-        raise ValueError(f"{folder}/README.md: missing or without a YAML 'configs:' block")
-    declared = {Path(f["path"]) for c in configs for f in c.get("data_files", [])}
+    declared = {file.relative_to(folder) for files in declared_files(folder).values() for file in files}
     present = {p.relative_to(folder) for p in folder.rglob("*.parquet")}
-    if declared - present:
-        missing = ", ".join(sorted(map(str, declared - present)))
-        raise FileNotFoundError(f"{folder}: README.md names files that are not there: {missing}")
     if present - declared:
         extra = ", ".join(sorted(map(str, present - declared)))
         raise ValueError(f"{folder}: Parquet files not named in README.md: {extra}")

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
 import datasets
-from tqdm.auto import tqdm
 
-from ran.data.folder import labelled_split
-from ran.data.subsets import attach_subsets, load_subset_lists
+from ran.data.folder import LabelledRows, dataset_features
+from ran.data.images import read_files
+from ran.data.parallel import check_num_proc
+from ran.data.subsets import load_subset_lists, resolve_subsets, subset_test_rows, write_subsets
+from ran.data.writer import DEFAULT_MAX_SHARD_BYTES, built_in_memory, dataset_folder_writer, write_images
 from ran.labels import RAFDB_CLASSES
 
 PARTITION_FILE = "EmoLabel/list_patition_label.txt"  # sic: the dataset's own spelling
 ALIGNED_DIR = "Image/aligned"
 _PARTITION_LINE = re.compile(r"(?P<stem>(?P<split>train|test)_\d+)\.jpg\s+(?P<label>\d+)")
+RAFDB_DESCRIPTION = (
+    "RAF-DB basic expressions (Li et al., 2017), aligned 100x100 faces; labels shifted to 0..6. "
+    "validation repeats test (RAF-DB has no validation split). Subsets from the RAN authors' lists."
+)
 
 
 def read_rafdb_partition(root: str | Path) -> dict[str, list[tuple[str, int, int]]]:
@@ -41,33 +48,68 @@ def read_rafdb_partition(root: str | Path) -> dict[str, list[tuple[str, int, int
     return rows
 
 
-def load_rafdb(
-    root: str | Path, subset_lists: str | Path | bool | None = None, *, progress: bool = True
-) -> datasets.DatasetDict:
-    """RAF-DB basic from its folder (EmoLabel/list_patition_label.txt + Image/aligned/*_aligned.jpg).
+def write_rafdb(
+    out: str | Path,
+    root: str | Path,
+    subset_lists: str | Path | bool | None = None,
+    *,
+    overwrite: bool = False,
+    num_proc: int = 1,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    description: str = RAFDB_DESCRIPTION,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Build RAF-DB basic (EmoLabel/list_patition_label.txt + Image/aligned/*_aligned.jpg) into ``out``.
 
     Splits: train (12,271 in the full set), test (3,068) and validation, which is the test set again:
     RAF-DB has no official validation split and the RAN scripts select on the test set. Subsets occlusion
-    (734 unique of 735 lines), pose30 (1,247) and pose45 (558) come from the authors' lists.
+    (734 unique of 735 lines), pose30 (1,247) and pose45 (558) come from the authors' lists. Returns the
+    rows of each split written; images are read ``num_proc`` processes at a time, in row groups.
     """
+    check_num_proc(num_proc)
     root = Path(root).expanduser()
     partition = read_rafdb_partition(root)
-    subsets = load_subset_lists("rafdb", subset_lists)
-    image_dir = root / ALIGNED_DIR
-    splits = {}
-    for split, rows in partition.items():
-        images = []
-        for stem, _, number in tqdm(rows, desc=f"RAF-DB {split}", disable=not progress):
-            file = image_dir / f"{stem}_aligned.jpg"
-            if not file.is_file():
-                raise FileNotFoundError(f"{root / PARTITION_FILE} line {number}: image {file} does not exist")
-            images.append(file.read_bytes())
-        splits[split] = labelled_split(
-            images,
-            [label for _, label, _ in rows],
-            [f"{stem}.jpg" for stem, _, _ in rows],
-            [split] * len(rows),
-            RAFDB_CLASSES,
+    rows = {
+        split: LabelledRows(
+            [f"{s}.jpg" for s, _, _ in entries], [lab for _, lab, _ in entries], split, len(RAFDB_CLASSES)
         )
-    result = datasets.DatasetDict(train=splits["train"], validation=splits["test"], test=splits["test"])
-    return attach_subsets(result, subsets)
+        for split, entries in partition.items()
+    }
+    subsets = load_subset_lists("rafdb", subset_lists)
+    resolved = resolve_subsets(rows["test"].names, rows["test"].labels, RAFDB_CLASSES, subsets)
+    features = dataset_features(RAFDB_CLASSES)
+    with dataset_folder_writer(
+        out, description=description, overwrite=overwrite, max_shard_bytes=max_shard_bytes
+    ) as folder:
+        train = folder.split("train", features)
+        validation = folder.split("validation", features)
+        test = folder.split("test", features, subset_test_rows(resolved))
+        for split, writers in (("train", [train]), ("test", [validation, test])):
+            files = [
+                (root / ALIGNED_DIR / f"{stem}_aligned.jpg", number) for stem, _, number in partition[split]
+            ]
+            tasks = [
+                (str(file), f"{root / PARTITION_FILE} line {number}: image {file} does not exist")
+                for file, number in files
+            ]
+            write_images(
+                writers,
+                rows[split].columns,
+                tasks,
+                read_files,
+                total=len(tasks),
+                num_proc=num_proc,
+                progress=progress,
+                desc=f"RAF-DB {split}",
+            )
+        write_subsets(folder, test, resolved)
+    return folder.written
+
+
+def load_rafdb(
+    root: str | Path, subset_lists: str | Path | bool | None = None, *, progress: bool = True
+) -> datasets.DatasetDict:
+    """RAF-DB as an in-memory DatasetDict (:func:`write_rafdb` into a temporary folder, read back)."""
+    return built_in_memory(
+        functools.partial(write_rafdb, root=root, subset_lists=subset_lists, progress=progress)
+    )

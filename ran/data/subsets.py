@@ -1,146 +1,34 @@
-"""The RAN authors' occlusion / pose evaluation lists: fetch (pinned commit, sha256-checked, cached), parse,
-and resolve against a built test split.
+"""The RAN authors' occlusion / pose evaluation lists: parse them, and resolve them against a test split.
 
-The lists are the paper's evaluation protocol, so they are read byte-for-byte from the authors' repository
-at a fixed commit; a changed file is refused rather than silently giving other numbers.
+The lists themselves are fetched at a pinned commit and checked (``ran.data.pinned``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 
-SUBSET_LISTS_ENV = "RAN_SUBSET_LISTS"  # a local directory holding the lists (the repository's layout)
-SUBSET_LISTS_URL_ENV = "RAN_SUBSET_LISTS_URL"  # overrides the raw-file base URL (mirrors, tests)
-FERPLUS_URL_ENV = "RAN_FERPLUS_URL"
-CACHE_DIR_ENV = "RAN_CACHE_DIR"
-
-
-@dataclass(frozen=True)
-class PinnedRepository:
-    """Raw files of one GitHub repository at one commit, each with its recorded sha256."""
-
-    repo: str
-    commit: str
-    url_env: str
-    sha256: Mapping[str, str]
-
-    @property
-    def default_base_url(self) -> str:
-        return f"https://raw.githubusercontent.com/{self.repo}/{self.commit}"
-
-    def base_url(self, override: str | None = None) -> str:
-        return (override or os.environ.get(self.url_env) or self.default_base_url).rstrip("/")
-
-    def cache_root(self, cache_dir: str | Path | None = None) -> Path:
-        return Path(cache_dir) if cache_dir is not None else default_cache_dir() / self.repo / self.commit
-
-    def fetch(self, path: str, *, base_url: str | None = None, cache_dir: str | Path | None = None) -> Path:
-        """Local path of ``path``: from the cache if its checksum holds, else downloaded and checked."""
-        if path not in self.sha256:
-            raise KeyError(f"{path} is not one of the pinned files of {self.repo}")
-        expected = self.sha256[path]
-        target = self.cache_root(cache_dir) / path
-        if target.is_file() and _sha256(target.read_bytes()) == expected:
-            return target
-        url = f"{self.base_url(base_url)}/{urllib.parse.quote(path)}"
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                payload = response.read()
-        except (urllib.error.URLError, OSError) as err:
-            raise DownloadError(
-                f"could not download {url} ({err}); give a local copy of the repository's files instead "
-                f"(a directory argument or ${SUBSET_LISTS_ENV} / --lists for the subset lists)"
-            ) from err
-        actual = _sha256(payload)
-        if actual != expected:
-            raise ValueError(
-                f"{url}: sha256 {actual} differs from the recorded {expected} "
-                f"({self.repo}@{self.commit[:12]}); refusing the file"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
-            tmp.write(payload)
-        os.replace(tmp.name, target)
-        return target
-
-    def fetch_all(self, *, base_url: str | None = None, cache_dir: str | Path | None = None) -> Path:
-        """Fetch every pinned file; returns the directory holding them in the repository's layout."""
-        for path in self.sha256:
-            self.fetch(path, base_url=base_url, cache_dir=cache_dir)
-        return self.cache_root(cache_dir)
-
-
-class DownloadError(OSError):
-    """A pinned file could not be fetched (no network, wrong URL)."""
-
-
-def default_cache_dir() -> Path:
-    """``$RAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/ran`` (``~/.cache/ran``)."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "ran"
-
-
-def _sha256(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
-
-
-def _checksums(listing: str) -> dict[str, str]:
-    """``sha256sum`` output (``<hex>  <path>`` per line) as {path: hex}."""
-    return {path: digest for digest, path in (line.split() for line in listing.strip().splitlines())}
-
-
-AUTHORS_LISTS = PinnedRepository(
-    repo="kaiwang960112/Challenge-condition-FER-dataset",
-    commit="e43d7a06e696f3f87feb3cbced739a286bc08679",
-    url_env=SUBSET_LISTS_URL_ENV,
-    sha256=_checksums(
-        """
-b9d5c500fe762b1cda4c9fb537e4560fff9d01acabdcebedd57290a9b2f9d903  FERplus_dir/jianfei_occlusion_list.txt
-f744e57c115834069ba0ad61c8f81ab578c91514274fa4c79a2ed83691457371  FERplus_dir/pose_30_ferplus_list.txt
-89bc5b7bc7243102d05a5d939183ebabb673b1b0fc35f519976bb7686d7877e5  FERplus_dir/pose_45_ferplus_list.txt
-02a9b2279251fc0701825f37f688d9391c9c09c5db1b640ca43602386437f475  RAF_DB_dir/rafdb_occlusion_list.txt
-ef0329b7954697b362f3c2d4242bde83ab2b8712b43eb3ccd4496ec265cf68f5  RAF_DB_dir/val_raf_db_list.txt
-268e3d4cf82b807b0f5600989ca9b6e36e3abaf78b0c655d293c86e80ffd5dbb  RAF_DB_dir/val_raf_db_label.txt
-371758f6eaa8257b5925edd24f6838a529a2e07fa9bb72e2c3bf92d9b984e86f  RAF_DB_dir/val_raf_db_list_45.txt
-debcc16939a320475c999d7af78a7f1950c603f8ed429cdf250340871f073097  RAF_DB_dir/val_raf_db_label_45.txt
-bba97c5965d59de0bf759beefadeeac5304227b765408d335dbdba8bc487e823  AffectNet_dir/occlusion_affectnet_list.txt
-e5a7da60c39f122f3bdc4a936ff264dc936bee275c7928281fec1d8418770925  AffectNet_dir/pose_30_affectnet_list.txt
-7774d9b6654da83514398f0d6e616e27e53e2e8360d87ffaf67f55e3f4e042cc  AffectNet_dir/pose_45_affectnet_list.txt
-04801b63aaa2e720ea8e299e4d0d656566da1e13c0fa2481bc943664961fed00  val_ferplus_mn.txt
-"""
-    ),
+from ran.data.pinned import (  # noqa: F401  (re-exported: the names this module always offered)
+    AUTHORS_LISTS,
+    CACHE_DIR_ENV,
+    FERPLUS_LABEL_FILES,
+    FERPLUS_URL_ENV,
+    SUBSET_LISTS_ENV,
+    SUBSET_LISTS_URL_ENV,
+    DownloadError,
+    PinnedRepository,
+    default_cache_dir,
+    fetch_ferplus_labels,
 )
 
-FERPLUS_LABEL_FILES = PinnedRepository(
-    repo="microsoft/FERPlus",
-    commit="ae2128abf776409c93e50cf7c9d87180673314e6",
-    url_env=FERPLUS_URL_ENV,
-    sha256=_checksums(
-        """
-9206e20d62f56475939f516847d61753e4860caeac9718b560129541b776fc2c  fer2013new.csv
-a82c40c825505cd30e139195c246bc38f8ac39de0e8968cbf15e1dab7837658c  data/FER2013Train/label.csv
-aad6298bed23cad816550362c2c00ae49b99513c7cae7d49651f347afd9ab860  data/FER2013Valid/label.csv
-425142295cc23872651271be9f45a99dac11af426f948d1b60967c8845b7bdf2  data/FER2013Test/label.csv
-"""
-    ),
-)
-
-
-def fetch_ferplus_labels(*, base_url: str | None = None, cache_dir: str | Path | None = None) -> Path:
-    """The FERPlus label files (fer2013new.csv, data/FER2013*/label.csv) at the pinned commit, cached."""
-    return FERPLUS_LABEL_FILES.fetch_all(base_url=base_url, cache_dir=cache_dir)
+if TYPE_CHECKING:
+    from ran.data.writer import FolderWriter, SplitWriter
 
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -369,17 +257,16 @@ def image_key(image_name: str) -> str:
     return Path(image_name.replace("\\", "/")).stem.removesuffix("_aligned")
 
 
-def select_subset(test: datasets.Dataset, subset: SubsetList) -> datasets.Dataset:
-    """The rows of ``test`` the list names, in list order, with the list's extra columns added.
+def subset_rows(
+    names: Sequence[str], labels: Sequence[int], class_names: Sequence[str], subset: SubsetList
+) -> list[int]:
+    """The test rows the list names, in list order, given the test split's image names and labels.
 
     Every entry must name a test image whose label equals the list's; otherwise the error names the list
     file, the line and the entry.
     """
-    names = test["image_name"]
-    labels = test["label"]
-    class_names = test.features["label"].names
     index_of = {image_key(name): i for i, name in enumerate(names)}
-    indices = []
+    rows = []
     for entry in subset.entries:
         row = index_of.get(entry.key)
         if row is None:
@@ -387,17 +274,38 @@ def select_subset(test: datasets.Dataset, subset: SubsetList) -> datasets.Datase
                 f"{subset.path} line {entry.line}: entry {entry.key!r} names no image of the test split "
                 f"({len(names)} images); expected an image of the test set"
             )
-        if labels[row] != entry.label:
+        label = int(labels[row])
+        if label != entry.label:
             claimed = class_names[entry.label] if 0 <= entry.label < len(class_names) else "out of range"
             raise ValueError(
                 f"{subset.path} line {entry.line}: entry {entry.key!r} has label {entry.label} ({claimed}) "
-                f"but the test image's label is {labels[row]} ({class_names[labels[row]]})"
+                f"but the test image's label is {label} ({class_names[label]})"
             )
-        indices.append(row)
-    selected = test.select(indices)
-    for column in subset.extra_columns:
-        values = [entry.extras[column] for entry in subset.entries]
-        selected = selected.add_column(column, values, feature=datasets.Value("int32"))
+        rows.append(row)
+    return rows
+
+
+def _kept(subset: SubsetList, keep: Callable[[SubsetEntry], bool] | None) -> SubsetList:
+    if keep is None:
+        return subset
+    entries = tuple(e for e in subset.entries if keep(e))
+    return SubsetList(subset.name, subset.path, entries, subset.duplicates, subset.extra_columns)
+
+
+def _extra_columns(subset: SubsetList) -> dict[str, tuple[datasets.Value, list[int]]]:
+    """The list's own columns (e.g. ``occlusion_type``) as int32 values, one per entry."""
+    return {
+        column: (datasets.Value("int32"), [entry.extras[column] for entry in subset.entries])
+        for column in subset.extra_columns
+    }
+
+
+def select_subset(test: datasets.Dataset, subset: SubsetList) -> datasets.Dataset:
+    """The rows of an in-memory ``test`` split the list names, in list order, with its extra columns."""
+    rows = subset_rows(test["image_name"], test["label"], test.features["label"].names, subset)
+    selected = test.select(rows)
+    for column, (feature, values) in _extra_columns(subset).items():
+        selected = selected.add_column(column, values, feature=feature)
     return selected
 
 
@@ -407,10 +315,43 @@ def attach_subsets(
     *,
     keep: Callable[[SubsetEntry], bool] | None = None,
 ) -> datasets.DatasetDict:
-    """Add one split per list, each resolved against ``splits['test']``."""
+    """Add one split per list, each resolved against ``splits['test']`` (in memory)."""
     for name, subset in subsets.items():
-        if keep is not None:
-            kept = tuple(e for e in subset.entries if keep(e))
-            subset = SubsetList(subset.name, subset.path, kept, subset.duplicates, subset.extra_columns)
-        splits[name] = select_subset(splits["test"], subset)
+        splits[name] = select_subset(splits["test"], _kept(subset, keep))
     return splits
+
+
+@dataclass(frozen=True)
+class ResolvedSubset:
+    """A list resolved against the test split's names and labels before any image is read."""
+
+    subset: SubsetList
+    rows: list[int]
+
+
+def resolve_subsets(
+    names: Sequence[str],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    subsets: Mapping[str, SubsetList],
+    *,
+    keep: Callable[[SubsetEntry], bool] | None = None,
+) -> dict[str, ResolvedSubset]:
+    """Every list resolved to test rows: a bad entry stops a build before its long part, and the builder
+    learns which test rows to keep aside for the subsets (``SplitWriter(keep_rows=...)``)."""
+    resolved = {}
+    for name, subset in subsets.items():
+        subset = _kept(subset, keep)
+        resolved[name] = ResolvedSubset(subset, subset_rows(names, labels, class_names, subset))
+    return resolved
+
+
+def subset_test_rows(resolved: Mapping[str, ResolvedSubset]) -> set[int]:
+    """The test rows any subset uses."""
+    return {row for item in resolved.values() for row in item.rows}
+
+
+def write_subsets(writer: FolderWriter, test: SplitWriter, resolved: Mapping[str, ResolvedSubset]) -> None:
+    """One split per resolved list: its rows of the written test split, with the list's own columns."""
+    for name, item in resolved.items():
+        writer.subset(name, test, item.rows, _extra_columns(item.subset))
