@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ skimage = pytest.importorskip("skimage")
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "hub" / "space"
 PHOTOS = Path(skimage.__file__).parent / "data"
+PORTRAITS = ("astronaut.png", "camera.png")  # 512 x 512, one face each
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).is_file()), None)
 TOLERANCE = 1e-5
 
@@ -53,10 +55,10 @@ def model_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
-    """Two faces (the astronaut and her mirror image), no face (a rocket), and a corrupt PNG."""
+    """Two faces (the astronaut beside the cameraman), no face (a rocket), and a corrupt PNG."""
     folder = tmp_path_factory.mktemp("photos")
-    astronaut = np.asarray(Image.open(PHOTOS / "astronaut.png").convert("RGB"))
-    Image.fromarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)).save(folder / "two faces.png")
+    astronaut, cameraman = (np.asarray(Image.open(PHOTOS / n).convert("RGB")) for n in PORTRAITS)
+    Image.fromarray(np.concatenate([astronaut, cameraman], axis=1)).save(folder / "two faces.png")
     shutil.copy(PHOTOS / "rocket.jpg", folder / "rocket.jpg")
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"this is not an image" * 10)
     return {
@@ -125,6 +127,21 @@ def _upload(page, photo: Path, expect: str) -> float:
     return time.perf_counter() - start
 
 
+def _assert_bars(page, face: dict) -> None:
+    """The page's probability bars (and their heading) are ``face``'s probabilities."""
+    page.wait_for_function(
+        "values => Array.from(document.querySelectorAll('#ran-bars meter'))"
+        ".every(m => Math.abs(m.value - values[m.getAttribute('aria-label')]) < 1e-5)",
+        arg=face["probabilities"],
+        timeout=10_000,
+    )
+    shown = page.locator("#ran-bars meter").evaluate_all(
+        "meters => meters.map(m => [m.getAttribute('aria-label'), m.value])"
+    )
+    assert sorted(name for name, _ in shown) == sorted(face["probabilities"])
+    assert page.locator("#ran-bars [data-testid=label-output-value]").inner_text() == face["label"]
+
+
 def _save_screenshot(page, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     page.screenshot(path=str(path), full_page=True)
@@ -158,14 +175,20 @@ def test_page_in_a_real_browser_corrupt_upload_then_photos(server, model_folder,
             # A corrupt file: a clear message in the page, nothing else shown.
             _upload(page, photos["corrupt"], "Could not use corrupt.png")
             assert "cannot decode image" in page.locator("#ran-status").inner_text()
-            # Then a good photo in the same session: both faces, boxed and named with their expression.
+            assert page.locator("#ran-faces img, #ran-picture img").count() == 0
+            # Then a good photo in the same session: both faces, boxed and named with their expression,
+            # and the bars of face 0 are its probabilities from ran predict --json.
             seconds = _upload(page, photos["faces"], "2 faces found")
-            labels = [f"face {f['face_index']}: {f['label']}" for f in expected["faces"]]
+            faces = expected["faces"]
+            assert (
+                max(abs(p - faces[1]["probabilities"][n]) for n, p in faces[0]["probabilities"].items())
+                > 1e-4
+            )
+            labels = [f"face {f['face_index']}: {f['label']}" for f in faces]
             for label in labels:
                 page.locator("#ran-faces").get_by_text(label).first.wait_for(timeout=10_000)
-            top = expected["faces"][0]["label"]
-            assert page.locator("#ran-bars").get_by_text(top).count() >= 1
             page.locator("#ran-picture img").wait_for(timeout=10_000)
+            _assert_bars(page, faces[0])
             # Clicking face 1 on the photo chooses it: the selector, the bars and the picture follow.
             first_picture = page.locator("#ran-picture img").get_attribute("src")
             page.locator("#ran-faces").get_by_text(labels[1]).first.click()
@@ -175,6 +198,7 @@ def test_page_in_a_real_browser_corrupt_upload_then_photos(server, model_folder,
             page.wait_for_function(
                 "src => document.querySelector('#ran-picture img')?.src !== src", arg=first_picture
             )
+            _assert_bars(page, faces[1])
             screenshot = _save_screenshot(page, tmp_path, "ran_app_two_faces.png")
             # A photo without faces says so; the example photo works.
             _upload(page, photos["none"], "No face found")
@@ -184,6 +208,7 @@ def test_page_in_a_real_browser_corrupt_upload_then_photos(server, model_folder,
             photo = page.locator("#ran-photo")
             photo.get_by_role("button", name="Capture from camera").click()
             photo.get_by_role("button", name="Click to Access Webcam").click()
+            page.wait_for_function("document.querySelector('#ran-photo video')?.readyState >= 2")
             photo.get_by_role("button", name="capture photo").click()
             page.locator("#ran-status").get_by_text("No face found in image.png").wait_for(timeout=60_000)
         finally:
@@ -288,3 +313,14 @@ def test_cli_model_that_does_not_load_exits_2_before_serving(capsys):
     assert run_main(main, ["--model", "no-such-org/no-such-model"], "ran app") == 2
     err = capsys.readouterr().err
     assert err.startswith("ran app: error: model 'no-such-org/no-such-model'") and len(err.splitlines()) == 1
+
+
+def test_cli_without_gradio_names_the_extra(model_folder, monkeypatch, capsys):
+    from ran.cli.app import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now fails
+    for module in ("ran.app.page", "ran.app.handlers"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert run_main(main, ["--model", str(model_folder)], "ran app") == 2
+    err = capsys.readouterr().err
+    assert "ran app needs gradio" in err and "pip install 'ran[app]'" in err and len(err.splitlines()) == 1
