@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up: a virtual environment at .venv with the pinned torch pair, the package with
-# every extra (all + test), and timm's own model tests (from timm's source distribution, for tests/test_timm_contract.py).
+# every extra (all + test), timm's own model tests (from timm's source distribution, for tests/test_timm_contract.py),
+# and Debian's chromium for the browser tests of `ran app` (tests/test_app.py, driven through playwright).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -18,4 +19,15 @@ if [[ ! -f $dest/tests/test_models.py ]]; then
   mkdir -p "$dest.tmp"
   tar -xzf "$tmp"/timm-*.tar.gz -C "$dest.tmp" --strip-components=1 --wildcards '*/tests/*'
   rm -rf "$dest" && mv "$dest.tmp" "$dest" && rm -rf "$tmp"
+fi
+
+# Playwright's own browser download is not used: the tests drive the system's chromium.
+if [[ ! -x /usr/bin/chromium ]] && ! command -v chromium >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } ||
+      echo "setup: apt-get could not install chromium; the browser tests of ran app will be skipped" >&2
+  else
+    echo "setup: chromium is missing and installing it needs root (apt-get install -y chromium); the" \
+      "browser tests of ran app (tests/test_app.py) will be skipped" >&2
+  fi
 fi

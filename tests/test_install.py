@@ -82,6 +82,9 @@ def test_wheel_in_a_fresh_venv_runs_the_demo_and_predict(installed, tmp_path):
     assert Path(where.stdout.strip()).is_relative_to(installed), (
         "ran must come from the wheel, not the checkout"
     )
+    assert (Path(where.stdout.strip()).parent / "app" / "examples" / "astronaut.jpg").is_file(), (
+        "the web app's example photo is package data"
+    )
 
     demo = tmp_path / "demo"
     small = ["--quick", "--train-size", "160", "--test-size", "64", "--epochs", "1", "--no-progress"]

@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from ran.extras import MissingExtra
+
 # name -> one-line help; the module is ran.cli.<name>
 COMMANDS: dict[str, str] = {
     "data": "build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders",
@@ -21,13 +23,22 @@ COMMANDS: dict[str, str] = {
     "evaluate": "accuracy of a model on every test subset",
     "demo": "the main job end to end on the generated default dataset",
     "predict": "find faces in photos / videos and predict their expression",
+    "app": "a web page for trying a model on photos and webcam snapshots (Gradio)",
     "export": "export a RAN model to ONNX",
     "convert": "convert original RAN .pth.tar checkpoints to safetensors",
     "models": "list the registered RAN models",
 }
 
-# What the user did wrong, as opposed to a bug: reported in one line.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+# What the user did wrong, as opposed to a bug: reported in one line. A missing optional package
+# (MissingExtra, an ImportError) is one too: its message names the extra to install.
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    MissingExtra,
+)
 
 
 def _usage() -> str:

@@ -1,0 +1,24 @@
+"""``ran app``: a web page (Gradio) for trying a RAN model on photos, and the same app as a Hugging Face
+Space (``hub/space/``).
+
+* ``predictor``: models loaded once per name, one pipeline per (model, detector, region mode), one call
+  at a time (no gradio needed).
+* ``views``: what the page shows of a prediction, as plain values (no gradio needed).
+* ``handlers`` / ``page``: the event functions and the page (need the ``app`` extra: gradio).
+
+``build_app`` is imported on first use, so ``ran.app.predictor`` and ``ran.app.views`` work without gradio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_app":
+        from ran.app.page import build_app
+
+        return build_app
+    raise AttributeError(f"module 'ran.app' has no attribute {name!r}")
