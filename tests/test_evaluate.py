@@ -216,7 +216,7 @@ def _faces(split, side: int = 224) -> torch.Tensor:
     return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
 
 
-def test_predictions_file_holds_what_the_model_says_face_by_face(tiny_data, splits, tmp_path):
+def test_predictions_file_holds_what_the_model_says_face_by_face(tiny_data, splits, tmp_path, capsys):
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -265,6 +265,13 @@ def test_predictions_file_holds_what_the_model_says_face_by_face(tiny_data, spli
     # results replaced by a run of one subset: the predictions file follows them
     assert ran_main([*args, "--no-progress", "--overwrite", "--subsets", "pose45"]) == 0
     assert set(pq.read_table(out / "predictions.parquet").column("subset").to_pylist()) == {"pose45"}
+    # results written without predictions never sit beside the predictions of another run
+    from ran.evaluation import write_results
+
+    write_results(json.loads((out / "results.json").read_text()), out, overwrite=True)
+    assert not (out / "predictions.parquet").exists()
+    assert ran_main([*args, "--resamples", "10"]) == 2
+    assert "resamples: expected an integer >= 100, got 10" in capsys.readouterr().err
 
 
 def test_interval_contains_the_accuracy_and_is_seeded(splits):

@@ -72,7 +72,7 @@ def format_per_class(results: Mapping[str, Mapping[str, Any]], markdown: bool = 
 
 
 def interval_note(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """How the intervals were computed, in one sentence (results.md, the terminal, the model card)."""
+    """How the intervals and the calibration error were computed (results.md and the terminal)."""
     intervals = [r["interval"] for r in results.values() if isinstance(r.get("interval"), Mapping)]
     if not intervals:
         return ""
