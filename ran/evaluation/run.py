@@ -102,7 +102,8 @@ def predict_split(
             logits = output.logits.float()
             logits = logits if index is None else logits.index_select(1, index)
             probabilities.append(logits.softmax(dim=1))
-            weights.append(output.weights.float())
+            share = output.weights.float()  # under bf16 / fp16 its rows sum to 1 only within ~1e-3
+            weights.append(share / share.sum(dim=1, keepdim=True))
     return torch.cat(probabilities).cpu(), torch.cat(weights).cpu()
 
 
