@@ -115,11 +115,29 @@ def dataset_info(dataset: str | None) -> DatasetInfo | None:
     )
 
 
+def _check_interval(subset: str, interval: Any) -> None:
+    """A bootstrap ``interval`` entry (ran evaluate): its method, resamples and [lo, hi] fractions."""
+    where = f"results[{subset!r}]['interval']"
+    if not isinstance(interval, Mapping):
+        raise ValueError(f"{where}: expected a mapping with method, resamples and accuracy, got {interval!r}")
+    if not isinstance(interval.get("method"), str) or not isinstance(interval.get("resamples"), int):
+        raise ValueError(f"{where}: expected 'method' (text) and 'resamples' (an integer)")
+    for key in ("accuracy", "mean_class_accuracy"):
+        bounds = interval.get(key)
+        if bounds is None and key == "mean_class_accuracy":
+            continue
+        ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2
+        ok = ok and all(isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0 for v in bounds)
+        if not ok or float(bounds[0]) > float(bounds[1]):
+            raise ValueError(f"{where}[{key!r}]: expected [low, high] fractions in 0..1, got {bounds!r}")
+
+
 def validate_results(results: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Check a ``{'subset': {'accuracy': 0..1, 'correct': n, 'total': n}}`` mapping; keep only subsets.
 
     Top-level entries that are not dicts with an ``accuracy`` (e.g. run metadata in a results.json)
-    are ignored; a subset with a missing or out-of-range accuracy is an error.
+    are ignored; a subset with a missing or out-of-range accuracy is an error. An ``interval`` entry
+    (``ran evaluate``'s bootstrap interval) is optional and checked when present.
     """
     out: dict[str, dict[str, Any]] = {}
     for subset, entry in (results or {}).items():
@@ -133,6 +151,8 @@ def validate_results(results: Mapping[str, Any] | None) -> dict[str, dict[str, A
         correct, total = entry.get("correct"), entry.get("total")
         if correct is not None and total is not None and not 0 <= int(correct) <= int(total):
             raise ValueError(f"results[{subset!r}]: correct={correct} is not within 0..total={total}")
+        if "interval" in entry:
+            _check_interval(str(subset), entry["interval"])
         out[str(subset)] = dict(entry)
     return out
 
@@ -158,15 +178,43 @@ def eval_results(results: Mapping[str, Any] | None, dataset: str | None) -> list
     return entries
 
 
+def _interval_text(entry: Mapping[str, Any]) -> str:
+    bounds = (entry.get("interval") or {}).get("accuracy")
+    return f"{float(bounds[0]):.4f} - {float(bounds[1]):.4f}" if bounds else "-"
+
+
+def _interval_method(results: dict[str, dict[str, Any]]) -> str:
+    """The sentence under the table that says how the intervals were computed."""
+    intervals = [entry["interval"] for entry in results.values() if entry.get("interval")]
+    if not intervals:
+        return ""
+    first = intervals[0]
+    level = round(100 * float(first.get("level", 0.95)))
+    seed = f", seed {first['seed']}" if "seed" in first else ""
+    return (
+        f"\n\n{level} % intervals: {first['method']}, {first['resamples']} resamples{seed} (`ran evaluate`)."
+    )
+
+
 def _results_table(results: dict[str, dict[str, Any]], info: DatasetInfo | None) -> str:
     if not results:
         return f"**{NO_RESULTS_NOTE}**"
-    lines = ["| Subset | Accuracy | Correct / total |", "| --- | --- | --- |"]
+    columns = ["Subset", "Accuracy", "Correct / total"]
+    with_intervals = any(entry.get("interval") for entry in results.values())
+    if with_intervals:
+        columns.insert(2, "95 % interval")
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for subset, entry in results.items():
-        name = info.subsets.get(subset, subset) if info else subset
         counts = f"{entry['correct']}/{entry['total']}" if "correct" in entry and "total" in entry else "-"
-        lines.append(f"| {name} | {float(entry['accuracy']):.4f} | {counts} |")
-    return "\n".join(lines)
+        cells = [
+            info.subsets.get(subset, subset) if info else subset,
+            f"{float(entry['accuracy']):.4f}",
+            counts,
+        ]
+        if with_intervals:
+            cells.insert(2, _interval_text(entry))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + _interval_method(results)
 
 
 def _references_table(dataset: str | None) -> str:

@@ -112,7 +112,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings."""
     from ran.data.batches import load_splits
     from ran.data.synthetic import write_synthetic
-    from ran.evaluation import evaluate, print_results
+    from ran.evaluation import evaluate_samples, print_results, summarize
     from ran.loading import load_model
     from ran.training import train
 
@@ -138,17 +138,18 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
 
     print("3/4 evaluating on every test subset", flush=True)
     model = load_model(out / "train" / "best")
-    results = evaluate(
+    samples = evaluate_samples(
         model,
         load_splits(data_dir),
         batch_size=128,
         mixed_precision=options.mixed_precision,
         progress=options.progress,
     )
+    results = summarize(samples, seed=options.seed)
     timings["evaluate_s"] = time.perf_counter() - started - timings["data_s"] - timings["train_s"]
 
     print("4/4 saving the model, results and plots", flush=True)
-    report = _save(options, out, model, results, summary, sizes)
+    report = _save(options, out, model, results, summary, sizes, samples)
     timings["total_s"] = time.perf_counter() - started
     report["timings"] = timings
     (out / "results" / "demo.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -161,19 +162,21 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         f"evaluation {timings['evaluate_s']:.0f} s)"
     )
     print(f"model: {out / 'best'}   results and plots: {out / 'results'}")
+    print(f"region attention per subset: {out / 'results' / 'attention.png'}")
     return report
 
 
 def _save(
-    options: DemoOptions, out: Path, model: Any, results: dict, summary: dict, sizes: dict
+    options: DemoOptions, out: Path, model: Any, results: dict, summary: dict, sizes: dict, samples: Any
 ) -> dict[str, Any]:
-    """The model with its card, the results tables and pictures, the training curves."""
+    """The model with its card, the results tables and pictures (intervals, attention, calibration), the
+    per-face predictions, the training curves."""
     from ran.evaluation import format_table, write_results
     from ran.hub import save_pretrained
 
     command = "ran demo" + (" --quick" if options.is_quick() else "")
     save_pretrained(model, out / "best", results=results, dataset="synthetic", training_command=command)
-    write_results(results, out / "results", title="RAN on the synthetic FERPlus-style faces")
+    write_results(results, out / "results", title="RAN on the synthetic FERPlus-style faces", samples=samples)
     plot_training_curves(summary["history"], out / "results" / "training_curves.png", summary["val_split"])
     (out / "results" / "table.txt").write_text(format_table(results) + "\n", encoding="utf-8")
     return {

@@ -25,6 +25,16 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
         assert f"{r['accuracy']:.4f} ({r['correct']}/{r['total']})" in printed
         assert (out / "results" / f"confusion_{name}.png").stat().st_size > 1000
     assert (out / "results" / "training_curves.png").stat().st_size > 1000
+    # intervals and the attention picture among the results
+    for name, r in results.items():
+        low, high = r["interval"]["accuracy"]
+        assert low <= r["accuracy"] <= high
+        assert f"[{low:.4f}, {high:.4f}]" in printed
+        assert sum(r["attention"]["mean_weight"]) == pytest.approx(1.0)
+        assert (out / "results" / f"reliability_{name}.png").stat().st_size > 1000
+    assert (out / "results" / "attention.png").stat().st_size > 1000
+    assert "region attention" in printed and "| whole |" in (out / "results" / "results.md").read_text()
+    assert (out / "results" / "predictions.parquet").is_file()
     assert "| test |" in (out / "results" / "results.md").read_text()
     for name in ("model.safetensors", "config.json"):
         assert (out / "best" / name).is_file()

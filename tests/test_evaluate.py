@@ -208,3 +208,242 @@ def test_training_checkpoint_and_best_folder_agree(tiny_data, splits, tmp_path):
     from_checkpoint = evaluate(checkpoint, splits, progress=False)
     from_best = evaluate(best, splits, progress=False)
     assert from_checkpoint == from_best
+
+
+# --- per-face predictions, intervals, calibration, attention (issue 12) ------------------------------
+def _faces(split, side: int = 224) -> torch.Tensor:
+    """A split's faces as the float batch the model takes: RGB, resized to the model's recorded input
+    side (224 px; PIL bilinear), 0..1 (independent of ran.transforms)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = [
+        np.asarray(row["image"].convert("RGB").resize((side, side), Image.Resampling.BILINEAR), np.float32)
+        / 255
+        for row in split
+    ]
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
+
+
+def test_predictions_file_holds_what_the_model_says_face_by_face(tiny_data, splits, tmp_path, capsys):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    model = _small_model(seed=3)
+    model_dir = save_pretrained(model, tmp_path / "model")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--output-dir", str(out)]
+    assert ran_main([*args, "--no-progress", "--resamples", "500"]) == 0
+    table = pq.read_table(out / "predictions.parquet").to_pydict()
+    results = json.loads((out / "results.json").read_text())
+    assert table["subset"] == [name for name in SUBSETS for _ in range(splits[name].num_rows)]
+    for name in SUBSETS:
+        rows = [i for i, s in enumerate(table["subset"]) if s == name]
+        with torch.no_grad():
+            expected = model.forward_with_attention(_faces(splits[name]))
+        assert [table["id"][i] for i in rows] == list(splits[name]["image_name"])
+        assert [table["label"][i] for i in rows] == list(splits[name]["label"])
+        assert [table["row"][i] for i in rows] == list(range(splits[name].num_rows))
+        probabilities = torch.tensor([table["probabilities"][i] for i in rows])
+        torch.testing.assert_close(probabilities, expected.logits.softmax(1), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(torch.tensor([table["weights"][i] for i in rows]), expected.weights)
+        predictions = [table["prediction"][i] for i in rows]
+        assert predictions == probabilities.argmax(1).tolist()
+        assert sum(table["correct"][i] for i in rows) == results[name]["correct"]
+        # the attention statistics are these weights' mean and arg-max shares
+        attention = results[name]["attention"]
+        assert attention["regions"] == [
+            "whole",
+            "top-left",
+            "top-right",
+            "centre-down",
+            "centre 90%",
+            "centre 85%",
+        ]
+        np.testing.assert_allclose(attention["mean_weight"], expected.weights.mean(0).numpy(), atol=1e-6)
+        top = np.bincount(expected.weights.argmax(1).numpy(), minlength=6) / len(rows)
+        np.testing.assert_allclose(attention["top_share"], top)
+        assert sum(attention["mean_weight"]) == pytest.approx(1.0) and sum(
+            attention["top_share"]
+        ) == pytest.approx(1.0)
+    for picture in ["attention.png", *(f"reliability_{n}.png" for n in SUBSETS)]:
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "results.md").read_text()
+    assert "500 resamples" in markdown and "| whole |" in markdown and "attention.png" in markdown
+
+    # results replaced by a run of one subset: the predictions file follows them
+    assert ran_main([*args, "--no-progress", "--overwrite", "--subsets", "pose45"]) == 0
+    assert set(pq.read_table(out / "predictions.parquet").column("subset").to_pylist()) == {"pose45"}
+    # results written without predictions never sit beside the predictions of another run
+    from ran.evaluation import write_results
+
+    write_results(json.loads((out / "results.json").read_text()), out, overwrite=True)
+    assert not (out / "predictions.parquet").exists()
+    assert ran_main([*args, "--resamples", "10"]) == 2
+    assert "resamples: expected an integer >= 100, got 10" in capsys.readouterr().err
+
+
+def test_interval_contains_the_accuracy_and_is_seeded(splits):
+    results = evaluate(
+        _small_model(seed=4), splits, ["test", "pose30"], resamples=400, seed=7, progress=False
+    )
+    again = evaluate(_small_model(seed=4), splits, ["test"], resamples=400, seed=7, progress=False)
+    assert again["test"]["interval"] == results["test"]["interval"]
+    for r in results.values():
+        interval = r["interval"]
+        assert interval["resamples"] == 400 and interval["seed"] == 7 and interval["level"] == 0.95
+        low, high = interval["accuracy"]
+        assert low <= r["accuracy"] <= high and low < high
+        low, high = interval["mean_class_accuracy"]
+        assert low <= r["mean_class_accuracy"] <= high
+    with pytest.raises(ValueError, match="resamples"):
+        evaluate(_small_model(), splits, ["pose45"], resamples=10, progress=False)
+
+
+def test_interval_narrows_as_the_subset_grows_like_the_binomial_error():
+    import numpy as np
+
+    from ran.evaluation.statistics import accuracy_intervals
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (60, 240, 960, 3840):
+        labels = rng.integers(0, 4, size=n)
+        wrong = rng.random(n) < 0.3  # about 70 % correct
+        predictions = np.where(wrong, (labels + 1) % 4, labels)
+        interval = accuracy_intervals(labels, predictions, 4, resamples=2000, seed=1)
+        accuracy = float((predictions == labels).mean())
+        low, high = interval["accuracy"]
+        assert low <= accuracy <= high
+        # the normal approximation of a binomial proportion: 2 * 1.96 * sqrt(p (1 - p) / n)
+        expected = 2 * 1.96 * (accuracy * (1 - accuracy) / n) ** 0.5
+        assert high - low == pytest.approx(expected, rel=0.15)
+        widths.append(high - low)
+    assert widths == sorted(widths, reverse=True)
+    assert widths[0] / widths[-1] == pytest.approx(8.0, rel=0.2)  # sqrt(3840 / 60)
+
+
+def test_expected_calibration_error_on_constructed_confidences():
+    import numpy as np
+
+    from ran.evaluation.statistics import calibration
+
+    # 10 faces at confidence 0.9 with 6 right; 10 at 0.5 (bin (7/15, 8/15]) with 5 right
+    confidence = np.array([0.9] * 10 + [0.5] * 10)
+    correct = np.array([1] * 6 + [0] * 4 + [1] * 5 + [0] * 5)
+    cal = calibration(confidence, correct)
+    assert cal["bins"] == 15 and sum(cal["bin_count"]) == 20
+    assert cal["ece"] == pytest.approx(0.5 * abs(0.9 - 0.6) + 0.5 * abs(0.5 - 0.5))
+    assert cal["bin_count"][13] == 10 and cal["bin_accuracy"][13] == pytest.approx(0.6)
+    assert cal["bin_count"][7] == 10 and cal["bin_confidence"][7] == pytest.approx(0.5)
+    assert cal["bin_accuracy"][0] is None
+    perfect = calibration(np.ones(5), np.ones(5))
+    assert perfect["ece"] == 0.0 and perfect["bin_count"][14] == 5
+
+
+def test_region_labels_name_preset_boxes_and_show_others():
+    from ran.evaluation.attention import region_labels
+    from ran.regions import REGION_PRESETS
+
+    assert region_labels(REGION_PRESETS["affectnet8"])[:2] == ["whole", "centre-down"]
+    assert region_labels([(0.0, 0.0, 1.0, 1.0), (0.1, 0.2, 0.6, 0.7)]) == ["whole", "(0.1, 0.2, 0.6, 0.7)"]
+
+
+def test_card_states_intervals_method_and_resamples(splits, tmp_path):
+    from huggingface_hub import ModelCard
+
+    model = _small_model(seed=6)
+    results = evaluate(model, splits, ["test", "occlusion"], resamples=300, progress=False)
+    card = ModelCard.load(save_pretrained(model, tmp_path / "m", results=results) / "README.md")
+    low, high = results["test"]["interval"]["accuracy"]
+    assert f"| {low:.4f} - {high:.4f} |" in card.text
+    assert "95 % intervals: percentile bootstrap over the images, 300 resamples" in card.text
+    broken = {
+        "test": {**results["test"], "interval": {**results["test"]["interval"], "accuracy": [0.9, 0.1]}}
+    }
+    with pytest.raises(ValueError, match=r"results\['test'\]\['interval'\]\['accuracy'\]"):
+        save_pretrained(model, tmp_path / "m2", results=broken)
+
+
+# --- cross-dataset evaluation -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def renamed_data(tmp_path_factory) -> Path:
+    """The tiny faces relabelled in RAF-DB order (contempt rows dropped), with anger renamed 'angry'."""
+    import datasets
+
+    from ran.data.folder import write_dataset_folder
+    from ran.data.mapping import remap_dataset
+    from ran.data.synthetic import build_synthetic
+
+    names = ["surprise", "fear", "disgust", "happiness", "sadness", "angry", "neutral"]
+    source = build_synthetic(seed=2, train_size=16, test_size=80, progress=False)
+    renamed = datasets.DatasetDict(
+        {
+            split: remap_dataset(source[split], "rafdb").cast_column(
+                "label", datasets.ClassLabel(names=names)
+            )
+            for split in ("test", "pose45")
+        }
+    )
+    return write_dataset_folder(renamed, tmp_path_factory.mktemp("renamed") / "data")
+
+
+def test_cross_dataset_scores_the_shared_classes(renamed_data, tmp_path, capsys):
+    import numpy as np
+
+    from ran.data.batches import load_splits
+    from ran.evaluation import evaluate_samples
+
+    data = load_splits(renamed_data)
+    model = _small_model(seed=8)  # FERPlus classes
+    with pytest.raises(ValueError, match="--cross-dataset"):
+        evaluate(model, data, progress=False)
+    samples = evaluate_samples(model, data, cross_dataset=True, progress=False)
+    shared = ["surprise", "fear", "disgust", "happiness", "sadness", "neutral"]
+    for name, s in samples.items():
+        split_labels = list(data[name]["label"])
+        angry = [i for i, label in enumerate(split_labels) if label == 5]
+        assert s.classes == shared
+        assert s.cross_dataset == {
+            "evaluated": shared,
+            "dropped_from_model": ["anger", "contempt"],
+            "dropped_from_data": ["angry"],
+            "rows_dropped": len(angry),
+        }
+        kept = [i for i in range(len(split_labels)) if i not in angry]
+        assert s.rows.tolist() == kept
+        assert [shared[label] for label in s.labels] == [
+            data[name].features["label"].names[split_labels[i]] for i in kept
+        ]
+        with torch.no_grad():
+            logits = model(_faces(data[name].select(kept)))
+        model_index = [FERPLUS_CLASSES.index(c) for c in shared]
+        np.testing.assert_array_equal(s.predictions, logits[:, model_index].argmax(1).numpy())
+
+    model_dir = save_pretrained(model, tmp_path / "model")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(model_dir), "--data", str(renamed_data), "--output-dir", str(out)]
+    assert ran_main([*args, "--no-progress"]) == 2
+    assert "pass --cross-dataset" in capsys.readouterr().err
+    assert ran_main([*args, "--no-progress", "--cross-dataset"]) == 0
+    printed = capsys.readouterr().out
+    assert "dropped from the model: anger, contempt; dropped from the data: angry" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["test"]["classes"]["dropped_from_data"] == ["angry"]
+    assert list(results["test"]["per_class"]) == shared
+    assert "dropped from the data: angry" in (out / "results.md").read_text()
+
+
+def test_class_matching_by_name():
+    from ran.evaluation.classes import match_classes
+    from ran.labels import AFFECTNET_CLASSES, RAFDB_CLASSES
+
+    same = match_classes(AFFECTNET_CLASSES, FERPLUS_CLASSES)  # same names, another order: no flag needed
+    assert same.names == FERPLUS_CLASSES and not same.is_cross_dataset
+    assert [AFFECTNET_CLASSES[i] for i in same.model_index] == list(FERPLUS_CLASSES)
+    ferplus_on_raf = match_classes(FERPLUS_CLASSES, RAFDB_CLASSES, cross_dataset=True)
+    assert ferplus_on_raf.names == RAFDB_CLASSES and ferplus_on_raf.dropped_from_model == ["contempt"]
+    with pytest.raises(ValueError, match="no shared class"):
+        match_classes(["cat", "dog"], FERPLUS_CLASSES, cross_dataset=True)
+    with pytest.raises(ValueError, match="num_classes mismatch"):
+        match_classes([f"class_{i}" for i in range(7)], FERPLUS_CLASSES, cross_dataset=True)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "data": "build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders",
     "train": "train a RAN model (runs under accelerate launch)",
     "evaluate": "accuracy of a model on every test subset",
+    "compare": "paired comparison of two models on the same faces",
     "demo": "the main job end to end on the generated default dataset",
     "predict": "find faces in photos / videos and predict their expression",
     "app": "a web page for trying a model on photos and webcam snapshots (Gradio)",

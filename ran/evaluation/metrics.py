@@ -1,12 +1,23 @@
 """Per-subset metrics from predictions and labels: accuracy with counts, per-class and mean class accuracy,
-and the confusion matrix (what the RAN papers report)."""
+and the confusion matrix (what the RAN papers report), plus what a reviewer needs to trust them: bootstrap
+intervals, calibration and the region-attention statistics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+
+from ran.evaluation.attention import region_statistics
+from ran.evaluation.samples import SubsetSamples
+from ran.evaluation.statistics import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    accuracy_intervals,
+    calibration,
+    check_resamples,
+)
 
 
 def subset_metrics(predictions: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict:
@@ -33,3 +44,33 @@ def subset_metrics(predictions: torch.Tensor, labels: torch.Tensor, class_names:
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def subset_summary(samples: SubsetSamples, *, resamples: int, seed: int) -> dict[str, Any]:
+    """Everything results.json says about one subset, from its per-face predictions."""
+    labels, predictions = samples.labels, samples.predictions
+    result = subset_metrics(torch.from_numpy(predictions), torch.from_numpy(labels), samples.classes)
+    result["interval"] = accuracy_intervals(
+        labels, predictions, len(samples.classes), resamples=resamples, seed=seed
+    )
+    result["calibration"] = calibration(samples.confidence, samples.correct)
+    result["attention"] = region_statistics(samples.weights, samples.regions)
+    if samples.cross_dataset:
+        result["classes"] = dict(samples.cross_dataset)
+    return result
+
+
+def summarize(
+    samples: Mapping[str, SubsetSamples], *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
+) -> dict[str, dict[str, Any]]:
+    """``{subset: subset_summary}``: the results of an evaluation (the form results.json holds).
+
+    Per subset: ``accuracy``, ``correct``, ``total``, ``mean_class_accuracy``, ``per_class``,
+    ``confusion_matrix``; ``interval`` (bootstrap 95 % intervals: ``method``, ``level``, ``resamples``,
+    ``seed``, ``accuracy`` [lo, hi], ``mean_class_accuracy`` [lo, hi]); ``calibration`` (``ece``, ``bins``,
+    ``bin_count``, ``bin_confidence``, ``bin_accuracy``); ``attention`` (``regions``, ``mean_weight``,
+    ``top_share``); and, for a cross-dataset evaluation, ``classes`` (``evaluated``,
+    ``dropped_from_model``, ``dropped_from_data``, ``rows_dropped``).
+    """
+    check_resamples(resamples)
+    return {name: subset_summary(s, resamples=resamples, seed=seed) for name, s in samples.items()}

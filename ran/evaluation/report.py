@@ -1,5 +1,6 @@
-"""Evaluation results as people read them: tables on the terminal, results.json / results.md and one
-confusion-matrix picture per subset, written together into one folder."""
+"""Evaluation results as people read them: tables on the terminal (with 95 % intervals, calibration error
+and region attention), results.json / results.md, one confusion matrix and one reliability diagram per
+subset, the attention chart, and the per-face predictions.parquet, written together into one folder."""
 
 from __future__ import annotations
 
@@ -10,44 +11,91 @@ from typing import Any
 
 import torch
 
+from ran.evaluation.attention import format_attention, plot_attention
+from ran.evaluation.samples import PREDICTIONS, SubsetSamples, write_predictions
+from ran.evaluation.tables import render_table
 from ran.files import staging_files
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+ATTENTION_PNG = "attention.png"
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _interval(result: Mapping[str, Any], key: str) -> str:
+    interval = result.get("interval") or {}
+    bounds = interval.get(key)
+    return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]" if bounds else "-"
+
+
+def _ece(result: Mapping[str, Any]) -> str:
+    return _fmt((result.get("calibration") or {}).get("ece"))
+
+
 def format_table(results: Mapping[str, Mapping[str, Any]], markdown: bool = False) -> str:
-    """The summary table: per subset accuracy with counts and the mean class accuracy."""
+    """The summary table: per subset accuracy with counts and its 95 % interval, the mean class accuracy
+    with its interval, and the expected calibration error."""
+    header = (
+        "subset",
+        "accuracy (correct/total)",
+        "95% interval",
+        "mean class accuracy",
+        "95% interval",
+        "ECE",
+    )
     rows = [
-        (name, f"{_fmt(r['accuracy'])} ({r['correct']}/{r['total']})", _fmt(r["mean_class_accuracy"]))
+        (
+            name,
+            f"{_fmt(r['accuracy'])} ({r['correct']}/{r['total']})",
+            _interval(r, "accuracy"),
+            _fmt(r["mean_class_accuracy"]),
+            _interval(r, "mean_class_accuracy"),
+            _ece(r),
+        )
         for name, r in results.items()
     ]
-    header = ("subset", "accuracy (correct/total)", "mean class accuracy")
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|---|---|---|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    return "\n".join(
-        "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *rows]
-    )
+    return render_table(header, rows, markdown)
 
 
 def format_per_class(results: Mapping[str, Mapping[str, Any]], markdown: bool = False) -> str:
-    """Per-class accuracy: one row per class, one column per subset."""
+    """Per-class accuracy: one row per class, one column per subset (a class a subset lacks shows '-')."""
     names = list(results)
-    classes = list(next(iter(results.values()))["per_class"])
+    classes = list(dict.fromkeys(c for r in results.values() for c in r["per_class"]))
     header = ["class", *names]
-    rows = [[c, *(_fmt(results[n]["per_class"][c]["accuracy"]) for n in names)] for c in classes]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    return "\n".join(
-        "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *rows]
+    rows = [
+        [c, *(_fmt((results[n]["per_class"].get(c) or {}).get("accuracy")) for n in names)] for c in classes
+    ]
+    return render_table(header, rows, markdown)
+
+
+def interval_note(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """How the intervals and the calibration error were computed (results.md and the terminal)."""
+    intervals = [r["interval"] for r in results.values() if isinstance(r.get("interval"), Mapping)]
+    if not intervals:
+        return ""
+    first = intervals[0]
+    return (
+        f"Intervals: {round(100 * first['level'])} % {first['method']}, {first['resamples']} resamples "
+        f"(seed {first['seed']}). ECE: expected calibration error over "
+        f"{(next(iter(results.values())).get('calibration') or {}).get('bins', '-')} confidence bins."
+    )
+
+
+def cross_dataset_note(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which classes a cross-dataset evaluation left out (empty when none were)."""
+    notes = {name: r["classes"] for name, r in results.items() if isinstance(r.get("classes"), Mapping)}
+    if not notes:
+        return ""
+    first = next(iter(notes.values()))
+    rows = ", ".join(f"{name} {info.get('rows_dropped', 0)}" for name, info in notes.items())
+    return (
+        f"Cross-dataset: evaluated on the {len(first['evaluated'])} shared classes "
+        f"({', '.join(first['evaluated'])}); dropped from the model: "
+        f"{', '.join(first['dropped_from_model']) or 'none'}; dropped from the data: "
+        f"{', '.join(first['dropped_from_data']) or 'none'} (rows left out: {rows})."
     )
 
 
@@ -85,39 +133,113 @@ def plot_confusion(result: Mapping[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def output_files(results: Mapping[str, Any]) -> list[str]:
-    return [RESULTS_JSON, RESULTS_MD, *(f"confusion_{name}.png" for name in results)]
+def plot_reliability(result: Mapping[str, Any], title: str, path: Path) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with the faces per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cal = result["calibration"]
+    bins = int(cal["bins"])
+    edges = [i / bins for i in range(bins)]
+    accuracy = [a if a is not None else 0.0 for a in cal["bin_accuracy"]]
+    confidence = [c if c is not None else 0.0 for c in cal["bin_confidence"]]
+    fig, (ax, count_ax) = plt.subplots(
+        2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.bar(edges, accuracy, width=1 / bins, align="edge", edgecolor="black", label="accuracy")
+    ax.bar(
+        edges,
+        [c - a for a, c in zip(accuracy, confidence)],
+        bottom=accuracy,
+        width=1 / bins,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}: ECE {cal['ece']:.4f}")
+    ax.legend(fontsize=8, loc="upper left")
+    count_ax.bar(edges, cal["bin_count"], width=1 / bins, align="edge", color="grey")
+    count_ax.set_xlabel("confidence (top probability)")
+    count_ax.set_ylabel("faces")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def results_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:
+    """results.md: the summary with intervals, per-class accuracy, attention and the pictures."""
+    parts = [f"# {title or 'Evaluation results'}", "", format_table(results, markdown=True), ""]
+    parts += [note + "\n" for note in (interval_note(results), cross_dataset_note(results)) if note]
+    parts += ["Per-class accuracy:", "", format_per_class(results, markdown=True), ""]
+    attention = format_attention(results, markdown=True)
+    if attention:
+        parts += [
+            "Region attention (mean weight / share of faces on which the region weighs most):",
+            "",
+            attention,
+            "",
+            f"![region attention]({ATTENTION_PNG})",
+            "",
+        ]
+    for name in results:
+        parts.append(f"![confusion {name}](confusion_{name}.png)")
+        if "calibration" in results[name]:
+            parts.append(f"![reliability {name}](reliability_{name}.png)")
+    return "\n".join([*parts, ""])
 
 
 def write_results(
-    results: Mapping[str, Mapping[str, Any]], out: str | Path, *, overwrite: bool = False, title: str = ""
+    results: Mapping[str, Mapping[str, Any]],
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    title: str = "",
+    samples: Mapping[str, SubsetSamples] | None = None,
 ) -> list[Path]:
-    """results.json, results.md and confusion_<subset>.png into ``out``, staged then moved into place."""
+    """results.json, results.md, confusion_<subset>.png, reliability_<subset>.png, attention.png and (with
+    ``samples``) predictions.parquet into ``out``: staged, then moved into place together.
+
+    A predictions.parquet of an earlier run that these results replace is removed, so that the folder
+    never pairs results with the faces of another run.
+    """
     out = Path(out).expanduser().absolute()
-    names = output_files(results)
     clashes = [n for n in (RESULTS_JSON, RESULTS_MD) if (out / n).exists()]
     if clashes and not overwrite:
         raise FileExistsError(f"{out / clashes[0]} already exists; pass --overwrite to replace the results")
     with staging_files(out) as staging:
         (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        markdown = [
-            f"# {title or 'Evaluation results'}",
-            "",
-            format_table(results, markdown=True),
-            "",
-            "Per-class accuracy:",
-            "",
-            format_per_class(results, markdown=True),
-            "",
-        ]
-        (staging / RESULTS_MD).write_text("\n".join(markdown), encoding="utf-8")
+        (staging / RESULTS_MD).write_text(results_markdown(results, title), encoding="utf-8")
         for name, result in results.items():
             plot_confusion(result, name, staging / f"confusion_{name}.png")
-    return [out / name for name in names]
+            if "calibration" in result:
+                plot_reliability(result, name, staging / f"reliability_{name}.png")
+        plot_attention(results, staging / ATTENTION_PNG)
+        if samples is not None:
+            write_predictions(samples, staging / PREDICTIONS)
+        written = sorted(p.name for p in staging.iterdir())
+    if samples is None:
+        (out / PREDICTIONS).unlink(missing_ok=True)
+    return [out / name for name in written]
 
 
 def print_results(results: Mapping[str, Mapping[str, Any]]) -> None:
+    """The summary (with intervals), per-class accuracy and the attention table, on the terminal."""
     print(format_table(results))
+    for note in (interval_note(results), cross_dataset_note(results)):
+        if note:
+            print(note)
     print()
     print("per-class accuracy:")
     print(format_per_class(results))
+    attention = format_attention(results)
+    if attention:
+        print()
+        print("region attention (mean weight / share of faces on which the region weighs most):")
+        print(attention)

@@ -1,16 +1,28 @@
-"""Running a RAN over the test split and every subset of a ``ran data`` folder."""
+"""Running a RAN over the test split and every subset of a ``ran data`` folder.
+
+One forward pass per face gives everything the reports need: the class probabilities (over the classes
+the model and the data share) and the region weights (``forward_with_attention``). They are gathered on
+the model's device and moved to the CPU once per subset, then kept per face (:class:`SubsetSamples`) so
+that metrics, intervals, calibration, attention statistics and ``ran compare`` never run the model again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
 from ran.devices import inference_model
-from ran.evaluation.metrics import subset_metrics
+from ran.evaluation.attention import region_labels
+from ran.evaluation.classes import ClassMatch, match_classes
+from ran.evaluation.metrics import summarize
+from ran.evaluation.samples import SubsetSamples, row_ids
+from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resamples
+from ran.loading import class_names
 from ran.precision import autocast
 from ran.transforms import FaceTransform, transform_for
 
@@ -29,13 +41,8 @@ def _subset_names(dataset_dict: Mapping[str, Any], subsets: Sequence[str] | None
     return names
 
 
-def _class_names(model: nn.Module, dataset_dict: Mapping[str, Any], names: list[str]) -> list[str]:
+def _data_classes(dataset_dict: Mapping[str, Any], names: list[str]) -> list[str]:
     classes = list(dataset_dict[names[0]].features["label"].names)
-    if getattr(model, "num_classes", None) != len(classes):
-        raise ValueError(
-            f"num_classes mismatch: the model predicts {getattr(model, 'num_classes', None)} classes, the "
-            f"dataset has {len(classes)} ({', '.join(classes)})"
-        )
     for name in names:
         other = list(dataset_dict[name].features["label"].names)
         if other != classes:
@@ -43,31 +50,113 @@ def _class_names(model: nn.Module, dataset_dict: Mapping[str, Any], names: list[
     return classes
 
 
+def _kept_rows(split: Any, match: ClassMatch, name: str) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The split without rows of classes the model lacks, the kept row indices and their new labels."""
+    lookup = np.asarray(match.label_lookup(), dtype=np.int64)
+    labels = lookup[np.asarray(split["label"], dtype=np.int64)]
+    rows = np.flatnonzero(labels >= 0)
+    if not rows.size:
+        raise ValueError(
+            f"split {name!r}: no row has one of the evaluated classes ({', '.join(match.names)}); leave it "
+            "out with --subsets"
+        )
+    if rows.size < split.num_rows:
+        split = split.select(rows)
+    return split, rows, labels[rows]
+
+
+def _dropped(match: ClassMatch, rows_dropped: int) -> dict[str, Any] | None:
+    """What a cross-dataset report says about a subset's classes (None when nothing was dropped)."""
+    return {**match.describe(), "rows_dropped": int(rows_dropped)} if match.is_cross_dataset else None
+
+
 def predict_split(
     model: nn.Module,
     split: Any,
     transform: FaceTransform,
     *,
+    logit_index: Sequence[int] | None = None,
     batch_size: int,
     precision: str,
     description: str = "",
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predictions, labels) of ``model`` on one split; they stay on the model's device until the end."""
+    """(probabilities (n, C), region weights (n, K)) of ``model`` on one split, on the CPU.
+
+    ``logit_index`` restricts the logits to those classes (in that order) before the softmax. The
+    batches' results stay on the model's device until the end and move to the CPU once.
+    """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    index = None if logit_index is None else torch.as_tensor(list(logit_index), device=device)
     loader = DataLoader(
         FaceImages(split, transform), batch_size=batch_size, shuffle=False, collate_fn=collate_faces
     )
-    predictions, labels = [], []
+    probabilities, weights = [], []
     with torch.inference_mode(), autocast(device, precision):
         for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
             images = transform.normalize(batch["images"].to(device, non_blocking=True))
-            predictions.append(model(images).argmax(dim=1))
-            labels.append(batch["labels"])
-    return torch.cat(predictions).cpu(), torch.cat(labels)
+            output = model.forward_with_attention(images)
+            logits = output.logits.float()
+            logits = logits if index is None else logits.index_select(1, index)
+            probabilities.append(logits.softmax(dim=1))
+            share = output.weights.float()  # under bf16 / fp16 its rows sum to 1 only within ~1e-3
+            weights.append(share / share.sum(dim=1, keepdim=True))
+    return torch.cat(probabilities).cpu(), torch.cat(weights).cpu()
+
+
+def evaluate_samples(
+    model: nn.Module,
+    dataset_dict: Mapping[str, Any],
+    subsets: Sequence[str] | None = None,
+    *,
+    batch_size: int = 64,
+    mixed_precision: str = "fp32",
+    device: str | torch.device | None = None,
+    image_size: int | None = None,
+    cross_dataset: bool = False,
+    progress: bool = True,
+) -> dict[str, SubsetSamples]:
+    """The per-face predictions of ``model`` on each subset (default: every split but train / validation).
+
+    Classes are matched by name (:func:`ran.evaluation.classes.match_classes`); with ``cross_dataset``
+    a model is scored on the classes it shares with the data. Faces are fed as
+    ``ran.transforms.transform_for(model)`` says (``image_size`` overrides the side). Runs on ``device``
+    (default: the model's own); the caller's model is left as it was (device, memory format, mode).
+    """
+    if not hasattr(model, "forward_with_attention"):
+        raise ValueError(f"model: expected a RAN (forward_with_attention), got {type(model).__name__}")
+    names = _subset_names(dataset_dict, subsets)
+    match = match_classes(class_names(model), _data_classes(dataset_dict, names), cross_dataset=cross_dataset)
+    logit_index = None if list(match.model_index) == list(range(model.num_classes)) else match.model_index
+    transform, regions = transform_for(model, image_size), region_labels(model.boxes)
+    samples: dict[str, SubsetSamples] = {}
+    with inference_model(model, device) as net:
+        for name in names:
+            split, rows, labels = _kept_rows(dataset_dict[name], match, name)
+            probabilities, weights = predict_split(
+                net,
+                split,
+                transform,
+                logit_index=logit_index,
+                batch_size=batch_size,
+                precision=mixed_precision,
+                description=f"evaluating {name}",
+                progress=progress,
+            )
+            samples[name] = SubsetSamples(
+                ids=row_ids(dataset_dict[name], rows.tolist()),
+                rows=rows,
+                labels=labels,
+                probabilities=probabilities.numpy(),
+                weights=weights.numpy(),
+                classes=list(match.names),
+                regions=regions,
+                cross_dataset=_dropped(match, dataset_dict[name].num_rows - rows.size),
+            )
+    return samples
 
 
 def evaluate(
@@ -79,30 +168,28 @@ def evaluate(
     mixed_precision: str = "fp32",
     device: str | torch.device | None = None,
     image_size: int | None = None,
+    cross_dataset: bool = False,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate ``model`` on each subset (default: every split except train / validation).
+    """Evaluate ``model`` on each subset: :func:`evaluate_samples`, then :func:`summarize`.
 
-    Faces are fed as ``ran.transforms.transform_for(model)`` says (``image_size`` overrides the side).
-    Runs on ``device`` (default: the model's own); the caller's model is left as it was (device, memory
-    format, mode). Returns ``{subset: {'accuracy', 'correct', 'total', 'mean_class_accuracy',
-    'per_class', 'confusion_matrix'}}``, the form ``ran.save_pretrained(..., results=...)`` puts on the
-    model card.
+    Returns ``{subset: {'accuracy', 'correct', 'total', 'mean_class_accuracy', 'per_class',
+    'confusion_matrix', 'interval', 'calibration', 'attention'[, 'classes']}}`` (see
+    ``ran.evaluation.metrics.summarize``), the form ``ran.save_pretrained(..., results=...)`` puts on the
+    model card. ``resamples`` / ``seed``: the bootstrap of the 95 % intervals.
     """
-    names = _subset_names(dataset_dict, subsets)
-    classes = _class_names(model, dataset_dict, names)
-    transform = transform_for(model, image_size)
-    results: dict[str, dict[str, Any]] = {}
-    with inference_model(model, device) as net:
-        for name in names:
-            predictions, labels = predict_split(
-                net,
-                dataset_dict[name],
-                transform,
-                batch_size=batch_size,
-                precision=mixed_precision,
-                description=f"evaluating {name}",
-                progress=progress,
-            )
-            results[name] = subset_metrics(predictions, labels, classes)
-    return results
+    check_resamples(resamples)
+    samples = evaluate_samples(
+        model,
+        dataset_dict,
+        subsets,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
+        device=device,
+        image_size=image_size,
+        cross_dataset=cross_dataset,
+        progress=progress,
+    )
+    return summarize(samples, resamples=resamples, seed=seed)
