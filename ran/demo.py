@@ -172,12 +172,16 @@ def _save(
     """The model with its card, the results tables and pictures (intervals, attention, calibration), the
     per-face predictions, the training curves."""
     from ran.evaluation import format_table, write_results
+    from ran.evaluation.report import pictures_available
     from ran.hub import save_pretrained
 
     command = "ran demo" + (" --quick" if options.is_quick() else "")
     save_pretrained(model, out / "best", results=results, dataset="synthetic", training_command=command)
     write_results(results, out / "results", title="RAN on the synthetic FERPlus-style faces", samples=samples)
-    plot_training_curves(summary["history"], out / "results" / "training_curves.png", summary["val_split"])
+    if pictures_available():
+        plot_training_curves(
+            summary["history"], out / "results" / "training_curves.png", summary["val_split"]
+        )
     (out / "results" / "table.txt").write_text(format_table(results) + "\n", encoding="utf-8")
     return {
         "results": results,

