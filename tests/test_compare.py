@@ -98,8 +98,8 @@ def test_runs_of_different_faces_are_refused():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     """Tiny data, a second tiny data set of other faces, two saved models."""
-    from ran.data.folder import write_dataset_folder
     from ran.data.synthetic import build_synthetic
+    from ran.data.writer import write_dataset_folder
 
     base = tmp_path_factory.mktemp("compare")
     paths = {}

@@ -20,7 +20,8 @@ from ran.data.ferplus import (
     read_fer2013new,
     write_random_fer2013_csv,
 )
-from ran.data.folder import load_dataset_folder, write_dataset_folder
+from ran.data.folder import load_dataset_folder
+from ran.data.writer import write_dataset_folder
 from ran.labels import FERPLUS_CLASSES
 
 pytestmark = needs_reference_data

@@ -194,7 +194,8 @@ def test_two_folders_with_the_same_name_load_their_own_data(tmp_path):
     """datasets caches local folders by base name; each folder must still give its own rows."""
     import datasets
 
-    from ran.data.folder import dataset_features, load_dataset_folder, write_dataset_folder
+    from ran.data.folder import dataset_features, load_dataset_folder
+    from ran.data.writer import write_dataset_folder
     from ran.labels import FERPLUS_CLASSES
 
     def make(n: int) -> datasets.DatasetDict:

@@ -21,8 +21,8 @@ SUBSETS = ["test", "occlusion", "pose30", "pose45"]
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from ran.data.folder import write_dataset_folder
     from ran.data.synthetic import build_synthetic
+    from ran.data.writer import write_dataset_folder
 
     out = tmp_path_factory.mktemp("data") / "tiny_eval"
     return write_dataset_folder(build_synthetic(seed=2, train_size=16, test_size=80, progress=False), out)
@@ -371,9 +371,9 @@ def renamed_data(tmp_path_factory) -> Path:
     """The tiny faces relabelled in RAF-DB order (contempt rows dropped), with anger renamed 'angry'."""
     import datasets
 
-    from ran.data.folder import write_dataset_folder
     from ran.data.mapping import remap_dataset
     from ran.data.synthetic import build_synthetic
+    from ran.data.writer import write_dataset_folder
 
     names = ["surprise", "fear", "disgust", "happiness", "sadness", "angry", "neutral"]
     source = build_synthetic(seed=2, train_size=16, test_size=80, progress=False)

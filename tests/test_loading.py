@@ -26,8 +26,8 @@ REVISION = "89abcdef0123456789abcdef0123456789abcdef"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A tiny RAN trained for a few steps on the generated (grayscale) faces."""
-    from ran.data.folder import write_dataset_folder
     from ran.data.synthetic import build_synthetic
+    from ran.data.writer import write_dataset_folder
     from ran.training import resolve_config, train
 
     root = tmp_path_factory.mktemp("loading")

@@ -40,8 +40,8 @@ TINY = ["--model", "ran", "--backbone", "test_resnet", "--region-size", "32", "-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from ran.data.folder import write_dataset_folder
     from ran.data.synthetic import build_synthetic
+    from ran.data.writer import write_dataset_folder
 
     out = tmp_path_factory.mktemp("data") / "tiny_train"
     return write_dataset_folder(build_synthetic(seed=1, train_size=40, test_size=16, progress=False), out)
@@ -231,7 +231,7 @@ def test_bad_inputs(tiny_data, tmp_path, capsys):
     from datasets import DatasetDict
 
     from ran.data.batches import load_splits
-    from ran.data.folder import write_dataset_folder
+    from ran.data.writer import write_dataset_folder
 
     splits = load_splits(tiny_data)
     only_test = write_dataset_folder(DatasetDict({"test": splits["test"]}), tmp_path / "only_test")

@@ -20,12 +20,12 @@ from ran.data.folder import (
     load_split_shards,
     push_dataset_folder,
     split_files,
-    write_dataset_folder,
 )
 from ran.data.mapping import class_index_map, convert_labels, remap_dataset
 from ran.data.rafdb import load_rafdb, write_rafdb
 from ran.data.sampling import class_balanced_sampler, class_balanced_weights
 from ran.data.subsets import fetch_ferplus_labels, load_subset_lists
+from ran.data.writer import write_dataset_folder
 
 __all__ = [
     "LABEL_MODES",

@@ -5,7 +5,8 @@ A folder of Parquet files plus a README.md whose YAML ``configs:`` block lets pl
 loading script: ``datasets`` >= 4 runs none. train / validation / test form the default config
 (``data/<split>.parquet``, or ``data/<split>-00000-of-0000N.parquet`` shards listed in the card when a
 split is larger than one shard); each evaluation subset is a config of its own (``<subset>/test.parquet``).
-Writing is ``ran.data.writer``; this module names, checks and reads the files.
+Writing is ``ran.data.writer`` (``write_dataset_folder`` too); this module names, checks and reads the
+files.
 """
 
 from __future__ import annotations
@@ -102,42 +103,6 @@ def labelled_split(
     return datasets.Dataset.from_dict(columns, features=dataset_features(class_names))
 
 
-def write_dataset_folder(
-    splits: datasets.DatasetDict,
-    out: str | Path,
-    *,
-    description: str = "",
-    overwrite: bool = False,
-    max_shard_bytes: int | None = None,
-) -> Path:
-    """Write in-memory ``splits`` as a dataset folder (Parquet shards plus a dataset card), atomically.
-
-    Splits named train / validation / test form the ``default`` config; every other split becomes a config
-    of its own holding one ``test`` split. Builders of large datasets stream into
-    :func:`ran.data.writer.dataset_folder_writer` instead of building a DatasetDict first.
-    """
-    from datasets.table import embed_table_storage
-
-    from ran.data.writer import DEFAULT_MAX_SHARD_BYTES, ROWS_PER_GROUP, dataset_folder_writer
-
-    out = Path(out).expanduser().absolute()
-    if not splits:
-        raise ValueError("write_dataset_folder: no splits to write")
-    for name in splits:
-        check_split_name(name)
-    with dataset_folder_writer(
-        out,
-        description=description,
-        overwrite=overwrite,
-        max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
-    ) as writer:
-        for name, split in splits.items():
-            target = writer.split(name, split.features)
-            for table in split.with_format("arrow").iter(batch_size=ROWS_PER_GROUP):
-                target.write_table(embed_table_storage(table))  # files given by path are copied in
-    return out
-
-
 def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
     """The ``configs:`` entries of a local dataset folder's README.md (empty when there is none)."""
     card = Path(folder) / "README.md"
@@ -224,7 +189,7 @@ def load_dataset_folder(
     *,
     cache_dir: str | Path | None = None,
 ) -> datasets.DatasetDict:
-    """Every split of a folder (or Hub dataset repo) written by :func:`write_dataset_folder`, in one dict.
+    """Every split of a folder (or Hub dataset repo) written by ``ran data``, in one dict.
 
     Keys: train / validation / test from the default config, then one key per subset config.
     """

@@ -324,3 +324,37 @@ def dataset_card(layout: Mapping[str, list[str]], splits: Mapping[str, SplitWrit
     if isinstance(label, datasets.ClassLabel):
         lines += ["Classes: " + ", ".join(f"{i} {n}" for i, n in enumerate(label.names)), ""]
     return "\n".join(lines)
+
+
+def write_dataset_folder(
+    splits: datasets.DatasetDict,
+    out: str | Path,
+    *,
+    description: str = "",
+    overwrite: bool = False,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write in-memory ``splits`` as a dataset folder (Parquet shards plus a dataset card), atomically.
+
+    Splits named train / validation / test form the ``default`` config; every other split becomes a config
+    of its own holding one ``test`` split. Builders of large datasets stream into
+    :func:`ran.data.writer.dataset_folder_writer` instead of building a DatasetDict first.
+    """
+    from datasets.table import embed_table_storage
+
+    out = Path(out).expanduser().absolute()
+    if not splits:
+        raise ValueError("write_dataset_folder: no splits to write")
+    for name in splits:
+        check_split_name(name)
+    with dataset_folder_writer(
+        out,
+        description=description,
+        overwrite=overwrite,
+        max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES,
+    ) as writer:
+        for name, split in splits.items():
+            target = writer.split(name, split.features)
+            for table in split.with_format("arrow").iter(batch_size=ROWS_PER_GROUP):
+                target.write_table(embed_table_storage(table))  # files given by path are copied in
+    return out
