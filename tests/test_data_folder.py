@@ -14,8 +14,8 @@ from ran.data.folder import (
     load_dataset_folder,
     push_dataset_folder,
     read_card_configs,
-    write_dataset_folder,
 )
+from ran.data.writer import write_dataset_folder
 
 
 def _split(size: int, offset: int = 0, extra: bool = False) -> datasets.Dataset:
