@@ -33,8 +33,8 @@ from ran.regions import REGION_PRESETS, Box, crop_regions, resolve_regions
 _logger = logging.getLogger(__name__)
 
 ATTENTION_MODES = ("softmax", "sigmoid")
-# Crop pixels per backbone call on a CPU (8 crops of 224 px): measured fastest for ResNets in
-# benchmarks/bench_model.py (--chunks); larger calls spill the caches.
+# Crop pixels per backbone call on a CPU (8 crops of 224 px): fastest for ResNet-18 in fp32 and bf16
+# among 8, 16, 24 and all 48 crops (benchmarks/bench_model.py --chunks); larger calls spill the caches.
 CPU_CHUNK_PIXELS = 8 * 224 * 224
 GLOBAL_POOLS = ("attention", "")
 
@@ -91,8 +91,8 @@ def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int, check_v
         raise ValueError(f"boxes: expected a batch of {batch_size} box lists, got {boxes.shape[0]}")
     if not boxes.is_floating_point():
         raise ValueError(f"boxes: expected floating-point fractions of the image size, got {boxes.dtype}")
-    if not check_values or torch.jit.is_tracing():
-        return
+    if not check_values or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return  # a traced or compiled graph cannot branch on the verdict
     x0, y0, x1, y1 = boxes.unbind(-1)
     inside = torch.isfinite(boxes).all(-1) & ((boxes >= 0) & (boxes <= 1)).all(-1)
     bad = ~(inside & (x1 > x0) & (y1 > y0))
@@ -399,7 +399,8 @@ class RegionAttentionNet(nn.Module):
         for param in self.backbone.parameters():
             if param.dim() == 4:
                 return param
-            first = param if first is None else first
+            if first is None:
+                first = param
         return first if first is not None else self.region_boxes
 
     @torch.jit.ignore
@@ -407,9 +408,10 @@ class RegionAttentionNet(nn.Module):
         """How many crops one backbone call takes (0: all at once).
 
         On a CPU one call over all B*K crops is slower than several smaller calls whose activations stay
-        in cache (ResNet-18, 48 crops of 224 px: 1147 ms at once, 814 ms as 6 calls of 8), so inference
-        there runs chunks of about ``CPU_CHUNK_PIXELS`` crop pixels. Training runs one call: BatchNorm's
-        batch statistics must see every crop. Traced graphs (FX, ONNX) keep one call and a dynamic batch.
+        in cache (ResNet-18, 48 crops of 224 px, 2 cores: fp32 1104 ms at once, 913 ms as 6 calls of 8;
+        bf16 548 vs 520 ms), so inference there runs chunks of about ``CPU_CHUNK_PIXELS`` crop pixels.
+        Training runs one call: BatchNorm's batch statistics must see every crop. Traced graphs (FX,
+        ONNX) keep one call and a dynamic batch.
         """
         if self.training or torch.jit.is_tracing() or isinstance(crops, torch.fx.Proxy):
             return 0
