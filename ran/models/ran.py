@@ -80,8 +80,8 @@ def _check_images(images: torch.Tensor, in_chans: int) -> None:
 @torch.jit.ignore
 def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int, check_values: bool = True) -> None:
     """Shape, then values (finite, within [0, 1], x1 > x0, y1 > y0) as ``regions=`` checks them, naming
-    the first bad image / region. Reading the verdict is one host-device sync, which the caller skips
-    for boxes it built itself on an accelerator (``check_values=False``)."""
+    the first bad image / region. Reading the verdict is one host-device sync, which a training step
+    skips (``check_values=False``): its boxes come from ``jitter_boxes`` / ``random_crop_boxes``."""
     if boxes.dim() not in (2, 3) or boxes.shape[-2:] != (num_regions, 4):
         raise ValueError(
             f"boxes: expected ({num_regions}, 4) or (B, {num_regions}, 4) fractional boxes, "
@@ -377,9 +377,9 @@ class RegionAttentionNet(nn.Module):
             channels_last = weight.dim() == 4 and (
                 weight.device.type == "cpu" or weight.is_contiguous(memory_format=torch.channels_last)
             )
-        # Reading the box check's verdict syncs with the device: skipped for the boxes that training
-        # draws on an accelerator itself (always valid by construction).
-        check_values = not self.training or weight.device.type == "cpu"
+        # Reading the box check's verdict is a host read (a sync on a GPU): inference checks the boxes it
+        # is given; a training step, whose boxes the loop draws itself (valid by construction), does not.
+        check_values = not self.training
         return cut_regions(
             images,
             boxes,
