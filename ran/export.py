@@ -1,16 +1,17 @@
 """ONNX export of a RAN, region cutting included, so deployment needs no PyTorch.
 
-The graph takes uint8 RGB face images (B, 3, H, W) resized to the model's input size, as a photo
-stores them, and does the rest of what training did inside: ``ran.transforms.FaceTransform.normalize``
+The graph takes uint8 RGB face images (B, 3, H, W) of any size, as a photo stores them (48 px FERPlus
+faces as they are), and does the rest of what training did inside: ``ran.transforms.FaceTransform.normalize``
 (grayscale when the model was trained on gray faces, 0..1, mean/std). It returns ``logits`` (B, classes)
 and, unless disabled, ``weights`` (B, K), the per-region attention weights. The regions are cut
 inside the graph by ONNX ``RoiAlign`` (opset >= 16; ``coordinate_transformation_mode='half_pixel'`` is
-torchvision's ``aligned=True``).
+torchvision's ``aligned=True``) from boxes scaled by the image's own height and width.
 With ``boxes_input=True`` the graph also takes ``boxes`` (B, K, 4) fractional boxes (landmark regions).
 
-The batch axis is dynamic; H and W are fixed at export time (the box-to-pixel scaling is traced as a
-constant), so export at the size you will feed -- the model's ``input_size`` by default. The export uses
-the TorchScript-based exporter (``dynamo=False``), which maps torchvision's roi_align to RoiAlign.
+The batch, height and width axes are dynamic. ``input_size`` (default: the model's) is the face size
+recorded in the metadata -- what the model was trained on, so what a runtime should resize faces to -- and
+the size the export traces and checks at. The export uses the TorchScript-based exporter
+(``dynamo=False``), which maps torchvision's roi_align to RoiAlign.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def _trace(
     wrapper: OnnxRAN, example: tuple, out: Path, input_names: list, output_names: list, opset: int
 ) -> None:
     """torch.onnx.export with a dynamic batch axis; exporter failures become one clear ValueError."""
-    dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
+    dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in input_names + output_names}
+    dynamic_axes["images"] = {0: "batch", 2: "height", 3: "width"}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shape checks turned into constants
@@ -150,30 +152,40 @@ def check_onnx(
     model: nn.Module,
     path: str | Path,
     *,
+    sizes: list[tuple[int, int]] | None = None,
     batch_size: int = 3,
     atol: float = 1e-4,
     seed: int = 1,
 ) -> dict[str, float]:
-    """Run the ONNX file under onnxruntime and PyTorch on the same random batch (a batch size other
-    than the export's, to exercise the dynamic axis); return the max absolute difference per output and
-    raise ValueError if any exceeds ``atol``."""
+    """Run the ONNX file under onnxruntime and PyTorch on the same random uint8 batches (a batch size
+    other than the export's, to exercise the dynamic axis), one per face size in ``sizes`` (default: the
+    size recorded in the file); return the max absolute difference per output over all sizes and raise
+    ValueError if any exceeds ``atol``."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
-    height, width = int(inputs[0].shape[2]), int(inputs[0].shape[3])
     names = [o.name for o in session.get_outputs()]
-    transform = transform_for(model, height if height == width else None)
-    wrapper = OnnxRAN(model, transform, attention_weights="weights" in names, boxes_input=len(inputs) > 1)
-    example = _example_inputs(model, (height, width), batch_size, len(inputs) > 1, seed=seed)
-    with torch.no_grad():
-        expected = wrapper(*example)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    got = session.run(names, {i.name: t.numpy() for i, t in zip(inputs, example)})
-    for name, e in zip(names, expected):
-        if not torch.isfinite(e).all():
-            raise ValueError(f"PyTorch output {name!r} has NaN/inf values; the model cannot be checked")
-    diffs = {name: float(np.abs(g - e.numpy()).max()) for name, g, e in zip(names, got, expected)}
+    recorded = session.get_modelmeta().custom_metadata_map.get("input_size")
+    if sizes is None:
+        if recorded is None:
+            raise ValueError(f"{path}: no input_size in the ONNX metadata; pass sizes=[(H, W)]")
+        sizes = [tuple(json.loads(recorded)[-2:])]
+    wrapper = OnnxRAN(
+        model, transform_for(model), attention_weights="weights" in names, boxes_input=len(inputs) > 1
+    )
+    diffs = dict.fromkeys(names, 0.0)
+    for index, size in enumerate(sizes):
+        example = _example_inputs(model, size, batch_size, len(inputs) > 1, seed=seed + index)
+        with torch.no_grad():
+            expected = wrapper(*example)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        for name, e in zip(names, expected):
+            if not torch.isfinite(e).all():
+                raise ValueError(f"PyTorch output {name!r} has NaN/inf values; the model cannot be checked")
+        got = session.run(names, {i.name: t.numpy() for i, t in zip(inputs, example)})
+        for name, g, e in zip(names, got, expected):
+            diffs[name] = max(diffs[name], float(np.abs(g - e.numpy()).max()))
     worst = max(diffs.values())
     if not worst <= atol:  # also catches NaN
         raise ValueError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} > {atol} ({diffs})")

@@ -12,6 +12,7 @@ import torch
 import ran
 from ran.cli.export import main
 from ran.export import check_onnx, export_onnx
+from ran.transforms import transform_for
 
 # IResNets end in a 7x7 flatten: only 112 px regions export (adaptive pooling to 7x7 from a map that
 # is not a multiple of 7 has no ONNX form). VGG's head pools to 7x7 too, so it runs at 224.
@@ -41,6 +42,18 @@ def ort_run(path, feeds):
     return session.run(None, feeds)
 
 
+def faces(batch: int, height: int, width: int, seed: int = 7) -> torch.Tensor:
+    """uint8 RGB faces, what the exported graph takes."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, height, width), generator=generator, dtype=torch.uint8)
+
+
+def pytorch_reference(model, images: torch.Tensor, boxes=None):
+    """What the graph must compute: the model's own transform, then the model."""
+    with torch.no_grad():
+        return model.forward_with_attention(transform_for(model).normalize(images), boxes)
+
+
 @pytest.mark.parametrize(
     "name",
     [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in timm.list_models("ran*")],
@@ -57,9 +70,8 @@ def test_onnx_matches_pytorch_for_every_registered_ran(name, tmp_path):
     assert mode == {"coordinate_transformation_mode": "half_pixel"}  # torchvision aligned=True
 
     # A batch size other than the export's: the batch axis is dynamic.
-    images = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        expected = model.forward_with_attention(images)
+    images = faces(3, 48, 48)
+    expected = pytorch_reference(model, images)
     logits, weights = ort_run(path, {"images": images.numpy()})
     assert logits.shape == (3, model.num_classes) and weights.shape == (3, model.num_regions)
     assert np.isfinite(logits).all()
@@ -67,16 +79,37 @@ def test_onnx_matches_pytorch_for_every_registered_ran(name, tmp_path):
     np.testing.assert_allclose(weights, expected.weights.numpy(), rtol=0, atol=1e-4)
 
 
+def test_one_graph_takes_any_face_size(tmp_path):
+    """Exported once at 48 px, the graph takes 48 px FERPlus faces, larger faces and non-square ones,
+    each matching PyTorch on the same uint8 pixels."""
+    model = calibrated(timm.create_model("ran_resnet18", region_size=32), 48)
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=48)
+    dims = [d.dim_param or d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    outputs = []
+    for height, width in [(48, 48), (96, 96), (40, 72)]:
+        images = faces(2, height, width, seed=height + width)
+        expected = pytorch_reference(model, images)
+        logits, weights = ort_run(path, {"images": images.numpy()})
+        np.testing.assert_allclose(logits, expected.logits.numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(weights, expected.weights.numpy(), rtol=0, atol=1e-4)
+        outputs.append(logits)
+    assert not np.allclose(outputs[0], outputs[1]), "different faces must give different logits"
+    diffs = check_onnx(model, path, sizes=[(48, 48), (96, 96), (40, 72)])
+    assert max(diffs.values()) <= 1e-4
+
+
 def test_boxes_input_and_metadata(tmp_path):
-    model = calibrated(ran.RegionAttentionNet("resnet18", regions="affectnet8", region_size=32), 64)
+    model = calibrated(
+        timm.create_model("ran", backbone="resnet18", regions="affectnet8", region_size=32), 64
+    )
     path = export_onnx(model, tmp_path / "m.onnx", input_size=64, boxes_input=True)
-    images = torch.rand(2, 3, 64, 64)
+    images = faces(2, 64, 64)
     boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]] + [[0.1, 0.2, 0.6, 0.7]] * 7).expand(2, -1, -1).clone()
     boxes[1, 3] = torch.tensor([0.3, 0.1, 0.9, 0.5])
-    with torch.no_grad():
-        expected = model(images, boxes)
+    expected = pytorch_reference(model, images, boxes)
     logits, _ = ort_run(path, {"images": images.numpy(), "boxes": boxes.numpy()})
-    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-4, rtol=0)
 
     meta = {p.key: p.value for p in onnx.load(path).metadata_props}
     assert json.loads(meta["label_names"]) == list(ran.labels.FERPLUS_CLASSES)

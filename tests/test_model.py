@@ -6,6 +6,7 @@ from reference import reference_logits, reference_regions
 import ran
 from ran import RANCriterion, RegionAttentionNet, RegionBiasedLoss
 from ran.labels import FERPLUS_CLASSES
+from ran.models.ran import CPU_CHUNK_PIXELS
 from ran.regions import REGION_PRESETS, crop_regions, jitter_boxes, landmark_regions, random_crop_boxes
 
 SMALL = {"backbone": "test_resnet", "region_size": 32}
@@ -67,12 +68,61 @@ def test_region_permutation_changes_nothing_but_order():
     torch.testing.assert_close(a.alpha[:, perm], b.alpha)
 
 
-def test_backbone_runs_once_on_all_regions():
-    model = small_model()
+def test_training_runs_the_backbone_once_on_all_regions():
+    """BatchNorm's batch statistics must see every crop of the batch: one call, even with a chunk set."""
+    model = small_model().train()
+    model.backbone_chunk = 5
     calls = []
     model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
     model(torch.rand(4, 3, 48, 48, dtype=torch.float64))
     assert calls == [torch.Size([4 * 6, 3, 32, 32])]
+
+
+@pytest.mark.parametrize("chunk", [5, 48, 0, None])
+def test_inference_in_backbone_chunks_gives_the_same_logits(chunk):
+    """Chunked backbone calls (CPU inference) change nothing but the number of calls; the automatic size
+    on CPU is ``CPU_CHUNK_PIXELS`` crop pixels per call."""
+    model = small_model(region_size=112)
+    images = torch.rand(8, 3, 48, 48, dtype=torch.float64)
+    model.backbone_chunk = 0
+    expected = model.forward_with_attention(images)
+    model.backbone_chunk = chunk
+    sizes = []
+    model.backbone.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    got = model.forward_with_attention(images)
+    per_call = {5: 5, 48: 48, 0: 48, None: max(1, CPU_CHUNK_PIXELS // 112**2)}[chunk]
+    assert sizes == [min(per_call, 48 - start) for start in range(0, 48, per_call)]
+    torch.testing.assert_close(got.logits, expected.logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got.alpha, expected.alpha, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("face", [24, 48])  # matrix-product cut (upsampling) and RoIAlign (downsampling)
+def test_crop_layouts_and_autocast_keep_the_fp32_crops(face, per_image):
+    images = torch.rand(3, 3, face, face)
+    boxes = torch.tensor(REGION_PRESETS["ferplus6"])
+    if per_image:
+        boxes = jitter_boxes(boxes, 3, scale=0.1, translate=0.05, generator=torch.Generator().manual_seed(3))
+    expected = crop_regions(images, boxes, (32, 32))
+    channels_last = crop_regions(images, boxes, (32, 32), channels_last=True)
+    assert channels_last.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(channels_last, expected, rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = crop_regions(images, boxes, (32, 32))
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, expected, rtol=0, atol=0)
+    if per_image and face == 24:  # one bilinear sample per output pixel: the grid_sample reference
+        reference = [reference_regions(images[i : i + 1], boxes[i].tolist(), (32, 32))[0] for i in range(3)]
+        torch.testing.assert_close(expected, torch.stack(reference), rtol=0, atol=1e-5)
+
+
+def test_channels_last_crops_give_the_same_logits():
+    model = small_model()
+    images = torch.rand(2, 3, 48, 48, dtype=torch.float64)
+    model.channels_last_crops = False
+    expected = model(images)
+    model.channels_last_crops = True
+    torch.testing.assert_close(model(images), expected, rtol=0, atol=1e-12)
 
 
 def test_per_image_boxes_landmarks_jitter_random():
@@ -250,6 +300,95 @@ def test_bad_input_tensors(call, match):
     model = RegionAttentionNet(**SMALL).eval()
     with pytest.raises(ValueError, match=match):
         call(model)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ((0.1, 0.2, 1.2, 0.9), "within \\[0, 1\\]"),
+        ((-0.1, 0.2, 0.8, 0.9), "within \\[0, 1\\]"),
+        ((0.6, 0.2, 0.3, 0.9), "x1 > x0 and y1 > y0"),
+        ((0.1, 0.5, 0.8, 0.5), "x1 > x0 and y1 > y0"),
+        ((0.1, float("nan"), 0.8, 0.9), "finite"),
+        ((0.1, 0.2, float("inf"), 0.9), "finite"),
+    ],
+)
+def test_per_image_boxes_are_checked_like_regions(bad, match):
+    model = RegionAttentionNet(**SMALL).eval()
+    images = torch.rand(2, 3, 48, 48)
+    boxes = model.region_boxes.expand(2, -1, -1).clone()
+    boxes[1, 3] = torch.tensor(bad)
+    with pytest.raises(ValueError, match=r"boxes\[1\]\[3\]: .*" + match):
+        model(images, boxes)
+    with pytest.raises(ValueError, match=r"boxes\[3\]: .*" + match):
+        model.forward_with_attention(images, boxes[1])  # one (K, 4) list for the whole batch
+    with pytest.raises(ValueError, match="expected floating-point fractions"):
+        model(images, (boxes * 0).long())
+
+
+def test_checked_boxes_still_trace_script_and_export():
+    """The value check runs only in eager mode: tracing (ONNX) and TorchScript keep working."""
+    model = RegionAttentionNet(**SMALL).eval()
+    images = torch.rand(2, 3, 48, 48)
+    boxes = jitter_boxes(
+        model.region_boxes, 2, scale=0.1, translate=0.05, generator=torch.Generator().manual_seed(0)
+    )
+    expected = model(images, boxes)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (images, boxes), check_trace=False)
+    torch.testing.assert_close(traced(images, boxes), expected.detach())
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(images, boxes), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_images_say_what_the_model_expects(dtype):
+    model = RegionAttentionNet(**SMALL).eval()
+    images = torch.randint(0, 2 if dtype == torch.bool else 256, (2, 3, 48, 48)).to(dtype)
+    with pytest.raises(ValueError, match=r"floating-point pixels \(0\.\.1.*FaceTransform\.normalize"):
+        model(images)
+    with pytest.raises(ValueError, match="floating-point"):
+        model.forward_regions(torch.zeros(1, 6, 3, 32, 32, dtype=dtype))
+
+
+@pytest.mark.parametrize("image_dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("model_dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_half_bfloat16_double_images_and_models_work(image_dtype, model_dtype):
+    """Any float image dtype into any model dtype: the crop runs in fp32 and the crops take the backbone's
+    dtype, so the logits match the fp32 computation on the same pixels up to the model dtype's rounding."""
+    torch.manual_seed(0)
+    reference = RegionAttentionNet(**SMALL).eval()
+    model = RegionAttentionNet(**SMALL).eval()
+    model.load_state_dict(reference.state_dict())
+    model = model.to(model_dtype)
+    images = torch.rand(3, 3, 48, 48).to(image_dtype)
+    with torch.no_grad():
+        expected = reference(images.float())
+        got = model(images)
+    assert got.dtype == model_dtype
+    tolerance = 0.1 if model_dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=tolerance * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("face", [24, 48])  # matrix-product cut and RoIAlign
+def test_bf16_model_crops_the_right_images_of_a_batch_of_600(face):
+    """A model cast to bf16 (not autocast) cuts its crops in fp32: box corners and batch indices above
+    256 would round in bf16 and cut a neighbour's face."""
+    torch.manual_seed(0)
+    model = RegionAttentionNet(**SMALL).eval()
+    fp32_crops = None
+    images = torch.rand(600, 3, face, face).bfloat16()
+    images += torch.arange(600).view(-1, 1, 1, 1).bfloat16()  # every image distinct
+    boxes = jitter_boxes(model.region_boxes, 600, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fp32_crops = [model.cut(images.float()), model.cut(images.float(), boxes)]
+        model = model.bfloat16()
+        assert model.region_boxes.dtype == torch.float32
+        assert torch.equal(model.region_boxes, torch.tensor(REGION_PRESETS["ferplus6"], dtype=torch.float32))
+        bf16_crops = [model.cut(images), model.cut(images, boxes)]
+    for got, expected in zip(bf16_crops, fp32_crops):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, expected.bfloat16(), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""``ran export``: a RAN as an ONNX graph that needs no PyTorch (region cutting and preprocessing inside)."""
+"""``ran export``: a RAN as an ONNX graph that needs no PyTorch (region cutting and preprocessing inside,
+any face size)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="model folder, Hub id or registered name")
     parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
-    parser.add_argument("--input-size", type=int, help="image side the graph takes (default: model config)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        help="face side recorded in the metadata and used for the check (default: model config); "
+        "the graph itself takes any height and width",
+    )
     parser.add_argument("--no-weights", action="store_true", help="output only the logits")
     parser.add_argument("--boxes-input", action="store_true", help="also take (B, K, 4) region boxes")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")

@@ -33,6 +33,9 @@ from ran.regions import REGION_PRESETS, Box, crop_regions, resolve_regions
 _logger = logging.getLogger(__name__)
 
 ATTENTION_MODES = ("softmax", "sigmoid")
+# Crop pixels per backbone call on a CPU (8 crops of 224 px): fastest for ResNet-18 in fp32 and bf16
+# among 8, 16, 24 and all 48 crops (benchmarks/bench_model.py --chunks); larger calls spill the caches.
+CPU_CHUNK_PIXELS = 8 * 224 * 224
 GLOBAL_POOLS = ("attention", "")
 
 
@@ -66,10 +69,19 @@ def _check_images(images: torch.Tensor, in_chans: int) -> None:
         )
     if images.shape[2] < 2 or images.shape[3] < 2:
         raise ValueError(f"images: expected H, W >= 2, got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(
+            f"images: expected floating-point pixels (0..1, normalised as by "
+            f"ran.transforms.FaceTransform.normalize), got {images.dtype}; pass uint8 faces through "
+            f"ran.transforms.transform_for(model).normalize first"
+        )
 
 
 @torch.jit.ignore
-def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int) -> None:
+def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int, check_values: bool = True) -> None:
+    """Shape, then values (finite, within [0, 1], x1 > x0, y1 > y0) as ``regions=`` checks them, naming
+    the first bad image / region. Reading the verdict is one host-device sync, which a training step
+    skips (``check_values=False``): its boxes come from ``jitter_boxes`` / ``random_crop_boxes``."""
     if boxes.dim() not in (2, 3) or boxes.shape[-2:] != (num_regions, 4):
         raise ValueError(
             f"boxes: expected ({num_regions}, 4) or (B, {num_regions}, 4) fractional boxes, "
@@ -77,6 +89,21 @@ def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int) -> None
         )
     if boxes.dim() == 3 and boxes.shape[0] != batch_size:
         raise ValueError(f"boxes: expected a batch of {batch_size} box lists, got {boxes.shape[0]}")
+    if not boxes.is_floating_point():
+        raise ValueError(f"boxes: expected floating-point fractions of the image size, got {boxes.dtype}")
+    if not check_values or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return  # a traced or compiled graph cannot branch on the verdict
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    inside = torch.isfinite(boxes).all(-1) & ((boxes >= 0) & (boxes <= 1)).all(-1)
+    bad = ~(inside & (x1 > x0) & (y1 > y0))
+    if bool(bad.any()):
+        index = [int(i) for i in bad.nonzero()[0]]
+        where = "".join(f"[{i}]" for i in index)
+        box = [round(float(v), 6) for v in boxes[tuple(index)]]
+        rule = "within [0, 1] and finite" if not bool(inside[tuple(index)]) else "with x1 > x0 and y1 > y0"
+        raise ValueError(
+            f"boxes{where}: box {box} must be {rule} (fractions x0, y0, x1, y1 of the image size)"
+        )
 
 
 def cut_regions(
@@ -85,14 +112,21 @@ def cut_regions(
     default_boxes: torch.Tensor,
     region_size: List[int],
     in_chans: int,
+    dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    check_values: bool = True,
 ) -> torch.Tensor:
-    """Validated crop of every region of every image, flattened to (B*K, C, h, w) for the backbone."""
+    """Validated crop of every region of every image, flattened to (B*K, C, h, w) for the backbone.
+
+    The crop runs in float32 (float64 images stay float64) and the crops are then cast to ``dtype``,
+    the backbone's: batch indices and box corners would round in bf16 / fp16."""
+    _check_images(images, in_chans)
     if boxes is None:
         boxes = default_boxes
-    _check_images(images, in_chans)
-    _check_boxes(boxes, images.shape[0], default_boxes.shape[0])
-    crops = crop_regions(images, boxes, (region_size[0], region_size[1]))
-    return crops.flatten(0, 1)
+    else:
+        _check_boxes(boxes, images.shape[0], default_boxes.shape[0], check_values)
+    crops = crop_regions(images, boxes, (region_size[0], region_size[1]), channels_last).flatten(0, 1)
+    return crops if dtype is None else crops.to(dtype)
 
 
 def _check_region_batch(
@@ -107,6 +141,10 @@ def _check_region_batch(
         )
     if regions.shape[2] != in_chans or list(regions.shape[3:]) != list(region_size):
         raise ValueError(f"regions: expected {expected}, got shape {tuple(regions.shape)}")
+    if not regions.is_floating_point():
+        raise ValueError(
+            f"regions: expected floating-point pixels (0..1 after normalisation), got {regions.dtype}"
+        )
 
 
 # FX tracing (timm's feature extraction) treats these as leaves: they branch on shapes.
@@ -141,6 +179,12 @@ class RegionAttentionNet(nn.Module):
             unexpected keys are logged and kept in ``backbone_load_report``.
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` of the backbone.
     """
+
+    # Speed knobs that never change results beyond float rounding. backbone_chunk: crops per backbone
+    # call at inference (None: chosen for the device, 0: all at once); channels_last_crops: the crops'
+    # memory layout (None: channels-last on a CPU or when the backbone's weights are channels-last).
+    backbone_chunk: Optional[int]
+    channels_last_crops: Optional[bool]
 
     def __init__(
         self,
@@ -181,6 +225,8 @@ class RegionAttentionNet(nn.Module):
         self.drop_rate = drop_rate
         self.global_pool = global_pool
         self.output_fmt = "NCHW"
+        self.backbone_chunk = None
+        self.channels_last_crops = None
 
         if isinstance(backbone, str):
             self.backbone_name = backbone
@@ -303,15 +349,88 @@ class RegionAttentionNet(nn.Module):
         device and loaded later, e.g. by transformers, call this)."""
         self.region_boxes = torch.tensor(self.boxes, dtype=torch.float32, device=self.region_boxes.device)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "RegionAttentionNet":
+        """``.to(dtype)`` / ``.half()`` cast buffers too; the region boxes stay exact float32 fractions
+        (0.075 in bf16 is 0.0752), so a cast model cuts the same regions as the float32 one."""
+        super()._apply(fn, recurse)
+        if self.region_boxes.dtype != torch.float32:
+            self.init_non_persistent_buffers()
+        return self
+
     # --- RAN ------------------------------------------------------------------------------------
     def cut(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Regions of each image as (B, K, C, h, w): the model's boxes, or ``boxes`` (K, 4) / (B, K, 4)."""
-        crops = cut_regions(images, boxes, self.region_boxes, self.region_size, self.in_chans)
-        return crops.unflatten(0, (-1, self.num_regions))
+        return self._cut(images, boxes).unflatten(0, (-1, self.num_regions))
+
+    def _cut(self, images: torch.Tensor, boxes: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B*K, C, h, w) crops in the backbone's dtype and, where it pays, its memory layout."""
+        if torch.jit.is_scripting():
+            return cut_regions(images, boxes, self.region_boxes, self.region_size, self.in_chans)
+        else:
+            return self._cut_fast(images, boxes)
+
+    @torch.jit.unused
+    def _cut_fast(self, images: torch.Tensor, boxes: Optional[torch.Tensor]) -> torch.Tensor:
+        weight = self._first_backbone_weight()
+        channels_last = self.channels_last_crops
+        if channels_last is None:  # channels-last convolutions are faster on CPU even with NCHW weights
+            channels_last = weight.dim() == 4 and (
+                weight.device.type == "cpu" or weight.is_contiguous(memory_format=torch.channels_last)
+            )
+        # Reading the box check's verdict is a host read (a sync on a GPU): inference checks the boxes it
+        # is given; a training step, whose boxes the loop draws itself (valid by construction), does not.
+        check_values = not self.training
+        return cut_regions(
+            images,
+            boxes,
+            self.region_boxes,
+            self.region_size,
+            self.in_chans,
+            weight.dtype,
+            bool(channels_last),
+            check_values,
+        )
+
+    @torch.jit.ignore
+    def _first_backbone_weight(self) -> torch.Tensor:
+        """The backbone's first convolution kernel (else its first parameter): its dtype, device and
+        memory format decide how the crops are laid out."""
+        first = None
+        for param in self.backbone.parameters():
+            if param.dim() == 4:
+                return param
+            if first is None:
+                first = param
+        return first if first is not None else self.region_boxes
+
+    @torch.jit.ignore
+    def _chunk_size(self, crops: torch.Tensor) -> int:
+        """How many crops one backbone call takes (0: all at once).
+
+        On a CPU one call over all B*K crops is slower than several smaller calls whose activations stay
+        in cache (ResNet-18, 48 crops of 224 px, 2 cores: fp32 1104 ms at once, 913 ms as 6 calls of 8;
+        bf16 548 vs 520 ms), so inference there runs chunks of about ``CPU_CHUNK_PIXELS`` crop pixels.
+        Training runs one call: BatchNorm's batch statistics must see every crop. Traced graphs (FX,
+        ONNX) keep one call and a dynamic batch.
+        """
+        if self.training or torch.jit.is_tracing() or isinstance(crops, torch.fx.Proxy):
+            return 0
+        chunk = self.backbone_chunk
+        if chunk is None:
+            if crops.device.type != "cpu":
+                return 0
+            chunk = max(1, CPU_CHUNK_PIXELS // (crops.shape[-1] * crops.shape[-2]))
+        return chunk if 0 < chunk < crops.shape[0] else 0
 
     def _region_features(self, crops: torch.Tensor) -> torch.Tensor:
-        """(B*K, C, h, w) crops -> (B, K, C) features in ONE backbone call."""
-        feats = self.backbone(crops)
+        """(B*K, C, h, w) crops -> (B, K, C) features: one backbone call, or chunks where that is faster."""
+        chunk = 0
+        if not torch.jit.is_scripting():
+            chunk = self._chunk_size(crops)
+        if chunk > 0:
+            feats = torch.cat([self.backbone(part) for part in crops.split(chunk)])
+        else:
+            feats = self.backbone(crops)
         return feats.reshape(-1, self.num_regions, self.region_feature_dim)
 
     def _self_attention(self, feats: torch.Tensor) -> torch.Tensor:
@@ -335,9 +454,7 @@ class RegionAttentionNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor, boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Images (B, C, H, W) -> per-region [f_i ; F_m] as (B, 2C, K, 1)."""
-        return self._features_from_crops(
-            cut_regions(x, boxes, self.region_boxes, self.region_size, self.in_chans)
-        )
+        return self._features_from_crops(self._cut(x, boxes))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Relation-attention pooling over the region axis, then dropout and the classifier."""
@@ -357,7 +474,7 @@ class RegionAttentionNet(nn.Module):
     def forward_regions(self, regions: torch.Tensor) -> RANOutput:
         """Pre-cut regions (B, K, C, h, w) -> logits and the attention weights the loss needs."""
         _check_region_batch(regions, self.num_regions, self.in_chans, self.region_size)
-        feats = self._region_features(regions.flatten(0, 1))
+        feats = self._region_features(regions.flatten(0, 1).to(self._first_backbone_weight().dtype))
         alpha = self._self_attention(feats)
         pooled, beta = self._relation_pool(self._pair_features(feats, alpha), alpha)
         logits = self.fc(self.head_drop(pooled))
@@ -366,7 +483,7 @@ class RegionAttentionNet(nn.Module):
     @torch.jit.ignore
     def forward_with_attention(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> RANOutput:
         """``forward`` that also returns the attention weights (training with the RB loss, pictures)."""
-        return self.forward_regions(self.cut(images, boxes))
+        return self.forward_regions(self._cut(images, boxes).unflatten(0, (-1, self.num_regions)))
 
     # --- backbone utilities ----------------------------------------------------------------------
     @torch.jit.ignore
