@@ -38,6 +38,7 @@ import timm
 import torch
 
 import ran  # noqa: F401  (registers the models)
+from ran.devices import compile_for_inference
 from ran.losses import RANCriterion
 from ran.models.ran import RANOutput
 
@@ -89,7 +90,7 @@ def variant(model: torch.nn.Module, channels_last: bool = False, compile_: bool 
     out = copy.deepcopy(model)
     if channels_last:
         out = out.to(memory_format=torch.channels_last)
-    return torch.compile(out) if compile_ else out
+    return compile_for_inference(out, next(out.parameters()).device) if compile_ else out
 
 
 def inference_rows(args, model, original, images, regions, sync) -> dict[str, Step]:

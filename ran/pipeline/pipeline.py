@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ran.devices import default_device, inference_copy, model_device
+from ran.devices import compile_for_inference, default_device, inference_copy, model_device
 from ran.loading import class_names, load_model
 from ran.pipeline.faces import Face, FaceDetector, crop_face, detect_faces, get_detector, landmark_boxes
 from ran.pipeline.inputs import Frame, InputError, expand_inputs, iter_frames, source_name
@@ -142,7 +142,9 @@ class FacePipeline:
         self.model = inference_copy(net, device)
         self.device = model_device(self.model)
         self._call = (
-            torch.compile(self.model.forward_with_attention) if compile else self.model.forward_with_attention
+            compile_for_inference(self.model.forward_with_attention, self.device)
+            if compile
+            else self.model.forward_with_attention
         )
         self.detector = get_detector(detector) if detect else None
         self.margin, self.regions, self.batch_size, self.max_faces = margin, regions, batch_size, max_faces
