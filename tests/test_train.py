@@ -568,35 +568,31 @@ def test_compile_keeps_plain_weight_names(tiny_data, tmp_path, monkeypatch):
         assert load_file(folder / "model.safetensors").keys() == plain.keys()
 
 
+@pytest.fixture(scope="module")
+def sharded_data(tmp_path_factory) -> Path:
+    """400 training faces in 4 Parquet shards of 100 (one row group each)."""
+    from ran.data.synthetic import build_synthetic
+    from ran.data.writer import write_dataset_folder
+
+    out = tmp_path_factory.mktemp("data") / "sharded"
+    splits = build_synthetic(seed=1, train_size=400, test_size=16, progress=False)
+    return write_dataset_folder(splits, out, max_shard_bytes=150_000)
+
+
 @pytest.mark.slow
-def test_two_process_cpu_launch(tiny_data, tmp_path):
-    """accelerate launch --multi_gpu --num_processes 2 on CPU: DDP over gloo, both processes train."""
+def test_two_process_cpu_launch(sharded_data, tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 on CPU: DDP over gloo, both processes train, each on
+    its own shard files of the train split (--shard-data)."""
+    from ran.data.folder import split_files
+
+    shards = [path.name for path in split_files(sharded_data, "train")]
+    assert len(shards) == 4
     out = tmp_path / "ddp"
     launcher = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(launcher),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "ran.train",
-        "--data",
-        str(tiny_data),
-        "--output-dir",
-        str(out),
-        *TINY,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-    ]
+    command = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ran.train"]
+    command += ["--data", str(sharded_data), "--output-dir", str(out), *TINY, "--epochs", "1"]
+    command += ["--batch-size", "50", "--shard-data"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -605,12 +601,14 @@ def test_two_process_cpu_launch(tiny_data, tmp_path):
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["launch"]["num_processes"] == 2
     assert saved["launch"]["distributed_type"] == "MULTI_CPU"
+    mine = saved["launch"]["train_shards"]  # the files each process read: disjoint, all of them
+    assert len(mine) == 2 and not set(mine[0]) & set(mine[1]) and sorted(mine[0] + mine[1]) == shards
     # one pickle-free checkpoint for both processes: a model folder plus the resume state, with the
     # epoch's images counted over both processes
     checkpoint = out / "checkpoints" / "epoch_001"
     assert sorted(p.name for p in checkpoint.iterdir()) == CHECKPOINT_FILES
     progress = json.loads((checkpoint / "progress.json").read_text())
-    assert progress["num_processes"] == 2 and progress["global_step"] == 3  # 40 images / (2 x 8) per update
+    assert progress["num_processes"] == 2 and progress["global_step"] == 4  # 200 rows each / 50 per step
     history = json.loads((out / "history.json").read_text())
     assert history[0]["images_per_second"] > 0 and 0.0 <= history[0]["train_accuracy"] <= 1.0
     assert history[0]["val_total"] == 8  # validation gathered over both processes, no duplicates

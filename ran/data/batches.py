@@ -90,11 +90,15 @@ class EpochSampler(Sampler[int]):
     """Data order fixed by (seed, epoch): a permutation, or class-balanced draws with replacement.
 
     Stateless apart from the epoch number, so a resumed run (and every process of a distributed one)
-    sees exactly the order the original run saw.
+    sees exactly the order the original run saw. ``population``: the rows drawn from, when an epoch takes
+    fewer (``num_samples``): processes that read shards of different sizes agree on the steps per epoch.
     """
 
-    def __init__(self, num_samples: int, seed: int, weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, num_samples: int, seed: int, weights: torch.Tensor | None = None, population: int | None = None
+    ) -> None:
         self.num_samples = num_samples
+        self.population = num_samples if population is None else population
         self.seed = seed
         self.weights = weights
         self.epoch = 0
@@ -108,7 +112,7 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.weights is None:
-            order = torch.randperm(self.num_samples, generator=generator)
+            order = torch.randperm(self.population, generator=generator)[: self.num_samples]
         else:
             order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
         return iter(order.tolist())

@@ -111,6 +111,9 @@ class DataConfig:
     random_crop_regions: bool = _opt(False, "train on random crops instead of the preset regions")
     image_size: int | None = _opt(None, "resize source images to this square size (needed for mixed sizes)")
     val_split: str = _opt("validation", "split that selects the best model (falls back to test)")
+    shard_data: bool = _opt(
+        False, "several processes: each reads only its own Parquet shard files of the train split"
+    )
 
 
 @dataclass

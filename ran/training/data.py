@@ -10,7 +10,7 @@ draws exactly what the original drew.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,16 +23,23 @@ from ran.transforms import FaceTransform
 
 @dataclass
 class Splits:
-    """The training split, the split that selects the best model, and the class names they share."""
+    """The training split, the split that selects the best model, and the class names they share.
+
+    ``train_files``: with ``--shard-data``, the Parquet files this process reads (else empty: all)."""
 
     train: Any
     val: Any
     val_name: str
     class_names: list[str]
+    train_files: list[str] = field(default_factory=list)
 
 
-def read_splits(config: TrainConfig) -> tuple[Splits, str | None]:
-    """The dataset's splits; the note to print when the validation split falls back to 'test'."""
+def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tuple[Splits, str | None]:
+    """The dataset's splits; the note to print when the validation split falls back to 'test'.
+
+    With ``--shard-data`` and several processes, process ``rank`` reads only its own shard files of the
+    train split (``ran.data.load_split_shards``); validation reads the whole split everywhere.
+    """
     data = config.data
     splits = load_splits(data.data)
     if "train" not in splits:
@@ -47,7 +54,13 @@ def read_splits(config: TrainConfig) -> tuple[Splits, str | None]:
     val_classes = list(splits[val_name].features["label"].names)
     if val_classes != class_names:
         raise ValueError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
-    return Splits(splits["train"], splits[val_name], val_name, class_names), note
+    train, files = splits["train"], []
+    if data.shard_data and world_size > 1:
+        from ran.data.folder import load_split_shards, split_files
+
+        train = load_split_shards(data.data, "train", rank, world_size)
+        files = [path.name for path in split_files(data.data, "train")[rank::world_size]]
+    return Splits(train, splits[val_name], val_name, class_names, files), note
 
 
 def available_cpus() -> int:
@@ -78,9 +91,14 @@ def loader_options(data: DataConfig, device: torch.device, num_processes: int) -
 
 
 def build_loaders(
-    config: TrainConfig, splits: Splits, transform: FaceTransform, options: dict[str, Any]
+    config: TrainConfig,
+    splits: Splits,
+    transform: FaceTransform,
+    options: dict[str, Any],
+    num_samples: int | None = None,
 ) -> tuple[DataLoader, DataLoader, EpochSampler]:
-    """Training loader (order from :class:`EpochSampler`), validation loader, and the sampler."""
+    """Training loader (order from :class:`EpochSampler`, ``num_samples`` rows an epoch; default all),
+    validation loader, and the sampler."""
     from ran.data.sampling import class_balanced_weights
 
     soft = config.loss.label_mode == "soft"
@@ -88,7 +106,7 @@ def build_loaders(
     weights = (
         class_balanced_weights(splits.train, len(splits.class_names)) if config.data.class_balanced else None
     )
-    sampler = EpochSampler(len(train_set), config.run.seed, weights)
+    sampler = EpochSampler(num_samples or len(train_set), config.run.seed, weights, population=len(train_set))
     train_loader = DataLoader(train_set, batch_size=config.data.batch_size, sampler=sampler, **options)
     val_loader = DataLoader(
         FaceImages(splits.val, transform),

@@ -310,6 +310,10 @@ def set_up(config: TrainConfig) -> Training:
         "lr": run.optimizer.param_groups[0]["initial_lr"],
         "num_workers": run.train_loader.num_workers,
     }
+    if run.splits.train_files:
+        from accelerate.utils import gather_object
+
+        run.launch["train_shards"] = gather_object([run.splits.train_files])
     return run
 
 
@@ -322,7 +326,7 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
     from ran.transforms import record_transform, transform_for_images
 
     with accelerator.main_process_first():
-        splits, note = read_splits(config)
+        splits, note = read_splits(config, accelerator.process_index, accelerator.num_processes)
     if note and accelerator.is_main_process:
         print(note)
     model = build_model(config, splits.class_names)
@@ -335,11 +339,16 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
     transform = transform_for_images(splits.train, model, config.data.image_size)
     record_transform(model, transform)
     options = loader_options(config.data, accelerator.device, accelerator.num_processes)
-    train_loader, val_loader, sampler = build_loaders(config, splits, transform, options)
+    rows = _rows_every_process_has(accelerator, len(splits.train)) if splits.train_files else None
+    train_loader, val_loader, sampler = build_loaders(config, splits, transform, options, rows)
     optimizer = build_optimizer(config, model, peak_lr(config, accelerator.num_processes))
-    wrapped, optimizer, train_loader, val_loader = accelerator.prepare(
-        AttentionForward(model), optimizer, train_loader, val_loader
-    )
+    if splits.train_files:  # each process already reads its own rows: accelerate must not split them again
+        wrapped, optimizer, val_loader = accelerator.prepare(AttentionForward(model), optimizer, val_loader)
+        train_loader = _on_device(train_loader, accelerator.device)
+    else:
+        wrapped, optimizer, train_loader, val_loader = accelerator.prepare(
+            AttentionForward(model), optimizer, train_loader, val_loader
+        )
     if config.run.compile:  # after DDP wrapping, so that dynamo splits the graph at gradient buckets
         wrapped.compile()  # in place: checkpoints are written from ``model``, with its plain weight names
     updates_per_epoch = -(-len(train_loader) // config.optim.gradient_accumulation)
@@ -363,6 +372,27 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
         base_boxes=model.region_boxes.detach().to(device),
         sums=torch.zeros(4, dtype=sums_dtype, device=device),
         progress=Progress(num_processes=accelerator.num_processes),
+    )
+
+
+def _rows_every_process_has(accelerator: Any, rows: int) -> int:
+    """The fewest training rows any process holds: with shards of different sizes, every process takes
+    that many a epoch, so that all run the same number of steps (DDP needs it)."""
+    counts = accelerator.gather(torch.tensor([rows], device=accelerator.device))
+    return int(counts.min())
+
+
+def _on_device(loader: Any, device: torch.device) -> Any:
+    """``loader`` with its batches put on ``device`` (non-blocking from pinned memory), not split up."""
+    from accelerate.data_loader import prepare_data_loader
+
+    return prepare_data_loader(
+        loader,
+        device,
+        num_processes=1,
+        process_index=0,
+        put_on_device=True,
+        non_blocking=device.type == "cuda",
     )
 
 
