@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ran.cli.options import device_option
 from ran.pipeline.pipeline import DEFAULT_MODEL
 from ran.precision import CHOICES as PRECISION_CHOICES
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["model", "landmarks"],
         help="the model's region boxes, or boxes on the detected eyes, nose and mouth",
     )
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
     parser.add_argument(
         "--precision",
         default="fp32",
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         models=args.choices,
         detector=args.detector,
         regions=args.regions,
-        device=args.device,
+        device=device_option(args.device),
         precision=args.precision,
     )
     app.launch(server_name=args.host, server_port=args.port, max_file_size=args.max_file_size)

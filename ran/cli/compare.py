@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ran.cli.options import device_option
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.precision import CHOICES as PRECISION_CHOICES
 
@@ -39,7 +40,7 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
     group.add_argument("--mixed-precision", choices=PRECISION_CHOICES, default="fp32", metavar="PRECISION")
     group.add_argument("--image-size", type=int, help="resize source images to this square size first")
     group.add_argument("--cross-dataset", action="store_true", help="score the classes shared with the data")
-    group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -60,7 +61,6 @@ def _check_form(args: argparse.Namespace) -> None:
 
 def _compare_models(args: argparse.Namespace) -> dict:
     from ran.data.batches import load_splits
-    from ran.devices import default_device
     from ran.evaluation.compare import compare_models
     from ran.loading import load_model
 
@@ -76,7 +76,7 @@ def _compare_models(args: argparse.Namespace) -> dict:
         seed=args.seed,
         batch_size=args.batch_size,
         mixed_precision=args.mixed_precision,
-        device=args.device or default_device(),
+        device=device_option(args.device),
         image_size=args.image_size,
         cross_dataset=args.cross_dataset,
         progress=not args.no_progress,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ran.cli.options import device_option
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.precision import CHOICES as PRECISION_CHOICES
 
@@ -49,7 +50,7 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
     parser.add_argument("--revision", help="Hub revision of the model")
-    parser.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results in OUTPUT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
@@ -60,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     from ran.data.batches import load_splits
-    from ran.devices import default_device
     from ran.evaluation import evaluate_samples, print_results, summarize, write_results
     from ran.evaluation.report import RESULTS_JSON
     from ran.evaluation.statistics import check_resamples
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         args.subsets,
         batch_size=args.batch_size,
         mixed_precision=args.mixed_precision,
-        device=args.device or default_device(),
+        device=device_option(args.device),
         image_size=args.image_size,
         cross_dataset=args.cross_dataset,
         progress=not args.no_progress,

@@ -27,3 +27,19 @@ def parse_options(
     types = [dataclass_type] if isinstance(dataclass_type, type) else list(dataclass_type)
     parser = options_parser(types, prog, description)
     return tuple(parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
+
+
+def device_option(requested: str | None, flag: str = "--device") -> Any:
+    """The device a command runs on: ``requested`` (a CUDA request where CUDA does not work is refused
+    with the reason), else the GPU when CUDA works, else the CPU, with a warning on stderr when the
+    machine looks like it has a GPU that CUDA cannot use (a quiet CPU fallback would look like a slow GPU).
+    """
+    import sys
+
+    from ran.devices import gpu_fallback_warning, resolve_device
+
+    device = resolve_device(requested, flag)
+    warning = gpu_fallback_warning() if requested is None else None
+    if warning:
+        print(warning, file=sys.stderr)
+    return device

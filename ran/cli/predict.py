@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ran.cli.options import device_option
 from ran.pipeline.pipeline import DEFAULT_MODEL
 from ran.pipeline.results import InputResult
 from ran.precision import CHOICES as PRECISION_CHOICES
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size", type=int, help="resize faces to this side (default: the model's config)"
     )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
     parser.add_argument(
         "--precision",
         default="fp32",
@@ -148,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predictions(args: argparse.Namespace) -> Iterator[InputResult]:
-    from ran.devices import default_device
     from ran.pipeline.pipeline import iter_predictions
 
     return iter_predictions(
@@ -159,7 +159,7 @@ def _predictions(args: argparse.Namespace) -> Iterator[InputResult]:
         margin=args.margin,
         regions=args.regions,
         batch_size=args.batch_size,
-        device=args.device or default_device(),
+        device=device_option(args.device),
         precision=args.precision,
         color=args.color,
         input_size=args.input_size,
