@@ -202,8 +202,13 @@ def test_unknown_depth_and_arch(tmp_path, capsys):
 def test_pickled_code_is_refused(tmp_path):
     src = tmp_path / "pickled_model.pth.tar"
     torch.save({"model": torchvision.models.resnet18()}, src)  # a whole nn.Module: needs its code
-    with pytest.raises(ValueError, match="refused to load"):
+    with pytest.raises(ValueError, match="refused to load") as info:
         convert(src, tmp_path / "out")
+    message = str(info.value)
+    assert (
+        "weights_only" not in message and "trusted source" not in message
+    )  # never advise turning safety off
+    assert "torchvision.models.resnet.ResNet" in message and len(message.splitlines()) == 1
 
 
 def test_existing_destination_is_kept(tmp_path):

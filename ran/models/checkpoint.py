@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -31,9 +32,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        needs = f" ({found.group(1)})" if found else ""
         raise ValueError(
-            f"{path}: refused to load: the file needs pickled Python code, which is not executed for "
-            f"safety (torch.load weights_only=True said: {str(err).splitlines()[0]})"
+            f"{path}: refused to load: the file needs pickled Python code{needs}, which this package never "
+            "runs; expected a checkpoint of plain tensors (a state dict, optionally under 'state_dict')"
         ) from None
     except (RuntimeError, EOFError) as err:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
