@@ -81,6 +81,12 @@ def shared_beside_checkout() -> bool:
     return _complete(SHARED_DATA / "ferplus", SHARED_DATA / "challenge-condition-fer")
 
 
+def skip_without_reference_data() -> None:
+    """For fixtures built from the reference data: every test that uses them is skipped without it."""
+    if not reference_data().available:
+        pytest.skip(reference_data().missing_reason)
+
+
 FERPLUS_DIR = reference_data().ferplus
 LISTS_DIR = reference_data().lists
 needs_reference_data = pytest.mark.reference_data

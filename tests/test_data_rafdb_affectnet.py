@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from reference_data import LISTS_DIR, needs_reference_data
+from reference_data import LISTS_DIR, needs_reference_data, skip_without_reference_data
 
 from ran.data.affectnet import load_affectnet
 from ran.data.folder import load_dataset_folder
@@ -35,6 +35,7 @@ def _listed_labels(dataset: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def rafdb_root(tmp_path_factory) -> Path:
     """EmoLabel/list_patition_label.txt (labels 1..7) + Image/aligned/<name>_aligned.jpg."""
+    skip_without_reference_data()
     root = tmp_path_factory.mktemp("rafdb")
     (root / "EmoLabel").mkdir()
     aligned = root / "Image" / "aligned"
@@ -107,6 +108,7 @@ AFFECTNET_HEADER = (
 def affectnet_root(tmp_path_factory) -> Path:
     """Manually_Annotated_file_lists/{training,validation}.csv (validation without a header, as shipped)
     and Manually_Annotated_Images/<folder>/<hash>.jpg, 40x30 images with a 20x16 face box."""
+    skip_without_reference_data()
     root = tmp_path_factory.mktemp("affectnet")
     lists = root / "Manually_Annotated_file_lists"
     lists.mkdir()
