@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ran.cli.options import device_option
+from ran.cli.options import add_device_flags, add_face_flags, device_option
 from ran.pipeline.pipeline import DEFAULT_MODEL
-from ran.precision import CHOICES as PRECISION_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,21 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port (default: 7860, or the next free one)")
-    parser.add_argument("--detector", default="mtcnn", choices=["mtcnn", "cascade"])
-    parser.add_argument(
-        "--regions",
-        default="model",
-        choices=["model", "landmarks"],
-        help="the model's region boxes, or boxes on the detected eyes, nose and mouth",
-    )
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISION_CHOICES,
-        metavar="PRECISION",
-        help="fp32, bf16 or fp16 (GPU) autocast (default: fp32)",
-    )
+    add_face_flags(parser)
+    add_device_flags(parser)
     parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")
     return parser
 

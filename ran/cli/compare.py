@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.cli.options import device_option
+from ran.cli.options import add_evaluation_flags, device_option
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
-from ran.precision import CHOICES as PRECISION_CHOICES
 
 
 def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
@@ -36,12 +35,7 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
     group = parser.add_argument_group("evaluating models (with --models)")
-    group.add_argument("--batch-size", type=int, default=64)
-    group.add_argument("--mixed-precision", choices=PRECISION_CHOICES, default="fp32", metavar="PRECISION")
-    group.add_argument("--image-size", type=int, help="resize source images to this square size first")
-    group.add_argument("--cross-dataset", action="store_true", help="score the classes shared with the data")
-    group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
-    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_evaluation_flags(group)
     return parser
 
 

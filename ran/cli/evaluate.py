@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.cli.options import device_option
+from ran.cli.options import add_evaluation_flags, device_option
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
-from ran.precision import CHOICES as PRECISION_CHOICES
 
 
 def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
@@ -31,28 +30,13 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     )
     parser.add_argument("--output-dir", required=True, type=Path, help="where results.json / .md / PNGs go")
     parser.add_argument("--subsets", nargs="+", help="splits to evaluate (default: all but train/validation)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
-        "--mixed-precision",
-        choices=PRECISION_CHOICES,
-        default="fp32",
-        metavar="PRECISION",
-        help="fp32, bf16 or fp16 autocast (default: fp32)",
-    )
-    parser.add_argument("--image-size", type=int, help="resize source images to this square size first")
-    parser.add_argument(
-        "--cross-dataset",
-        action="store_true",
-        help="score a model trained on other classes on the classes it shares with the data (by name)",
-    )
+    add_evaluation_flags(parser)
     parser.add_argument(
         "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the 95%% intervals"
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
     parser.add_argument("--revision", help="Hub revision of the model")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results in OUTPUT_DIR")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 

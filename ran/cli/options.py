@@ -43,3 +43,43 @@ def device_option(requested: str | None, flag: str = "--device") -> Any:
     if warning:
         print(warning, file=sys.stderr)
     return device
+
+
+# --- flags several commands share (one spelling, one help) ----------------------------------------------
+def add_device_flags(parser: Any, precision_flag: str = "--precision") -> None:
+    """``--device`` and the autocast precision (``--precision``, or ``--mixed-precision`` where the
+    command has always called it so)."""
+    from ran.precision import CHOICES
+
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
+    parser.add_argument(
+        precision_flag,
+        default="fp32",
+        choices=CHOICES,
+        metavar="PRECISION",
+        help="fp32, bf16 or fp16 (GPU) autocast (default: fp32)",
+    )
+
+
+def add_face_flags(parser: Any, detectors: Sequence[str] = ("mtcnn", "cascade")) -> None:
+    """How faces are found and which regions are cut from them (``ran predict``, ``ran app``)."""
+    parser.add_argument("--detector", default="mtcnn", choices=list(detectors))
+    parser.add_argument(
+        "--regions",
+        default="model",
+        choices=["model", "landmarks"],
+        help="the model's region boxes, or boxes on the detected eyes, nose and mouth",
+    )
+
+
+def add_evaluation_flags(parser: Any) -> None:
+    """How a model is run over a dataset folder (``ran evaluate``, ``ran compare --models``)."""
+    parser.add_argument("--batch-size", type=int, default=64)
+    add_device_flags(parser, "--mixed-precision")
+    parser.add_argument("--image-size", type=int, help="resize source images to this square size first")
+    parser.add_argument(
+        "--cross-dataset",
+        action="store_true",
+        help="score a model trained on other classes on the classes it shares with the data (by name)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

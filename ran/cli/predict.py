@@ -15,10 +15,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ran.cli.options import device_option
+from ran.cli.options import add_device_flags, add_face_flags, device_option
 from ran.pipeline.pipeline import DEFAULT_MODEL
 from ran.pipeline.results import InputResult
-from ran.precision import CHOICES as PRECISION_CHOICES
 
 EXIT_SOME_FAILED = 1
 
@@ -41,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--visualize", metavar="DIR", help="write one PNG per face: regions by weight + probabilities"
     )
     parser.add_argument("--no-detect", action="store_true", help="every input is an already cropped face")
-    parser.add_argument("--detector", default="mtcnn", choices=["mtcnn", "cascade", "haar"])
-    parser.add_argument(
-        "--regions",
-        default="model",
-        choices=["model", "landmarks"],
-        help="the model's region boxes, or boxes on the detected eyes, nose and mouth",
-    )
+    add_face_flags(parser, ("mtcnn", "cascade", "haar"))
     parser.add_argument("--margin", type=float, default=0.2, help="context around each face box, per side")
     parser.add_argument("--max-faces", type=int, help="at most this many (largest) faces per image")
     parser.add_argument("--color", default="auto", choices=["auto", "rgb", "gray"])
@@ -55,14 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size", type=int, help="resize faces to this side (default: the model's config)"
     )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISION_CHOICES,
-        metavar="PRECISION",
-        help="fp32, bf16 or fp16 (GPU) autocast (default: fp32)",
-    )
+    add_device_flags(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--every", type=int, help="videos: use every N-th frame (default: every frame)")
