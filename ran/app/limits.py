@@ -63,8 +63,8 @@ class AppLimits:
 
 
 class Turns:
-    """A lock taken in arrival order (a ticket lock). ``threading.Lock`` lets the thread that releases it
-    take it again at once, so a request that loops over batches would keep the model to itself."""
+    """A lock taken in arrival order (a ticket lock). ``threading.Lock`` promises no order: a request that
+    loops over batches may take it again before a waiting one wakes up, as often as it happens to win."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -80,18 +80,22 @@ class Turns:
             self._next_ticket += 1
             try:
                 self._changed.wait_for(lambda: self._serving == ticket)
-            except BaseException:
+            except BaseException:  # interrupted while waiting: its turn is skipped, never lost
                 self._abandoned.add(ticket)
+                self._skip_abandoned()
                 raise
         try:
             yield
         finally:
             with self._changed:
                 self._serving += 1
-                while self._serving in self._abandoned:
-                    self._abandoned.discard(self._serving)
-                    self._serving += 1
-                self._changed.notify_all()
+                self._skip_abandoned()
+
+    def _skip_abandoned(self) -> None:
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._changed.notify_all()
 
 
 class SharedDetector:
