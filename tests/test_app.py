@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -401,7 +402,7 @@ def test_faces_beyond_the_cap_and_past_the_time_limit_are_counted(model_folder, 
     sides = [200, 180, 160, 150, 140, 130, 120, 110]
     photo = tmp_path / "crowd.png"
     _crowd(sides, columns=4, cell=200).save(photo)
-    capped = AppPredictor([str(model_folder)], device="cpu", limits=AppLimits(max_faces=3))
+    capped = AppPredictor([str(model_folder)], device="cpu", limits=AppLimits(max_faces=3, max_seconds=300))
     prediction = capped.predict_file(photo, "crowd.png", str(model_folder), "mtcnn", "model")
     result = prediction.result
     assert (
@@ -476,7 +477,9 @@ def test_second_visitor_is_answered_within_the_bound_while_a_crowded_photo_is_se
         f"the crowded photo was done before the second visitor's came back ({waited:.1f} s)"
     )
     assert waited < SECOND_VISITOR_BOUND_S, f"the second visitor waited {waited:.1f} s"
-    assert len(result["faces"]) == 20 and result["warning"].startswith("80 of 100 faces not analysed")
+    # At most 20 faces analysed (fewer if the request's 10 s ran out on a busy machine); the rest counted.
+    left_out = re.match(r"(\d+) of 100 faces not analysed: ", result["warning"])
+    assert left_out and len(result["faces"]) == 100 - int(left_out[1]) and 0 < len(result["faces"]) <= 20
     print(f"\nsecond visitor: {waited:.2f} s while a 100-face photo was served")
 
 
