@@ -69,7 +69,7 @@ def _add_visitor_flags(parser: argparse.ArgumentParser) -> None:
         ("--max-models", int, limits.max_models, "models kept in memory"),
     ]
     for flag, kind, default, what in bounds:
-        group.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default:g})")
+        group.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
 
 
 def visitor_limits(args: argparse.Namespace) -> AppLimits:
