@@ -48,7 +48,7 @@ class Ways:
         from gradio_client import Client
 
         self.folder, self.page = folder, page
-        self.predictor = AppPredictor(device="cpu")
+        self.predictor = AppPredictor([folder], device="cpu")
         self.worker = ThreadPoolExecutor(1)  # gradio runs event functions in worker threads
         self.client = Client(url, verbose=False)
 

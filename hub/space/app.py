@@ -6,7 +6,9 @@ Environment variables (Space settings -> Variables):
     RAN_CHOICES  more models for the page's picker, separated by commas (optional)
     RAN_DEVICE   cpu, cuda, ... (default: cuda when the Space has a GPU)
 
-A model that does not load does not stop the Space: the page says why (``strict=False``).
+Visitors can use only these models, and each request is bounded (``ran.app.limits.AppLimits``'s
+defaults): the Space is served with ``build_app``'s safe defaults. A model that does not load does not stop
+the Space: the page says why (``strict=False``).
 """
 
 from __future__ import annotations

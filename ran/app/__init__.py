@@ -1,8 +1,9 @@
 """``ran app``: a web page (Gradio) for trying a RAN model on photos, and the same app as a Hugging Face
 Space (``hub/space/``).
 
-* ``predictor``: models loaded once per name, one pipeline per (model, detector, region mode), one call
-  at a time (no gradio needed).
+* ``predictor``: the models visitors may use (the offered ones), loaded once per name, one pipeline per
+  (model, detector, region mode), requests taking turns on the model (no gradio needed).
+* ``limits``: what one request may take (faces, pixels, seconds, requests at once, models in memory).
 * ``views``: what the page shows of a prediction, as plain values (no gradio needed).
 * ``handlers`` / ``page``: the event functions and the page (need the ``app`` extra: gradio).
 

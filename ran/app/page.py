@@ -1,7 +1,8 @@
 """The page: photo and options on the left, results on the right, and the events that connect them.
 
-Every event that predicts shares one concurrency group, so the page and the API take turns on the one
-pipeline (which serves one call at a time).
+Every event that predicts shares one concurrency group of ``AppLimits.concurrency`` requests at once
+(more wait in a queue of ``AppLimits.queue_size``); inside, requests take turns on the model one batch
+of faces at a time (``ran.app.predictor``). The model picker offers the server's models only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from ran.app.handlers import WELCOME, PageHandlers
+from ran.app.limits import AppLimits
 from ran.app.predictor import DETECTORS, AppPredictor, OptionError
 from ran.extras import require
 from ran.pipeline import DEFAULT_MODEL
@@ -39,37 +41,71 @@ def build_app(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     strict: bool = True,
+    allow_any_model: bool = False,
+    hub_token_for_visitors: bool = False,
+    limits: AppLimits | None = None,
 ) -> Any:
-    """The web app as a ``gradio.Blocks`` (call ``.launch()`` on it).
+    """The web app as a ``gradio.Blocks`` (call ``.launch()`` on it), its queue set up.
 
     Args:
         model: the model shown first and used by the ``predict`` API endpoint: a model folder, a training
             checkpoint folder, a Hub id or a registered name (``ran.loading.load_model``).
-        models: more choices for the page's model picker (which also takes any typed name).
+        models: more models offered in the page's picker. Visitors may use only these and ``model``
+            (by these names), unless ``allow_any_model``.
         detector / regions / device / precision: as in ``ran predict``.
-        strict: load ``model`` now and raise ``ValueError`` if it cannot be (``ran app`` fails before
-            serving); False serves anyway and the page says why the model is unusable (a Space).
+        strict: load the offered models now and raise ``ValueError`` if one cannot be (``ran app`` fails
+            before serving); False serves anyway and the page says why a model is unusable (a Space).
+        allow_any_model: the picker also takes any model folder on the server or Hub id a visitor types.
+        hub_token_for_visitors: with ``allow_any_model``, download visitors' Hub ids with the server's Hub
+            token (its private repositories become reachable); by default they get no token.
+        limits: what one request may take (``ran.app.limits.AppLimits``; defaults when None).
     """
-    predictor = AppPredictor(device=device, precision=precision)
-    try:
-        predictor.pipeline(model, detector, regions)
-    except OptionError:
-        if strict:
-            raise
+    if hub_token_for_visitors and not allow_any_model:
+        raise ValueError("hub_token_for_visitors: only with allow_any_model (--allow-any-model)")
+    limits = limits or AppLimits()
+    offered = list(dict.fromkeys([model, *models]))
+    predictor = AppPredictor(
+        offered,
+        allow_any_model=allow_any_model,
+        hub_token_for_visitors=hub_token_for_visitors,
+        device=device,
+        precision=precision,
+        limits=limits,
+    )
+    _preload(predictor, offered if strict else [model], detector, regions, strict)
     handlers = PageHandlers(predictor, model, detector, regions)
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    cache = (limits.cache_check_s, limits.cache_age_s)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache) as app:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                inputs = _input_column(model, models, detector, regions)
+                inputs = _input_column(offered, detector, regions, allow_any_model)
             with gr.Column(scale=1):
                 outputs = _output_column()
         shown = gr.State(None)
-        _connect(app, handlers, inputs, outputs, shown)
-    return app
+        _connect(app, handlers, inputs, outputs, shown, limits.concurrency)
+    return app.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
 
 
-def _input_column(model: str, models: Sequence[str], detector: str, regions: str) -> dict[str, Any]:
+def _preload(
+    predictor: AppPredictor, models: Sequence[str], detector: str, regions: str, strict: bool
+) -> None:
+    """Load ``models`` before serving, and the pipeline of the first (shown first; loaded last, so the
+    most recently used); a model that does not load raises when ``strict``, else the page says why."""
+    for name in reversed(models):
+        try:
+            if name == models[0]:
+                predictor.pipeline(name, detector, regions)
+            else:
+                predictor.load(name)
+        except OptionError:
+            if strict:
+                raise
+
+
+def _input_column(
+    offered: Sequence[str], detector: str, regions: str, allow_any_model: bool
+) -> dict[str, Any]:
     photo = gr.Image(
         sources=["upload", "webcam"], type="filepath", label="Photo", elem_id="ran-photo", height=360
     )
@@ -78,14 +114,16 @@ def _input_column(model: str, models: Sequence[str], detector: str, regions: str
         gr.Examples(
             [[str(p)] for p in examples], inputs=[photo], label="Example photos", elem_id="ran-examples"
         )
-    choices = list(dict.fromkeys([model, *models]))
+    label = "Model: one of the listed models" + (
+        ", a model folder, a training checkpoint folder or a Hub id (ORG/NAME)" if allow_any_model else ""
+    )
     return {
         "photo": photo,
         "model": gr.Dropdown(
-            choices=choices,
-            value=model,
-            allow_custom_value=True,
-            label="Model: a model folder, a training checkpoint folder or a Hub id (ORG/NAME)",
+            choices=list(offered),
+            value=offered[0],
+            allow_custom_value=allow_any_model,
+            label=label,
             elem_id="ran-model",
         ),
         "detector": gr.Radio(list(DETECTORS), value=detector, label="Face detector", elem_id="ran-detector"),
@@ -113,7 +151,12 @@ def _output_column() -> dict[str, Any]:
 
 
 def _connect(
-    app: Any, handlers: PageHandlers, inputs: dict[str, Any], outputs: dict[str, Any], shown: Any
+    app: Any,
+    handlers: PageHandlers,
+    inputs: dict[str, Any],
+    outputs: dict[str, Any],
+    shown: Any,
+    concurrency: int,
 ) -> None:
     options = [inputs["model"], inputs["detector"], inputs["regions"]]
     page = [outputs[k] for k in ("status", "photo", "face", "bars", "picture", "json")] + [shown]
@@ -125,6 +168,7 @@ def _connect(
         preprocess=False,
         api_visibility="private",
         concurrency_id=PREDICT_GROUP,
+        concurrency_limit=concurrency,
     )
     outputs["face"].input(
         handlers.choose_face,
@@ -138,7 +182,13 @@ def _connect(
         outputs=[outputs["face"], outputs["bars"], outputs["picture"]],
         api_visibility="private",
     )
-    app.load(handlers.model_status, inputs=options, outputs=[outputs["status"]], api_visibility="private")
+    app.load(
+        handlers.model_status,
+        inputs=options,
+        outputs=[outputs["status"]],
+        preprocess=False,  # the handler checks the values itself, with the same message for any
+        api_visibility="private",
+    )
     gr.on(
         [],
         handlers.api_predict,
@@ -147,6 +197,7 @@ def _connect(
         preprocess=False,
         api_name="predict",
         concurrency_id=PREDICT_GROUP,
+        concurrency_limit=concurrency,
     )
 
 

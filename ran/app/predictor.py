@@ -1,10 +1,17 @@
-"""The app's side of prediction: models loaded once per name, one :class:`~ran.pipeline.FacePipeline` per
-(model, detector, region mode), and one prediction at a time.
+"""The app's side of prediction: which models a visitor may use, models loaded once per name, one
+:class:`~ran.pipeline.FacePipeline` per (model, detector, region mode), and requests that take turns.
 
-A web server calls from several threads while ``FacePipeline`` serves one call at a time, so every call
-goes through one lock. Models come from ``ran.loading.load_model`` (model folders, training checkpoint
-folders, Hub ids, registered names) and stay cached, so switching back and forth in the page costs
-nothing; the oldest is dropped beyond ``max_models``.
+Visitors choose nothing on the server that the operator did not offer. By default only the offered
+models (``ran app --model`` and ``--choices``) are used, by their names exactly as given; any other value
+(a path, a Hub id, a registered name, an empty or huge string) gets :data:`NOT_OFFERED`, one message
+whatever the value names on the server, and nothing is loaded. ``allow_any_model`` lets visitors name
+folders and Hub ids, and even then their Hub downloads do not use the server's Hub token unless
+``hub_token_for_visitors``.
+
+Several requests are served at once and bounded by :class:`~ran.app.limits.AppLimits`: photos are
+decoded and faces detected in the request's own thread (detectors from a pool), while the model is taken
+in turns, one batch of faces per turn (:class:`~ran.app.limits.Turns`), so a crowded photo is
+interleaved with other visitors' photos instead of running ahead of them.
 """
 
 from __future__ import annotations
@@ -13,21 +20,28 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
+from ran.app.limits import AppLimits, SharedDetector, Turns
 from ran.devices import default_device
 from ran.loading import load_model
 from ran.pipeline import FacePipeline, InputResult
-from ran.pipeline.inputs import InputError, read_image
+from ran.pipeline.faces import get_detector
+from ran.pipeline.inputs import Frame, InputError, read_image
+from ran.pipeline.pipeline import FaceInput
 from ran.precision import resolve_precision
 
 DETECTORS = ("mtcnn", "cascade")
 REGION_MODES = ("model", "landmarks")
+NOT_OFFERED = "model: not offered by this server; choose one of the listed models"
+SHOWN_CHARS = 200  # values from visitors are cut to this many characters in messages
 
 
 @dataclass
@@ -46,100 +60,204 @@ class OptionError(ValueError):
 
 
 class AppPredictor:
-    """Models and pipelines of one app. ``device`` / ``precision`` as in ``ran predict``."""
+    """Models and pipelines of one app.
+
+    Args:
+        offered: the models visitors may choose, by name (model folders, checkpoint folders, Hub ids or
+            registered names, loaded with the server's own Hub token).
+        allow_any_model: also load any other folder or Hub id a visitor names.
+        hub_token_for_visitors: download visitors' Hub ids with the server's Hub token (else none).
+        device / precision: as in ``ran predict``.
+        limits: what one request may take (:class:`~ran.app.limits.AppLimits`).
+    """
 
     def __init__(
         self,
+        offered: Iterable[str] = (),
+        *,
+        allow_any_model: bool = False,
+        hub_token_for_visitors: bool = False,
         device: str | torch.device | None = None,
         precision: str = "fp32",
-        max_models: int = 4,
+        limits: AppLimits | None = None,
     ) -> None:
+        self.offered = tuple(dict.fromkeys(offered))
+        self.allow_any_model, self.hub_token_for_visitors = allow_any_model, hub_token_for_visitors
         self.device = torch.device(device) if device is not None else default_device()
         self.precision = resolve_precision(precision)
-        self.max_models = max_models
+        self.limits = limits or AppLimits()
         self._models: OrderedDict[str, tuple[nn.Module, str | None]] = OrderedDict()
         self._pipelines: OrderedDict[tuple[str, str, str], FacePipeline] = OrderedDict()
-        self._lock = threading.Lock()
+        self._detectors: dict[str, SharedDetector] = {}
+        self._cache_lock = threading.Lock()  # held only to read or change the caches above
+        self._load_lock = threading.Lock()  # one model load or pipeline build at a time
+        self._turns = Turns()  # model calls, in arrival order
 
-    def pipeline(self, model: str, detector: str, regions: str) -> FacePipeline:
+    def pipeline(self, model: Any, detector: Any, regions: Any) -> FacePipeline:
         """The pipeline for these options, built on first use; :class:`OptionError` if it cannot be."""
-        with self._lock:
-            return self._pipeline(model, detector, regions)
+        name = self._allowed(model)
+        _check_choice("detector", detector, DETECTORS)
+        _check_choice("regions", regions, REGION_MODES)
+        key = (name, detector, regions)
+        with self._cache_lock:
+            if key in self._pipelines:
+                self._pipelines.move_to_end(key)
+                return self._pipelines[key]
+        with self._load_lock:
+            return self._build_pipeline(key)
 
-    def model_note(self, model: str) -> str | None:
+    def load(self, model: Any) -> None:
+        """Load ``model`` now if it is not loaded (to check it before serving); :class:`OptionError`."""
+        name = self._allowed(model)
+        with self._load_lock:
+            self._model(name)
+
+    def model_note(self, model: Any) -> str | None:
         """What loading ``model`` warned about (e.g. random weights), if it is loaded."""
-        entry = self._models.get(_key(model))
+        with self._cache_lock:
+            entry = self._models.get(model) if isinstance(model, str) else None
         return entry[1] if entry else None
 
     def predict_file(
-        self, path: str | Path, source: str, model: str, detector: str, regions: str, keep_crops: bool = False
+        self, path: str | Path, source: str, model: Any, detector: Any, regions: Any, keep_crops: bool = False
     ) -> Prediction:
-        """Predict every face in the image file ``path``; the result is named ``source`` (what the user
-        knows the file as). An unreadable file becomes the result's ``error``, as in ``ran predict``."""
-        with self._lock:
-            pipe = self._pipeline(model, detector, regions)
-            start = time.perf_counter()
-            try:
-                image, warning = read_image(path)
-            except InputError as err:
-                result = InputResult(source=source, error=str(err))
-                return Prediction(result, None, self.model_note(model), time.perf_counter() - start)
-            [result] = pipe(image, keep_crops=keep_crops)
-            result.source, result.warning = source, warning
-            return Prediction(result, image, self.model_note(model), time.perf_counter() - start)
+        """Predict the faces in the image file ``path`` (at most ``limits.max_faces``, the largest, within
+        ``limits.max_seconds``); the result is named ``source`` (what the user knows the file as) and its
+        ``warning`` counts the faces left out. An unusable file becomes the result's ``error``."""
+        start = time.perf_counter()
+        pipe = self.pipeline(model, detector, regions)
+        note = self.model_note(model)
+        try:
+            image, warning = read_photo(path, self.limits.max_pixels)
+        except InputError as err:
+            return Prediction(
+                InputResult(source=source, error=str(err)), None, note, time.perf_counter() - start
+            )
+        result, faces = pipe.preprocess(Frame(source, image, warning=warning), keep_crops)
+        found = self._detectors[detector].take_found()
+        found = len(faces) if result.error else max(found, len(faces))
+        analysed = self._run_model(pipe, faces, start)
+        notes = [warning, _left_out_note(found, len(faces), analysed, self.limits)]
+        result.warning = "; ".join(n for n in notes if n) or None
+        return Prediction(result, image, note, time.perf_counter() - start)
 
-    def _pipeline(self, model: str, detector: str, regions: str) -> FacePipeline:
-        _check_choice("detector", detector, DETECTORS)
-        _check_choice("regions", regions, REGION_MODES)
-        key = (_key(model), detector, regions)
-        if key in self._pipelines:
-            self._pipelines.move_to_end(key)
-            return self._pipelines[key]
-        net = self._model(model)
+    def _run_model(self, pipe: FacePipeline, faces: list[FaceInput], start: float) -> int:
+        """The model on ``faces``, one batch per turn, until they are done or the time is up; how many."""
+        done, size = 0, self.limits.batch_faces
+        while done < len(faces) and time.perf_counter() - start < self.limits.max_seconds:
+            with self._turns.turn():
+                pipe.predict_faces(faces[done : done + size])
+            done = min(done + size, len(faces))
+        return done
+
+    def _allowed(self, model: Any) -> str:
+        """The model's name if this visitor may use it; else the one message that says nothing more."""
+        if isinstance(model, str) and (model in self.offered or (self.allow_any_model and model.strip())):
+            return model
+        raise OptionError(NOT_OFFERED)
+
+    def _build_pipeline(self, key: tuple[str, str, str]) -> FacePipeline:
+        name, detector, regions = key
+        with self._cache_lock:
+            if key in self._pipelines:  # built by another request while this one waited
+                return self._pipelines[key]
+        net = self._model(name)
         try:
             pipe = FacePipeline(
-                net, detector=detector, regions=regions, device=self.device, precision=self.precision
+                net,
+                detector=self._detector(detector),
+                regions=regions,
+                device=self.device,
+                precision=self.precision,
+                max_faces=self.limits.max_faces,
             )
         except (ValueError, RuntimeError, ImportError) as err:
-            raise OptionError(f"model {model!r} with regions={regions!r}: {_one_line(err)}") from None
-        self._pipelines[key] = pipe
-        while len(self._pipelines) > self.max_models:
-            self._pipelines.popitem(last=False)
+            raise OptionError(f"model {_shown(name)} with regions={regions!r}: {_one_line(err)}") from None
+        with self._cache_lock:
+            if name in self._models:  # keep the pipeline's copy (on the device) instead of a second one
+                self._models[name] = (pipe.model, self._models[name][1])
+            self._pipelines[key] = pipe
+            while len(self._pipelines) > self.limits.max_models:
+                self._pipelines.popitem(last=False)
         return pipe
 
-    def _model(self, model: str) -> nn.Module:
-        key = _key(model)
-        if not key:
-            raise OptionError("model: empty name; expected a model folder, a checkpoint folder or a Hub id")
-        if key in self._models:
-            self._models.move_to_end(key)
-            return self._models[key][0]
+    def _model(self, name: str) -> nn.Module:
+        with self._cache_lock:
+            if name in self._models:
+                self._models.move_to_end(name)
+                return self._models[name][0]
+        # A visitor's own Hub id never uses the server's token unless the operator said so.
+        token = None if name in self.offered or self.hub_token_for_visitors else False
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                net = load_model(key)
+                net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
         except (ValueError, OSError, RuntimeError, ImportError) as err:
-            raise OptionError(f"model {key!r} could not be loaded: {_one_line(err)}") from None
+            raise OptionError(f"model {_shown(name)} could not be loaded: {_one_line(err)}") from None
         notes = [_one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]
-        self._models[key] = (net, "; ".join(notes) or None)
-        while len(self._models) > self.max_models:
-            dropped, _ = self._models.popitem(last=False)
-            for pipe_key in [k for k in self._pipelines if k[0] == dropped]:
-                del self._pipelines[pipe_key]
+        with self._cache_lock:
+            self._models[name] = (net, "; ".join(notes) or None)
+            while len(self._models) > self.limits.max_models:
+                dropped, _ = self._models.popitem(last=False)
+                for pipe_key in [k for k in self._pipelines if k[0] == dropped]:
+                    del self._pipelines[pipe_key]
         return net
 
+    def _detector(self, name: str) -> SharedDetector:
+        if name not in self._detectors:
+            self._detectors[name] = SharedDetector(lambda: get_detector(name), self.limits.concurrency)
+        return self._detectors[name]
 
-def _key(model: str) -> str:
-    return str(model or "").strip()
+
+def read_photo(path: str | Path, max_pixels: int) -> tuple[Image.Image, str | None]:
+    """``ran.pipeline.inputs.read_image``, after refusing a photo of more than ``max_pixels`` from its
+    header (nothing decoded); a file whose header cannot be read is left to ``read_image`` to explain."""
+    try:
+        with Image.open(path) as header:
+            width, height = header.size
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"image too large: this server takes photos of at most {max_pixels:,} pixels"
+        ) from None
+    except (OSError, SyntaxError, ValueError):
+        return read_image(path)
+    if width * height > max_pixels:
+        raise InputError(
+            f"image too large: {width}x{height} = {width * height:,} pixels; this server takes photos of "
+            f"at most {max_pixels:,} pixels (downscale it)"
+        )
+    return read_image(path)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _left_out_note(found: int, kept: int, analysed: int, limits: AppLimits) -> str | None:
+    """How many faces were not analysed and why (the cap on faces, the request's time limit)."""
+    reasons = []
+    if found > kept:
+        reasons.append(f"this server analyses at most {limits.max_faces} faces per photo (the largest)")
+    if kept > analysed:
+        reasons.append(f"the request's time limit ({limits.max_seconds:g} s) was reached")
+    return f"{found - analysed} of {found} faces not analysed: {' and '.join(reasons)}" if reasons else None
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "...")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise OptionError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+        raise OptionError(f"{name}: expected one of {', '.join(choices)}, got {_shown(str(value))}")
 
 
 def _one_line(err: object) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-__all__ = ["DETECTORS", "REGION_MODES", "AppPredictor", "OptionError", "Prediction"]
+__all__ = [
+    "DETECTORS",
+    "NOT_OFFERED",
+    "REGION_MODES",
+    "AppPredictor",
+    "OptionError",
+    "Prediction",
+    "read_photo",
+]

@@ -1,13 +1,17 @@
 """``ran app``: serve the web page (Gradio) for trying a RAN model on photos and webcam snapshots.
 
-The model is loaded before the server starts, so a model that does not load stops here with one line
-(exit code 2); once serving, problems with photos or other models are shown in the page.
+The offered models (``--model``, ``--choices``) are loaded before the server starts, so one that does not
+load stops here with one line (exit code 2); once serving, problems with photos are shown in the page.
+Visitors use only the offered models (``--allow-any-model`` opens the picker to folders and Hub ids), and
+each request is bounded (``--max-faces``, ``--max-pixels``, ``--max-seconds``, ``--concurrency``,
+``--queue-size``, ``--max-models``; ``ran.app.limits``).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from ran.app.limits import AppLimits
 from ran.cli.options import add_device_flags, add_face_flags, device_option
 from ran.pipeline.pipeline import DEFAULT_MODEL
 
@@ -26,18 +30,63 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_MODEL})",
     )
     parser.add_argument(
-        "--choices", nargs="*", default=[], metavar="MODEL", help="more models offered in the page's picker"
+        "--choices",
+        nargs="*",
+        default=[],
+        metavar="MODEL",
+        help="more models offered in the page's picker; visitors may use only these and --model",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port (default: 7860, or the next free one)")
     add_face_flags(parser)
     add_device_flags(parser)
     parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")
+    _add_visitor_flags(parser)
     return parser
+
+
+def _add_visitor_flags(parser: argparse.ArgumentParser) -> None:
+    """What visitors may choose and what one request may take (``ran.app.limits.AppLimits``)."""
+    limits = AppLimits()
+    group = parser.add_argument_group("what visitors may do")
+    group.add_argument(
+        "--allow-any-model",
+        action="store_true",
+        help="the picker also loads any model folder on this server or Hub id a visitor types",
+    )
+    group.add_argument(
+        "--hub-token-for-visitors",
+        action="store_true",
+        help="with --allow-any-model, download visitors' Hub ids with this server's Hub token (your "
+        "private repositories become reachable); by default they get no token",
+    )
+    bounds = [
+        ("--max-faces", int, limits.max_faces, "faces analysed per photo, the largest; the rest are counted"),
+        ("--max-pixels", int, limits.max_pixels, "larger photos are refused before decoding"),
+        ("--max-seconds", float, limits.max_seconds, "seconds per request; faces left by then are counted"),
+        ("--concurrency", int, limits.concurrency, "requests served at once (taking turns on the model)"),
+        ("--queue-size", int, limits.queue_size, "requests waiting at most; more are refused"),
+        ("--max-models", int, limits.max_models, "models kept in memory"),
+    ]
+    for flag, kind, default, what in bounds:
+        group.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
+
+
+def visitor_limits(args: argparse.Namespace) -> AppLimits:
+    """The ``AppLimits`` the flags give (ValueError for a value out of range, before anything loads)."""
+    return AppLimits(
+        max_faces=args.max_faces,
+        max_pixels=args.max_pixels,
+        max_seconds=args.max_seconds,
+        concurrency=args.concurrency,
+        queue_size=args.queue_size,
+        max_models=args.max_models,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limits = visitor_limits(args)
     from ran.app import build_app
 
     app = build_app(
@@ -47,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         regions=args.regions,
         device=device_option(args.device),
         precision=args.precision,
+        allow_any_model=args.allow_any_model,
+        hub_token_for_visitors=args.hub_token_for_visitors,
+        limits=limits,
     )
     app.launch(server_name=args.host, server_port=args.port, max_file_size=args.max_file_size)
     return 0

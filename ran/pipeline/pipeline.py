@@ -107,7 +107,8 @@ class FacePipeline:
         max_faces: keep at most this many (largest) faces per image.
         compile: run the model through ``torch.compile`` (worth it for many calls; the first is slow).
 
-    Not thread-safe: one call at a time (a web app serves it from one worker).
+    Not thread-safe: one call at a time. (``preprocess`` only reads the pipeline, so with a detector that
+    serves several threads it may run beside a model call; ``ran.app`` does that.)
     """
 
     def __init__(
@@ -213,6 +214,11 @@ class FacePipeline:
             item.result.faces.append(prediction)
             predictions.append(prediction)
         return predictions
+
+    def predict_faces(self, batch: list[FaceInput]) -> list[FacePrediction]:
+        """``_forward`` then ``postprocess`` for a batch of faces from ``preprocess``: for callers that
+        schedule the model calls themselves (the web app takes turns between visitors batch by batch)."""
+        return self.postprocess(batch, self._forward(batch))
 
     # --- calls --------------------------------------------------------------------------------------------
 

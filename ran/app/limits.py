@@ -1,0 +1,142 @@
+"""What one visitor of the app may take, and the two tools that keep one visitor from holding the others.
+
+A public page is hostile input: a photo of a thousand faces, a 100-megapixel upload or a queue of
+requests must not freeze the server for everyone. :class:`AppLimits` holds the bounds (faces per photo,
+pixels, seconds of model time per request, requests at once and waiting, models kept in memory, the
+upload cache's age). :class:`Turns` lets requests take the model in arrival order, one batch of faces
+at a time, so a long request is interleaved with short ones instead of running ahead of them.
+:class:`SharedDetector` lets face detection (seconds on a crowded photo) run beside the model calls of
+other requests rather than inside one lock.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ran.pipeline.faces import Face, FaceDetector
+
+LARGEST = 1e12  # any bound beyond this is a typo, not a choice
+
+
+@dataclass(frozen=True)
+class AppLimits:
+    """Bounds on what one request (and all of them together) may take; every value is checked.
+
+    Attributes:
+        max_faces: faces analysed per photo, the largest first; the others are counted in the result.
+        max_pixels: larger photos are refused from their header, before they are decoded.
+        max_seconds: time per request, from its start: no model call starts later, and the faces not
+            analysed by then are counted (decoding and face detection come first and are not cut short).
+        batch_faces: faces per model call; requests take turns between calls.
+        concurrency: requests served at once (they take turns on the model); the others wait in the queue.
+        queue_size: requests waiting at most; more are refused by gradio ("queue is full").
+        max_models: models (and pipelines) kept in memory; the least recently used is dropped.
+        cache_check_s / cache_age_s: every ``cache_check_s`` seconds, uploads older than ``cache_age_s``
+            seconds are deleted from gradio's cache.
+    """
+
+    max_faces: int = 20
+    max_pixels: int = 25_000_000
+    max_seconds: float = 10.0
+    batch_faces: int = 4
+    concurrency: int = 4
+    queue_size: int = 32
+    max_models: int = 4
+    cache_check_s: int = 300
+    cache_age_s: int = 900
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            kind = (int,) if item.type == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                expected = "a whole number" if item.type == "int" else "a number"
+                raise ValueError(f"{item.name}: expected {expected}, got {str(value)[:40]!r}")
+            if not (0 < value <= LARGEST):
+                raise ValueError(f"{item.name}: expected a value > 0 and at most {LARGEST:g}, got {value!r}")
+
+
+class Turns:
+    """A lock taken in arrival order (a ticket lock). ``threading.Lock`` promises no order: a request that
+    loops over batches may take it again before a waiting one wakes up, as often as it happens to win."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self._abandoned: set[int] = set()
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait for this caller's turn, hold it for the ``with`` block, then pass it on."""
+        with self._changed:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            try:
+                self._changed.wait_for(lambda: self._serving == ticket)
+            except BaseException:  # interrupted while waiting: its turn is skipped, never lost
+                self._abandoned.add(ticket)
+                self._skip_abandoned()
+                raise
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._serving += 1
+                self._skip_abandoned()
+
+    def _skip_abandoned(self) -> None:
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._changed.notify_all()
+
+
+class SharedDetector:
+    """A face detector for several threads at once: each call borrows one of up to ``size`` detectors
+    made by ``make`` (detectors keep state between calls, so one instance serves one call at a time).
+    It also remembers, per thread, how many faces its last call found, before any cap."""
+
+    def __init__(self, make: Callable[[], FaceDetector], size: int) -> None:
+        self._make, self._size = make, size
+        self._idle: queue.LifoQueue[FaceDetector] = queue.LifoQueue()
+        self._made = 0
+        self._making = threading.Lock()
+        self._found = threading.local()
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        detector = self._borrow()
+        try:
+            faces = detector.detect(image)
+        finally:
+            self._idle.put(detector)
+        self._found.count = len(faces)
+        return faces
+
+    def take_found(self) -> int:
+        """How many faces this thread's last ``detect`` found (0 if none ran since the last ask)."""
+        count = getattr(self._found, "count", 0)
+        self._found.count = 0
+        return count
+
+    def _borrow(self) -> FaceDetector:
+        with self._making:
+            make = self._idle.empty() and self._made < self._size
+            self._made += make
+        if not make:
+            return self._idle.get()
+        try:
+            return self._make()
+        except BaseException:
+            with self._making:
+                self._made -= 1
+            raise
+
+
+__all__ = ["AppLimits", "SharedDetector", "Turns"]
