@@ -167,3 +167,17 @@ def test_training_refuses_a_label_past_the_class_count(train_data, tmp_path, cap
     assert f"{data / 'data' / 'train.parquet'}: row 3 (" in err
     assert "has label 11; expected 0..7" in err
     assert not (out / "config.yaml").exists()
+
+
+def test_labels_without_a_class_list_are_refused(unlabelled_data, tmp_path, capsys):
+    """A hand-made shard without ``datasets`` features: its labels are bare integers, not classes."""
+    data = shutil.copytree(unlabelled_data, tmp_path / "data")
+    for shard in data.rglob("*.parquet"):
+        pq.write_table(pq.read_table(shard).replace_schema_metadata(None), shard)
+    out = tmp_path / "eval"
+    model = save_pretrained(_small_model(seed=0), tmp_path / "model")
+    args = ["evaluate", "--model", str(model), "--data", str(data), "--output-dir", str(out), "--no-progress"]
+    assert ran_main(args) == 2
+    err = _one_error_line(capsys.readouterr().err, "ran evaluate")
+    assert "split 'test' has a 'label' column of Value; expected class labels (ClassLabel)" in err
+    assert not out.exists()

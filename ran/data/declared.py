@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 DEFAULT_CONFIG = "default"
+_MAX_NAME = 100
 
 
 def _front_matter(card: Path) -> Any:
@@ -28,6 +29,8 @@ def _front_matter(card: Path) -> Any:
         return None
     try:
         return yaml.safe_load(match.group(1))
+    except RecursionError:  # nesting deeper than any card needs
+        raise ValueError(f"{card}: the front matter is nested too deeply to be a dataset card") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{card}:{mark.line + 2}" if mark is not None else str(card)  # line 1 is the opening ---
@@ -58,11 +61,20 @@ def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
     return configs
 
 
+def _name(card: Path, value: Any, what: str) -> str:
+    """A config or split name from the card: a short string (an error never quotes a long one)."""
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_NAME:
+        kind = (
+            f"a string of {len(value)} characters"
+            if isinstance(value, str)
+            else f"a YAML {type(value).__name__}"
+        )
+        raise ValueError(f"{card}: a {what} is {kind}, expected a name of 1..{_MAX_NAME} characters")
+    return value
+
+
 def _config_name(card: Path, config: Mapping[str, Any]) -> str:
-    name = config.get("config_name", DEFAULT_CONFIG)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{card}: a config_name is a YAML {type(name).__name__}, expected a name")
-    return name
+    return _name(card, config.get("config_name", DEFAULT_CONFIG), "config_name")
 
 
 def _data_files(card: Path, name: str, config: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
@@ -80,20 +92,16 @@ def _data_files(card: Path, name: str, config: Mapping[str, Any]) -> list[tuple[
             else (entry.get("split", "train"), entry.get("path"))
         )
         paths = [paths] if isinstance(paths, str) else paths or []
-        if (
-            not isinstance(split, str)
-            or not isinstance(paths, list)
-            or not all(isinstance(p, str) for p in paths)
-        ):
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise ValueError(
                 f"{card}: a data_files entry of config {name!r} is not a split name with a path or a list "
                 "of paths"
             )
-        result.append((split, paths))
+        result.append((_name(card, split, "split name"), paths))
     return result
 
 
-def _short(text: str, limit: int = 200) -> str:
+def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 

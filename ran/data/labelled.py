@@ -17,6 +17,17 @@ import numpy as np
 UNLABELLED = -1
 
 
+def class_names_of(split: Any, what: str) -> list[str]:
+    """The class names of a split's ``label`` column; a split whose labels have no class list (a
+    hand-made file without ``datasets`` features) is refused in one line."""
+    feature = split.features.get("label")
+    names = getattr(feature, "names", None)
+    if not names:
+        kind = "no 'label' column" if feature is None else f"a 'label' column of {type(feature).__name__}"
+        raise ValueError(f"{what} has {kind}; expected class labels (ClassLabel), as 'ran data' writes them")
+    return list(names)
+
+
 def as_labels(values: Any) -> np.ndarray:
     """A label column as int64 (a missing label, None, counts as unlabelled)."""
     return np.asarray([UNLABELLED if v is None else v for v in values], dtype=np.int64).reshape(-1)
@@ -74,4 +85,4 @@ def keep_labelled(split: Any, num_classes: int, what: str) -> tuple[Any, int]:
     return (split.select(rows) if left_out else split), left_out
 
 
-__all__ = ["UNLABELLED", "as_labels", "keep_labelled", "label_error", "labelled_rows"]
+__all__ = ["UNLABELLED", "as_labels", "class_names_of", "keep_labelled", "label_error", "labelled_rows"]

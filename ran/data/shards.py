@@ -1,11 +1,12 @@
 """The Parquet shards of a dataset folder, checked before ``datasets`` or pyarrow read them for real.
 
 A truncated download, a disk that filled up mid-copy or a hand-edited folder leaves a shard that pyarrow
-cannot read, a split with no rows or a label past the class list; ``datasets`` then fails deep inside its builder with a page of
-traceback that names no file. Reading each shard's footer and its small label column (not the images)
-finds the truncated files, the empty splits and the labels outside the class list first; a shard whose
-footer reads but whose image pages are damaged is found only when the rows are read, so a failed read is
-followed by a search for the shard that causes it. Either way the user gets one line naming the file.
+cannot read, a split with no rows or a label past the class list; ``datasets`` then fails deep inside
+its builder with a page of traceback that names no file. Reading each shard's footer and its small label
+column (not the images) finds the truncated files, the empty splits and the labels outside the class
+list first; a shard whose footer reads but whose image pages are damaged is found only when the rows
+are read, so a failed read is followed by a search for the shard that causes it. Either way the user
+gets one line naming the file.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
-from ran.data.labelled import labelled_rows
+from ran.data.labelled import class_names_of, labelled_rows
 from ran.devices import inference_model
 from ran.evaluation.attention import region_labels
 from ran.evaluation.classes import ClassMatch, match_classes
@@ -43,9 +43,9 @@ def _subset_names(dataset_dict: Mapping[str, Any], subsets: Sequence[str] | None
 
 
 def _data_classes(dataset_dict: Mapping[str, Any], names: list[str]) -> list[str]:
-    classes = list(dataset_dict[names[0]].features["label"].names)
+    classes = class_names_of(dataset_dict[names[0]], f"split {names[0]!r}")
     for name in names:
-        other = list(dataset_dict[name].features["label"].names)
+        other = class_names_of(dataset_dict[name], f"split {name!r}")
         if other != classes:
             raise ValueError(f"split {name!r}: classes {other} differ from {classes}")
     return classes

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler, FaceImages, collate_faces, load_splits
+from ran.data.labelled import class_names_of, keep_labelled
 from ran.training.config import DataConfig, TrainConfig
 from ran.transforms import FaceTransform
 
@@ -51,8 +52,8 @@ def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tupl
     note = None
     if val_name != data.val_split:
         note = f"note: no {data.val_split!r} split; selecting the best model on {val_name!r}"
-    class_names = list(splits["train"].features["label"].names)
-    val_classes = list(splits[val_name].features["label"].names)
+    class_names = class_names_of(splits["train"], f"--data {data.data}: split 'train'")
+    val_classes = class_names_of(splits[val_name], f"--data {data.data}: split {val_name!r}")
     if val_classes != class_names:
         raise ValueError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
     train, files = splits["train"], []
@@ -73,8 +74,6 @@ def _labelled(split: Any, name: str, data: str, num_classes: int, purpose: str) 
     Unlabelled rows are skipped, not refused: a split with some withheld labels still trains on the
     rest, and the run says so. A label outside the class list is refused, naming the row.
     """
-    from ran.data.labelled import keep_labelled
-
     kept, left_out = keep_labelled(split, num_classes, f"--data {data}: split {name!r}")
     if not left_out:
         return kept, None
