@@ -256,3 +256,132 @@ def test_folder_written_before_sharding_still_loads(tmp_path):
     assert {k: v.num_rows for k, v in loaded.items()} == {"train": 4, "test": 2}
     assert loaded["test"]["image_name"] == ["img10.png", "img11.png"]
     assert len(check_dataset_folder(out)) == 3
+
+
+# --- faulty folders: one line naming the file, nothing read from outside the folder (issue 18) ------
+def _damage_pages(shard: Path) -> None:
+    """Garbage over the image column's pages of a shard; its footer (schema, row counts) still reads."""
+    import pyarrow.parquet as pq
+
+    group = pq.ParquetFile(shard).metadata.row_group(0)
+    column = next(
+        group.column(i) for i in range(group.num_columns) if group.column(i).path_in_schema == "image.bytes"
+    )
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    data = bytearray(shard.read_bytes())
+    data[start : start + column.total_compressed_size] = b"\xff" * column.total_compressed_size
+    shard.write_bytes(bytes(data))
+
+
+def _empty_shard(shard: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(shard).slice(0, 0), shard)
+
+
+def _edit_card(out: Path, old: str, new: str) -> None:
+    card = out / "README.md"
+    text = card.read_text()
+    assert old in text
+    card.write_text(text.replace(old, new, 1))
+
+
+OCCLUSION = "occlusion/test.parquet"
+# name -> (what is done to a good folder OUT, given a second folder OTHER; what the error says)
+FAULTS = {
+    "truncated shard": (
+        lambda out, other: (out / "data/test.parquet").write_bytes(
+            (out / "data/test.parquet").read_bytes()[:900]
+        ),
+        "data/test.parquet: not a readable Parquet file",
+    ),
+    "damaged pages": (
+        lambda out, other: _damage_pages(out / "data/test.parquet"),
+        "data/test.parquet: not a readable",
+    ),
+    "zero-row subset": (
+        lambda out, other: _empty_shard(out / OCCLUSION),
+        "split 'occlusion' is empty (0 rows",
+    ),
+    "card is a list": (
+        lambda out, other: (out / "README.md").write_text("---\n- data/test.parquet\n---\n"),
+        "README.md: the front matter is a YAML list, expected a mapping",
+    ),
+    "card is not YAML": (
+        lambda out, other: _edit_card(out, "configs:", "configs: ["),
+        "README.md:3: the front matter is not valid YAML",
+    ),
+    "absolute path": (
+        lambda out, other: _edit_card(out, f"path: {OCCLUSION}", f"path: {other / OCCLUSION}"),
+        f"README.md: path '{{other}}/{OCCLUSION}' (split 'test' of config 'occlusion') leaves the folder",
+    ),
+    "path climbs out": (
+        lambda out, other: _edit_card(out, f"path: {OCCLUSION}", f"path: ../other/{OCCLUSION}"),
+        f"README.md: path '../other/{OCCLUSION}' (split 'test' of config 'occlusion') leaves the folder",
+    ),
+    "long path climbs out": (  # quoted cut short: an error never embeds an unbounded value
+        lambda out, other: _edit_card(out, f"path: {OCCLUSION}", "path: ../" + "x" * 5000),
+        "xxx...' (split 'test' of config 'occlusion') leaves the folder",
+    ),
+    "symlink leads out": (
+        lambda out, other: (out / OCCLUSION).unlink() or (out / OCCLUSION).symlink_to(other / OCCLUSION),
+        f"README.md: path '{OCCLUSION}' (split 'test' of config 'occlusion') leads out of the folder through",
+    ),
+}
+
+
+def _faulty_folder(splits: datasets.DatasetDict, root: Path, fault: str) -> tuple[Path, str]:
+    """A good folder with ``fault`` done to it, and the message expected (another folder beside it holds
+    the faces an escaping path points at)."""
+    other = write_dataset_folder(
+        datasets.DatasetDict(test=_split(3, 40), occlusion=_split(5, 50, extra=True)), root / "other"
+    )
+    out = write_dataset_folder(splits, root / "ds")
+    damage, message = FAULTS[fault]
+    damage(out, other)
+    return out, message.replace("{other}", str(other))
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_faulty_folder_is_refused_in_one_line_and_leaves_no_cache(splits, tmp_path, monkeypatch, fault):
+    out, message = _faulty_folder(splits, tmp_path, fault)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(ValueError) as error:
+        load_dataset_folder(out)
+    text = str(error.value)
+    assert "\n" not in text and len(text) < 500 and message in text and text.startswith(str(out))
+    assert not list((tmp_path / "hf").glob("ran-folders/*"))  # no half-built cache left behind
+
+
+@pytest.fixture(scope="module")
+def two_class_model(tmp_path_factory) -> Path:
+    import timm
+    import torch
+
+    import ran  # noqa: F401
+    from ran.hub import save_pretrained
+
+    torch.manual_seed(0)
+    model = timm.create_model("ran", backbone="test_resnet", region_size=32, num_classes=2).eval()
+    return save_pretrained(model, tmp_path_factory.mktemp("model") / "two")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "train"])
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_faulty_folder_through_the_command_line(splits, two_class_model, tmp_path, capsys, fault, command):
+    """Exit 2, one error line and no traceback; nothing written, and no face of the other folder scored."""
+    from ran.cli import main as ran_main
+
+    out, message = _faulty_folder(splits, tmp_path, fault)
+    result = tmp_path / "result"
+    if command == "evaluate":
+        args = ["evaluate", "--model", str(two_class_model), "--data", str(out), "--output-dir", str(result)]
+    else:
+        tiny = ["--model", "ran", "--backbone", "test_resnet", "--region-size", "32", "--epochs", "1"]
+        args = ["train", "--data", str(out), "--output-dir", str(result), *tiny]
+    assert ran_main([*args, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert "Traceback" not in captured.err and lines[-1].startswith(f"ran {command}: error: ")
+    assert [line for line in lines if "error" in line.lower()] == lines[-1:] and message in lines[-1]
+    assert not result.exists()

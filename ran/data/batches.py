@@ -54,12 +54,22 @@ class FaceImages(Dataset):
         for position, index in enumerate(indices):
             item = {
                 "image": self.transform.prepare(rows["image"][position]),
-                "label": int(rows["label"][position]),
+                "label": self._label(rows["label"][position], index),
             }
             if self.soft_labels:
                 item["soft_label"] = self._soft_label(rows, position, index)
             items.append(item)
         return items
+
+    def _label(self, label: int | None, index: int) -> int:
+        """A class index; an unlabelled row (-1) reaching a batch is a caller's slip, refused, not
+        trained on as the last class (``ran.data.labelled.keep_labelled`` leaves such rows out)."""
+        if label is None or not 0 <= int(label) < self.num_classes:
+            raise ValueError(
+                f"row {index}: label {label} is not a class index 0..{self.num_classes - 1}; leave "
+                "unlabelled rows (-1) out first (ran.data.labelled.keep_labelled)"
+            )
+        return int(label)
 
     def _soft_label(self, rows: dict[str, list], position: int, index: int) -> torch.Tensor:
         soft = (rows.get("soft_label") or [None] * (position + 1))[position] or []

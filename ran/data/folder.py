@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
-import yaml
+
+from ran.data.declared import (  # noqa: F401  (read_card_configs: callers read the card through here)
+    DEFAULT_CONFIG,
+    declared_configs,
+    declared_files,
+    read_card_configs,
+)
 
 DEFAULT_SPLITS: tuple[str, ...] = ("train", "validation", "test")
-DEFAULT_CONFIG = "default"
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _RESERVED_CONFIG_NAMES = {DEFAULT_CONFIG, "data"}
 
@@ -103,64 +109,6 @@ def labelled_split(
     return datasets.Dataset.from_dict(columns, features=dataset_features(class_names))
 
 
-def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
-    """The ``configs:`` entries of a local dataset folder's README.md (empty when there is none)."""
-    card = Path(folder) / "README.md"
-    if not card.is_file():
-        return []
-    text = card.read_text(encoding="utf-8")
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, flags=re.DOTALL)
-    if not match:
-        return []
-    meta = yaml.safe_load(match.group(1)) or {}
-    return list(meta.get("configs") or [])
-
-
-def _data_files(config: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
-    """(split, path patterns) of one card config; ``data_files`` may be a string, a list, or split entries."""
-    entries = config.get("data_files") or []
-    if isinstance(entries, str | dict):
-        entries = [entries]
-    result = []
-    for entry in entries:
-        split, paths = (
-            ("train", entry)
-            if not isinstance(entry, dict)
-            else (entry.get("split", "train"), entry.get("path"))
-        )
-        result.append((str(split), [paths] if isinstance(paths, str) else [str(p) for p in paths or []]))
-    return result
-
-
-def _expand(folder: Path, pattern: str) -> list[Path]:
-    return sorted(folder.glob(pattern)) if any(c in pattern for c in "*?[") else [folder / pattern]
-
-
-def declared_files(folder: str | Path) -> dict[str, list[Path]]:
-    """The Parquet files of each split a local folder's card declares (subsets under their config name),
-    after checking that they exist: a missing one is named in one line, before ``datasets`` is asked."""
-    folder = Path(folder)
-    configs = read_card_configs(folder)
-    if not configs:
-        raise ValueError(f"{folder}/README.md: missing or without a YAML 'configs:' block")
-    result: dict[str, list[Path]] = {}
-    for config in configs:
-        name = config.get("config_name", DEFAULT_CONFIG)
-        for split, patterns in _data_files(config):
-            files: list[Path] = []
-            for pattern in patterns:
-                matched = _expand(folder, pattern)
-                missing = [file for file in matched if not file.is_file()] if matched else [folder / pattern]
-                if missing:
-                    raise FileNotFoundError(
-                        f"{missing[0]}: missing; {folder}/README.md lists it for split {split!r} of config "
-                        f"{name!r} (rebuild the folder with 'ran data', or restore the file)"
-                    )
-                files += matched
-            result[split if name == DEFAULT_CONFIG else name] = files
-    return result
-
-
 def split_files(folder: str | Path, split: str) -> list[Path]:
     """The Parquet shard files of one split (train / validation / test, or a subset name), in order."""
     files = declared_files(folder)
@@ -183,6 +131,33 @@ def _folder_cache_dir(folder: Path) -> Path:
     return Path(datasets.config.HF_DATASETS_CACHE) / "ran-folders" / key.hexdigest()[:16]
 
 
+def _add_config(result: dict[str, datasets.Dataset], name: str, loaded: Mapping[str, Any]) -> None:
+    """Default config: its train / validation / test; a subset config: its test split (else its first)."""
+    if name == DEFAULT_CONFIG:
+        result.update({split: loaded[split] for split in DEFAULT_SPLITS if split in loaded})
+    else:
+        result[name] = loaded["test"] if "test" in loaded else next(iter(loaded.values()))
+
+
+def _load_local(folder: Path, cache_dir: str | Path) -> dict[str, datasets.Dataset]:
+    """Each config of a local folder, read from exactly the files its card declares once they are
+    checked (``declared_configs``): ``datasets`` is never left to resolve the card's paths itself."""
+    from ran.data.shards import reading_shards
+
+    result: dict[str, datasets.Dataset] = {}
+    for name, splits in declared_configs(folder).items():
+        data_files = {split: [str(file) for file in files] for split, files in splits.items()}
+        loaded = reading_shards(
+            [file for files in splits.values() for file in files],
+            datasets.load_dataset,
+            "parquet",
+            data_files=data_files,
+            cache_dir=str(cache_dir),
+        )
+        _add_config(result, name, loaded)
+    return result
+
+
 def load_dataset_folder(
     path_or_repo_id: str | Path,
     revision: str | None = None,
@@ -191,23 +166,27 @@ def load_dataset_folder(
 ) -> datasets.DatasetDict:
     """Every split of a folder (or Hub dataset repo) written by ``ran data``, in one dict.
 
-    Keys: train / validation / test from the default config, then one key per subset config.
+    Keys: train / validation / test from the default config, then one key per subset config. A local
+    folder's card, paths and shards are checked first (:func:`declared_configs`); a fault is one line.
     """
     target = str(path_or_repo_id)
     local = Path(target).expanduser()
     if local.exists():
         if not (local / "README.md").is_file():
             raise FileNotFoundError(f"{local}: no README.md; expected a folder written by 'ran data'")
-        target = str(local.absolute())
-        declared_files(local)  # a deleted shard is named here, not in a page of datasets' errors
-        config_names = [c.get("config_name", DEFAULT_CONFIG) for c in read_card_configs(local)]
-        if cache_dir is None:
-            cache_dir = _folder_cache_dir(local.absolute())
-    elif local.is_absolute() or target.startswith(".") or target.count("/") != 1:
+        local = local.absolute()
+        cache = Path(cache_dir) if cache_dir is not None else _folder_cache_dir(local)
+        fresh = cache_dir is None and not cache.exists()
+        try:
+            return datasets.DatasetDict(_load_local(local, cache))
+        except BaseException:
+            if fresh:  # a failed first read (a damaged shard) leaves no half-built cache of its own
+                shutil.rmtree(cache, ignore_errors=True)
+            raise
+    if local.is_absolute() or target.startswith(".") or target.count("/") != 1:
         # not a Hub "org/name" id either: a local folder that is missing
         raise FileNotFoundError(f"{target}: no such dataset folder (expected a folder written by 'ran data')")
-    else:
-        config_names = datasets.get_dataset_config_names(target, revision=revision)
+    config_names = datasets.get_dataset_config_names(target, revision=revision)
     if not config_names:
         raise ValueError(f"{target}: its README.md declares no dataset configs")
     result: dict[str, datasets.Dataset] = {}
@@ -215,13 +194,7 @@ def load_dataset_folder(
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
     for name in config_names:
-        loaded = datasets.load_dataset(target, name, **kwargs)
-        if name == DEFAULT_CONFIG:
-            result.update({split: loaded[split] for split in DEFAULT_SPLITS if split in loaded})
-        elif "test" in loaded:
-            result[name] = loaded["test"]
-        else:
-            result[name] = next(iter(loaded.values()))
+        _add_config(result, name, datasets.load_dataset(target, name, **kwargs))
     return datasets.DatasetDict(result)
 
 
@@ -248,6 +221,8 @@ def load_split_shards(
         raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
         raise ValueError(f"rank must be an integer in 0..{world_size - 1}, got {rank!r}")
+    from ran.data.shards import reading_shards
+
     files = split_files(folder, split)
     if len(files) < world_size:
         raise ValueError(
@@ -255,10 +230,12 @@ def load_split_shards(
             "processes; rebuild it with a smaller --max-shard-size ('ran data ... --max-shard-size 100MB') "
             "or run fewer processes"
         )
-    mine = [str(file) for file in files[rank::world_size]]
-    return datasets.load_dataset(
+    mine = files[rank::world_size]
+    return reading_shards(
+        mine,
+        datasets.load_dataset,
         "parquet",
-        data_files={split: mine},
+        data_files={split: [str(file) for file in mine]},
         split=split,
         cache_dir=str(cache_dir or _folder_cache_dir(folder)),
     )
@@ -270,13 +247,17 @@ def read_folder_in_memory(folder: str | Path) -> datasets.DatasetDict:
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
+    from ran.data.shards import reading_shards
+
     files = declared_files(folder)
     ordered = [name for name in DEFAULT_SPLITS if name in files] + [
         n for n in files if n not in DEFAULT_SPLITS
     ]
     return datasets.DatasetDict(
         {
-            name: datasets.Dataset(InMemoryTable(pq.read_table([str(f) for f in files[name]])))
+            name: datasets.Dataset(
+                InMemoryTable(reading_shards(files[name], pq.read_table, [str(f) for f in files[name]]))
+            )
             for name in ordered
         }
     )

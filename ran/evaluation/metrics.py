@@ -21,8 +21,18 @@ from ran.evaluation.statistics import (
 
 
 def subset_metrics(predictions: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict:
-    """Accuracy with counts, per-class accuracy, mean class accuracy and the confusion matrix."""
+    """Accuracy with counts, per-class accuracy, mean class accuracy and the confusion matrix.
+
+    Every label must be a class index: unlabelled rows (-1) are left out before (``evaluate_samples``
+    does), as a confusion matrix has no row for them; they are refused here with their count.
+    """
     num_classes = len(class_names)
+    outside = int(((labels < 0) | (labels >= num_classes)).sum())
+    if outside:
+        raise ValueError(
+            f"{outside} of {labels.numel()} labels are outside 0..{num_classes - 1} (-1: unlabelled); "
+            "leave those rows out before scoring"
+        )
     confusion = torch.bincount(labels * num_classes + predictions, minlength=num_classes**2)
     confusion = confusion.reshape(num_classes, num_classes)  # rows: true class, columns: predicted
     correct, total = int(confusion.diagonal().sum()), int(labels.numel())
@@ -57,6 +67,8 @@ def subset_summary(samples: SubsetSamples, *, resamples: int, seed: int) -> dict
     result["attention"] = region_statistics(samples.weights, samples.regions)
     if samples.cross_dataset:
         result["classes"] = dict(samples.cross_dataset)
+    if samples.unlabelled:
+        result["unlabelled"] = int(samples.unlabelled)
     return result
 
 
@@ -70,7 +82,8 @@ def summarize(
     ``seed``, ``accuracy`` [lo, hi], ``mean_class_accuracy`` [lo, hi]); ``calibration`` (``ece``, ``bins``,
     ``bin_count``, ``bin_confidence``, ``bin_accuracy``); ``attention`` (``regions``, ``mean_weight``,
     ``top_share``); and, for a cross-dataset evaluation, ``classes`` (``evaluated``,
-    ``dropped_from_model``, ``dropped_from_data``, ``rows_dropped``).
+    ``dropped_from_model``, ``dropped_from_data``, ``rows_dropped``); ``unlabelled``: the rows labelled
+    -1 that were left out of every number above (only when there were some).
     """
     check_resamples(resamples)
     return {name: subset_summary(s, resamples=resamples, seed=seed) for name, s in samples.items()}

@@ -101,6 +101,20 @@ def cross_dataset_note(results: Mapping[str, Mapping[str, Any]]) -> str:
     )
 
 
+def unlabelled_note(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """How many rows labelled -1 each subset left out of its numbers (empty when none were)."""
+    counts = {name: int(r["unlabelled"]) for name, r in results.items() if r.get("unlabelled")}
+    if not counts:
+        return ""
+    rows = ", ".join(f"{name} {count}" for name, count in counts.items())
+    return f"Unlabelled: rows labelled -1 left out of every number above ({rows})."
+
+
+def _notes(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    notes = (interval_note(results), cross_dataset_note(results), unlabelled_note(results))
+    return [note for note in notes if note]
+
+
 def plot_confusion(result: Mapping[str, Any], title: str, path: Path) -> None:
     """Row-normalised confusion matrix with the counts written in the cells."""
     import matplotlib
@@ -178,7 +192,7 @@ def plot_reliability(result: Mapping[str, Any], title: str, path: Path) -> None:
 def results_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:
     """results.md: the summary with intervals, per-class accuracy, attention and the pictures."""
     parts = [f"# {title or 'Evaluation results'}", "", format_table(results, markdown=True), ""]
-    parts += [note + "\n" for note in (interval_note(results), cross_dataset_note(results)) if note]
+    parts += [note + "\n" for note in _notes(results)]
     parts += ["Per-class accuracy:", "", format_per_class(results, markdown=True), ""]
     attention = format_attention(results, markdown=True)
     if attention:
@@ -247,9 +261,8 @@ def _plot_all(results: Mapping[str, Mapping[str, Any]], folder: Path) -> None:
 def print_results(results: Mapping[str, Mapping[str, Any]]) -> None:
     """The summary (with intervals), per-class accuracy and the attention table, on the terminal."""
     print(format_table(results))
-    for note in (interval_note(results), cross_dataset_note(results)):
-        if note:
-            print(note)
+    for note in _notes(results):
+        print(note)
     print()
     print("per-class accuracy:")
     print(format_per_class(results))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
+from ran.data.labelled import class_names_of, labelled_rows
 from ran.devices import inference_model
 from ran.evaluation.attention import region_labels
 from ran.evaluation.classes import ClassMatch, match_classes
@@ -42,27 +43,39 @@ def _subset_names(dataset_dict: Mapping[str, Any], subsets: Sequence[str] | None
 
 
 def _data_classes(dataset_dict: Mapping[str, Any], names: list[str]) -> list[str]:
-    classes = list(dataset_dict[names[0]].features["label"].names)
+    classes = class_names_of(dataset_dict[names[0]], f"split {names[0]!r}")
     for name in names:
-        other = list(dataset_dict[name].features["label"].names)
+        other = class_names_of(dataset_dict[name], f"split {name!r}")
         if other != classes:
             raise ValueError(f"split {name!r}: classes {other} differ from {classes}")
     return classes
 
 
-def _kept_rows(split: Any, match: ClassMatch, name: str) -> tuple[Any, np.ndarray, np.ndarray]:
-    """The split without rows of classes the model lacks, the kept row indices and their new labels."""
-    lookup = np.asarray(match.label_lookup(), dtype=np.int64)
-    labels = lookup[np.asarray(split["label"], dtype=np.int64)]
-    rows = np.flatnonzero(labels >= 0)
-    if not rows.size:
+def _kept_rows(split: Any, match: ClassMatch, name: str) -> tuple[Any, np.ndarray, np.ndarray, int]:
+    """The rows scored: labelled ones (``-1`` rows are counted, never scored) of a class the model
+    predicts. Returns the split of those rows, their indices, their labels among ``match.names``, and
+    how many rows were unlabelled."""
+    if not split.num_rows:
+        raise ValueError(
+            f"split {name!r} is empty (0 rows): nothing to evaluate; leave it out with --subsets"
+        )
+    labelled, data_labels = labelled_rows(split, len(match.data_classes), f"split {name!r}")
+    if not labelled.size:
+        raise ValueError(
+            f"split {name!r}: all {split.num_rows} rows are unlabelled (label -1): nothing to score; leave "
+            "it out with --subsets"
+        )
+    labels = np.asarray(match.label_lookup(), dtype=np.int64)[data_labels]
+    kept = labels >= 0
+    if not kept.any():
         raise ValueError(
             f"split {name!r}: no row has one of the evaluated classes ({', '.join(match.names)}); leave it "
             "out with --subsets"
         )
+    rows, unlabelled = labelled[kept], split.num_rows - labelled.size
     if rows.size < split.num_rows:
         split = split.select(rows)
-    return split, rows, labels[rows]
+    return split, rows, labels[kept], unlabelled
 
 
 def _dropped(match: ClassMatch, rows_dropped: int) -> dict[str, Any] | None:
@@ -121,6 +134,9 @@ def evaluate_samples(
 ) -> dict[str, SubsetSamples]:
     """The per-face predictions of ``model`` on each subset (default: every split but train / validation).
 
+    Unlabelled rows (label ``-1``) are not run nor scored; each subset counts them (``unlabelled``). A
+    label outside the class list is refused, naming the row.
+
     Classes are matched by name (:func:`ran.evaluation.classes.match_classes`); with ``cross_dataset``
     a model is scored on the classes it shares with the data. Faces are fed as
     ``ran.transforms.transform_for(model)`` says (``image_size`` overrides the side). Runs on ``device``
@@ -135,7 +151,7 @@ def evaluate_samples(
     samples: dict[str, SubsetSamples] = {}
     with inference_model(model, device) as net:
         for name in names:
-            split, rows, labels = _kept_rows(dataset_dict[name], match, name)
+            split, rows, labels, unlabelled = _kept_rows(dataset_dict[name], match, name)
             probabilities, weights = predict_split(
                 net,
                 split,
@@ -154,7 +170,8 @@ def evaluate_samples(
                 weights=weights.numpy(),
                 classes=list(match.names),
                 regions=regions,
-                cross_dataset=_dropped(match, dataset_dict[name].num_rows - rows.size),
+                cross_dataset=_dropped(match, dataset_dict[name].num_rows - unlabelled - rows.size),
+                unlabelled=unlabelled,
             )
     return samples
 

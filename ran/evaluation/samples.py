@@ -4,7 +4,8 @@ calibration, error browsing) needs no second forward pass.
 They are written as one Parquet file beside results.json (``predictions.parquet``), one row per face and
 subset: ``subset``, ``row`` (index in the split), ``id`` (``image_name``, else the row index), ``label``,
 ``prediction``, ``correct``, ``confidence``, ``probabilities`` (over the evaluated classes) and
-``weights`` (one per region). The class and region names travel in the file's metadata (key ``ran``).
+``weights`` (one per region). The class and region names, and the count of unlabelled rows (label -1,
+never scored and not in the file) travel in the file's metadata (key ``ran``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class SubsetSamples:
     classes: list[str]
     regions: list[str]
     cross_dataset: dict[str, Any] | None = None  # ClassMatch.describe() when classes were dropped
+    unlabelled: int = 0  # rows of the subset labelled -1: left out, not scored
 
     @property
     def predictions(self) -> np.ndarray:
@@ -64,6 +66,7 @@ def _metadata(samples: Mapping[str, SubsetSamples]) -> bytes:
         "classes": {name: list(s.classes) for name, s in samples.items()},
         "regions": {name: list(s.regions) for name, s in samples.items()},
         "cross_dataset": {name: s.cross_dataset for name, s in samples.items() if s.cross_dataset},
+        "unlabelled": {name: s.unlabelled for name, s in samples.items() if s.unlabelled},
     }
     return json.dumps(info).encode("utf-8")
 
@@ -136,6 +139,7 @@ def read_predictions(folder_or_file: str | Path) -> dict[str, SubsetSamples]:
             classes=classes,
             regions=regions,
             cross_dataset=(info.get("cross_dataset") or {}).get(name),
+            unlabelled=int((info.get("unlabelled") or {}).get(name, 0)),
         )
     return out
 

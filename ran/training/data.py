@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler, FaceImages, collate_faces, load_splits
+from ran.data.labelled import class_names_of, keep_labelled
 from ran.training.config import DataConfig, TrainConfig
 from ran.transforms import FaceTransform
 
@@ -35,7 +36,8 @@ class Splits:
 
 
 def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tuple[Splits, str | None]:
-    """The dataset's splits; the note to print when the validation split falls back to 'test'.
+    """The dataset's splits; the notes to print (the validation split falls back to 'test', unlabelled
+    rows were left out), or None.
 
     With ``--shard-data`` and several processes, process ``rank`` reads only its own shard files of the
     train split (``ran.data.load_split_shards``); validation reads the whole split everywhere.
@@ -50,8 +52,8 @@ def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tupl
     note = None
     if val_name != data.val_split:
         note = f"note: no {data.val_split!r} split; selecting the best model on {val_name!r}"
-    class_names = list(splits["train"].features["label"].names)
-    val_classes = list(splits[val_name].features["label"].names)
+    class_names = class_names_of(splits["train"], f"--data {data.data}: split 'train'")
+    val_classes = class_names_of(splits[val_name], f"--data {data.data}: split {val_name!r}")
     if val_classes != class_names:
         raise ValueError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
     train, files = splits["train"], []
@@ -60,7 +62,22 @@ def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tupl
 
         train = load_split_shards(data.data, "train", rank, world_size)
         files = [path.name for path in split_files(data.data, "train")[rank::world_size]]
-    return Splits(train, splits[val_name], val_name, class_names, files), note
+    train, train_note = _labelled(train, "train", data.data, len(class_names), "training")
+    val, val_note = _labelled(splits[val_name], val_name, data.data, len(class_names), "model selection")
+    notes = "\n".join(n for n in (note, train_note, val_note) if n) or None
+    return Splits(train, val, val_name, class_names, files), notes
+
+
+def _labelled(split: Any, name: str, data: str, num_classes: int, purpose: str) -> tuple[Any, str | None]:
+    """``split`` without its unlabelled rows (label -1), and the note that says how many were left out.
+
+    Unlabelled rows are skipped, not refused: a split with some withheld labels still trains on the
+    rest, and the run says so. A label outside the class list is refused, naming the row.
+    """
+    kept, left_out = keep_labelled(split, num_classes, f"--data {data}: split {name!r}")
+    if not left_out:
+        return kept, None
+    return kept, f"note: {left_out} unlabelled rows (label -1) of split {name!r} left out of {purpose}"
 
 
 def available_cpus() -> int:
