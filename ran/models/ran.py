@@ -98,6 +98,9 @@ class RegionAttentionNet(nn.Module):
     fold_batchnorm: bool
     __jit_ignored_attributes__ = ["_folded_backbone"]
 
+    # Built outside inference mode even inside ``torch.inference_mode()``: inference tensors as weights
+    # could never run with gradients enabled nor have their in-place changes seen.
+    @torch.inference_mode(False)
     def __init__(
         self,
         backbone: str | nn.Module = "resnet18",
@@ -513,6 +516,7 @@ def _resolve_cfg(variant: str, kwargs: dict[str, Any]) -> tuple[PretrainedCfg, d
     return cfg, extras
 
 
+@torch.inference_mode(False)
 def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
     """Build a RAN; ``pretrained`` loads RAN weights where the config has them (Hub / local folder),
     otherwise timm's pretrained weights for the backbone alone."""
