@@ -24,6 +24,7 @@ from ran.card import render_model_card, validate_results
 from ran.files import staging_dir
 from ran.loading import CONFIG_NAME, REPO_ID, WEIGHTS_NAME, class_names, load_model
 from ran.models import RegionAttentionNet
+from ran.models.folder_config import INITIALISATION_ARGS, check_config
 
 CARD_NAME = "README.md"
 RESULTS_NAME = "eval_results.json"
@@ -41,10 +42,11 @@ def _label_names(model: RegionAttentionNet, label_names: Sequence[str] | None) -
 
 def hub_config(raw: dict[str, Any], label_names: list[str]) -> dict[str, Any]:
     """timm's config.json made loadable by transformers: no ``num_classes`` in ``model_args``,
-    class names at the top level and in ``pretrained_cfg``."""
+    class names at the top level and in ``pretrained_cfg``; no argument that says where the first weights
+    came from (``backbone_file``, ``backbone_pretrained``): the folder's weights replace them, and a loader
+    refuses a folder that names files or downloads."""
     config = dict(raw)
-    model_args = dict(config.get("model_args") or {})
-    model_args.pop("num_classes", None)
+    model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k not in INITIALISATION_ARGS}
     config["model_args"] = model_args
     config["label_names"] = list(label_names)
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
@@ -80,7 +82,10 @@ def write_model_files(
         model, str(folder / CONFIG_NAME), model_args=model.ran_config(), model_config={"label_names": names}
     )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_NAME))
-    config = hub_config(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")), names)
+    config = check_config(
+        hub_config(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")), names),
+        f"{CONFIG_NAME} to write",
+    )
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     card = render_model_card(
         config, results=measured, dataset=dataset, repo_id=repo_id, training_command=training_command

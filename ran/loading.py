@@ -8,12 +8,13 @@
 * a Hub id ``ORG/NAME`` (``revision`` pins a branch, tag or commit), downloaded to the Hugging Face cache;
 * a registered name such as ``ran_resnet18``: the architecture with random weights (with a warning).
 
-Only safetensors and JSON are read, never a pickle. Errors name the thing given and what was expected.
+Only safetensors and JSON are read, never a pickle, and a folder's ``config.json`` is data, never
+instructions: it names no file, download, device or dtype, and its sizes are checked against the weights'
+header before memory is taken (:mod:`ran.model_folder`). Errors name the thing given and what was expected.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -24,12 +25,10 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
+from ran.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_folder
 from ran.models import RAN_VARIANTS, RegionAttentionNet
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 LEGACY_CHECKPOINT_FILE = "ran_model.json"  # ran 0.1 training checkpoints (accelerate pickles beside it)
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".tar")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -96,60 +95,6 @@ def class_names(model: torch.nn.Module) -> list[str]:
     if len(names) == num_classes:
         return [str(n) for n in names]
     return [f"class_{i}" for i in range(num_classes)]
-
-
-def check_folder(folder: str | Path) -> dict[str, Any]:
-    """Validate a model folder before timm touches it; returns its config. Errors name what is wrong."""
-    folder = Path(folder)
-    config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{folder}: no {CONFIG_NAME} (expected a folder written by ran.save_pretrained, ran convert "
-            "or ran train)"
-        )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path}: not valid JSON ({err})") from None
-    architecture = config.get("architecture") if isinstance(config, dict) else None
-    if not architecture:
-        raise ValueError(f"{config_path}: no 'architecture' entry (expected timm's config.json)")
-    if not timm.is_model(architecture):
-        raise ValueError(
-            f"{config_path}: unknown architecture {architecture!r}: not a registered timm model "
-            f"(RAN architectures: {', '.join(sorted(RAN_VARIANTS))}; import the package that registers it)"
-        )
-    weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} beside {CONFIG_NAME}")
-    check_folder_files(folder)
-    return config
-
-
-def check_folder_files(folder: Path) -> None:
-    """Refuse a folder that holds pickles or unreadable JSON / safetensors files.
-
-    A model folder (and a training checkpoint, which is one) holds only JSON and safetensors; a pickle in
-    it, or a tampered file, means it did not come from this package as it is, so nothing in it is trusted.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        if path.suffix in PICKLE_SUFFIXES:
-            raise ValueError(
-                f"{path}: a pickle in a model folder; this package never loads pickles and refuses the "
-                "folder (model folders hold only JSON and safetensors files)"
-            )
-        try:
-            if path.suffix == ".json":
-                json.loads(path.read_text(encoding="utf-8"))
-            elif path.suffix == ".safetensors":
-                with safe_open(str(path), "pt") as handle:
-                    handle.keys()
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())[:120]})") from None
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"{path}: unreadable safetensors file, truncated or corrupt ({err})") from None
 
 
 def _create_from_folder(folder: Path, **kwargs: Any) -> RegionAttentionNet:

@@ -44,3 +44,56 @@ def test_gradients_reach_the_real_weights():
     model(torch.rand(2, 3, 40, 40)).sum().backward()  # grad enabled: the backbone itself runs
     assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
     assert model._folded_backbone.module is None
+
+
+GRAD_MODES = {
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+    "enable_grad": torch.enable_grad,
+}
+
+
+def _logits_in(mode: str, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with GRAD_MODES[mode]():
+        return model(images).detach().clone()
+
+
+def test_models_made_or_loaded_in_inference_mode_run_in_every_grad_mode(tmp_path):
+    images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    reference = _model()
+    reference.backbone_chunk = 4
+    expected = _logits_in("no_grad", reference, images)
+    folder = ran.save_pretrained(reference, tmp_path / "saved")
+    with torch.inference_mode():
+        made = {"created": _model(), "loaded": ran.load_model(folder)}
+    made["created outside"] = _model()
+    for name, model in made.items():
+        model.backbone_chunk = 4  # chunked, so the folded copy serves the gradient-free modes
+        for mode in ("inference_mode", "no_grad", "enable_grad", "inference_mode"):
+            got = _logits_in(mode, model, images)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=f"{name}, {mode}")
+
+    model = made["created"]  # folded under inference_mode: in-place changes outside it still reach the copy
+    with torch.no_grad():
+        next(model.backbone.parameters()).mul_(0.5)
+    changed = _logits_in("inference_mode", model, images)
+    model.fold_batchnorm = False
+    torch.testing.assert_close(changed, _logits_in("no_grad", model, images), rtol=0, atol=1e-5)
+    assert not torch.allclose(changed, expected, atol=1e-3)
+
+
+def test_weights_cast_in_inference_mode_run_unfolded_and_follow_in_place_changes():
+    model = _model()
+    model.backbone_chunk = 4
+    images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.inference_mode():
+        model.double()  # the weights become inference tensors: no version counter to key a cache on
+        before = model(images)
+        bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_mean.add_(1.0)
+        after = model(images)
+        model.fold_batchnorm = False
+        expected = model(images)
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-10)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert model._folded_backbone.module is None

@@ -548,6 +548,32 @@ def test_planted_payloads_never_run(planted, real_checkpoint, tiny_data, tmp_pat
         assert len(err.strip().splitlines()) == 1 and "weights_only" not in err, err
 
 
+def test_resume_refuses_optimizer_state_larger_than_the_model_unread(real_checkpoint, tmp_path, monkeypatch):
+    """optimizer.safetensors declaring an extra 8 GB tensor (a sparse file): refused from its header."""
+    import safetensors.torch
+
+    from ran.training.checkpoints import read_checkpoint
+
+    read_whole = safetensors.torch.load_file
+
+    def small_only(path, *args, **kwargs):
+        assert Path(path).stat().st_size < 100_000_000, "a huge safetensors file was read"
+        return read_whole(path, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "load_file", small_only)
+    folder = Path(shutil.copytree(real_checkpoint, tmp_path / real_checkpoint.name))
+    state = folder / "optimizer.safetensors"
+    data = state.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header, end, extra = json.loads(data[8 : 8 + length]), len(data) - 8 - length, 8 << 30
+    header["0.extra"] = {"dtype": "F32", "shape": [extra // 4], "data_offsets": [end, end + extra]}
+    text = json.dumps(header).encode()
+    state.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+    os.truncate(state, state.stat().st_size + extra)
+    with pytest.raises(ValueError, match=r"optimizer\.safetensors: declares \d+ values for a model of \d+"):
+        read_checkpoint(folder)
+
+
 @pytest.mark.slow
 def test_compile_keeps_plain_weight_names(tiny_data, tmp_path, monkeypatch):
     """--compile wraps the model in torch.compile; checkpoints and best/ keep the plain module's names.

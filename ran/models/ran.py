@@ -98,6 +98,9 @@ class RegionAttentionNet(nn.Module):
     fold_batchnorm: bool
     __jit_ignored_attributes__ = ["_folded_backbone"]
 
+    # Built outside inference mode even inside ``torch.inference_mode()``: inference tensors as weights
+    # could never run with gradients enabled nor have their in-place changes seen.
+    @torch.inference_mode(False)
     def __init__(
         self,
         backbone: str | nn.Module = "resnet18",
@@ -513,10 +516,21 @@ def _resolve_cfg(variant: str, kwargs: dict[str, Any]) -> tuple[PretrainedCfg, d
     return cfg, extras
 
 
+@torch.inference_mode(False)
 def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
     """Build a RAN; ``pretrained`` loads RAN weights where the config has them (Hub / local folder),
-    otherwise timm's pretrained weights for the backbone alone."""
+    otherwise timm's pretrained weights for the backbone alone.
+
+    timm passes a folder's or Hub repo's ``model_args`` as keyword arguments and, apart, as
+    ``pretrained_model_args``: those are checked as data (no backbone file, download, device or dtype)
+    before anything is built, however the folder was reached (``local-dir:``, ``hf-hub:``, ran.load_model).
+    """
     cfg, extras = _resolve_cfg(variant, kwargs)
+    if kwargs.get("pretrained_model_args"):
+        from ran.models.folder_config import check_model_args
+
+        source = (cfg.file if cfg.source == "local-dir" else cfg.hf_hub_id) or variant
+        check_model_args(kwargs["pretrained_model_args"], f"{source}/config.json")
     load_ran_weights = pretrained and cfg.has_weights
     kwargs.setdefault("backbone_pretrained", pretrained and not load_ran_weights)
     model = build_model_with_cfg(

@@ -15,7 +15,7 @@ state needs no saving at all: every step reseeds from (seed, epoch, batch, proce
 
 from __future__ import annotations
 
-import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 
 from ran.files import staging_dir, write_json
 from ran.loading import CONFIG_NAME, LEGACY_CHECKPOINT_FILE, WEIGHTS_NAME, check_folder
+from ran.model_folder import pickle_files, read_json, read_safetensors_header
 
 CHECKPOINTS = "checkpoints"
 PROGRESS_FILE = "progress.json"
@@ -33,8 +34,6 @@ OPTIMIZER_FILE = "optimizer.json"
 SCHEDULER_FILE = "scheduler.json"
 SCALER_FILE = "grad_scaler.json"
 RESUME_FILES = (CONFIG_NAME, WEIGHTS_NAME, OPTIMIZER_TENSORS, OPTIMIZER_FILE, SCHEDULER_FILE, PROGRESS_FILE)
-# What torch.save / accelerate's save_state write: never part of a checkpoint of this version.
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".tar", ".ckpt")
 FORMAT = "ran-checkpoint-2"
 
 
@@ -137,7 +136,7 @@ def write_checkpoint(
 
 def _global_step(folder: Path) -> int:
     try:
-        return int(json.loads((folder / PROGRESS_FILE).read_text(encoding="utf-8"))["global_step"])
+        return int(read_json(folder / PROGRESS_FILE)["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
         return -1
 
@@ -158,7 +157,7 @@ def prune_checkpoints(root: Path, keep: int) -> list[Path]:
 # --- reading ---------------------------------------------------------------------------------------
 def refuse_unsafe_files(path: Path) -> None:
     """A ran 0.1 checkpoint (pickled accelerate state) or any pickle in the folder: refused, never read."""
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    pickles = [p.name for p in pickle_files(path)]
     if (path / LEGACY_CHECKPOINT_FILE).is_file():
         raise ValueError(
             f"--resume {path}: a training checkpoint from ran 0.1, whose resume state is pickled "
@@ -175,9 +174,9 @@ def refuse_unsafe_files(path: Path) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())})") from None
+        return read_json(path)
+    except OSError as err:
+        raise ValueError(f"{path}: unreadable ({err.strerror or err})") from None
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -190,6 +189,21 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: unreadable safetensors file ({' '.join(str(err).split())})") from None
 
 
+def _check_optimizer_size(path: Path) -> None:
+    """The optimizer's tensors (headers checked by ``check_folder``) are read whole: refuse more than an
+    optimizer keeps, a few tensors per weight (Adam: 2, AMSGrad: 3), before memory is taken."""
+
+    def declared(name: str) -> int:
+        return sum(math.prod(shape) for shape in read_safetensors_header(path / name).values())
+
+    weights, state = declared(WEIGHTS_NAME), declared(OPTIMIZER_TENSORS)
+    if state > 4 * weights + 1024:
+        raise ValueError(
+            f"{path / OPTIMIZER_TENSORS}: declares {state} values for a model of {weights}; an optimizer "
+            "keeps at most a few per weight"
+        )
+
+
 def _read_optimizer(path: Path) -> dict[str, Any]:
     """The optimizer ``state_dict`` from ``optimizer.json`` + ``optimizer.safetensors``."""
     meta = _read_json(path / OPTIMIZER_FILE)
@@ -199,6 +213,7 @@ def _read_optimizer(path: Path) -> dict[str, Any]:
         isinstance(v, dict) for v in meta["state"].values()
     ):
         raise ValueError(f"{path / OPTIMIZER_FILE}: corrupt (no 'state' mapping)")
+    _check_optimizer_size(path)
     tensors = _read_tensors(path / OPTIMIZER_TENSORS)
     state: dict[int, dict[str, Any]] = {}
     try:

@@ -1,0 +1,191 @@
+"""A model folder is data: what one may hold, checked before anything in it is used or memory is taken.
+
+A model folder (``ran.save_pretrained``, ``ran convert``, a ``ran train`` checkpoint) holds JSON and
+safetensors files. Before a model is built from one:
+
+* a pickle anywhere in it (by suffix, in any case) refuses the folder: it did not come from this package;
+* every JSON file is size-checked before it is read (:data:`MAX_JSON_BYTES`);
+* every safetensors file's header alone is read (8-byte length + JSON, at most :data:`MAX_HEADER_BYTES`)
+  and must declare tensors that exactly fill the file;
+* ``config.json`` may hold only what :mod:`ran.models.folder_config` allows (no files, downloads, devices
+  or dtypes; sizes in bounds);
+* ``model.safetensors`` must declare exactly the tensors and shapes of the model ``config.json`` describes,
+  compared with that model built on the meta device (no memory), so a 30-million-class head or an extra
+  8 GB tensor is refused before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from ran.models.folder_config import check_config
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# What torch.save / accelerate's save_state / pickle write: never part of a folder this package writes.
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".tar")
+MAX_JSON_BYTES = 4 << 20  # a RAN's config.json is about 2 KB, a checkpoint's optimizer.json tens of KB
+MAX_HEADER_BYTES = 16 << 20  # ResNet-101's safetensors header is about 60 KB
+DTYPE_BYTES = {
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2"), 1),
+    **dict.fromkeys(("U16", "I16", "F16", "BF16"), 2),
+    **dict.fromkeys(("U32", "I32", "F32"), 4),
+    **dict.fromkeys(("U64", "I64", "F64"), 8),
+}
+Shapes = dict[str, tuple[int, ...]]
+
+
+def pickle_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` whose suffix (any case: ``.PTH`` too) is a pickle's."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+
+
+def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file of a model folder, refused unread when it is over ``limit`` bytes."""
+    size = path.stat().st_size
+    if size <= limit:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    if size > limit or len(data) > limit:
+        raise ValueError(f"{path}: {size} bytes; a model folder's JSON files are at most {limit} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())[:120]})") from None
+
+
+def _corrupt(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path}: unreadable safetensors file, truncated or corrupt ({why})")
+
+
+def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int, tuple[int, ...]]:
+    try:
+        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        numbers = [*shape, begin, end]
+        if len(shape) > 8 or not all(type(n) is int and n >= 0 for n in numbers):
+            raise ValueError
+        nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
+    except (KeyError, TypeError, ValueError):
+        raise _corrupt(path, f"tensor {name[:80]!r}: bad dtype, shape or offsets") from None
+    if end - begin != nbytes:
+        raise _corrupt(
+            path, f"tensor {name[:80]!r}: shape {shape} needs {nbytes} bytes, offsets span {end - begin}"
+        )
+    return begin, end, tuple(shape)
+
+
+def read_safetensors_header(path: Path) -> Shapes:
+    """The tensor shapes a safetensors file declares, from its header alone (no tensor is read).
+
+    Refused: a header over :data:`MAX_HEADER_BYTES` or longer than the file, and tensors that do not fill
+    the file exactly (declared past its end, overlapping, or leaving bytes over), as safetensors requires.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+            raise _corrupt(path, f"header length {length}, file {size} bytes, at most {MAX_HEADER_BYTES}")
+        try:
+            header = json.loads(handle.read(length).decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise _corrupt(path, "the header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "the header is not a JSON object")
+    header.pop("__metadata__", None)
+    spans = sorted((*_tensor_span(path, str(name), entry), str(name)) for name, entry in header.items())
+    position, data_bytes = 0, size - 8 - length
+    for begin, end, _, name in spans:
+        if begin != position:
+            raise _corrupt(path, f"tensor {name[:80]!r} starts at {begin}, expected {position}")
+        position = end
+    if position != data_bytes:
+        raise _corrupt(path, f"the header declares {position} bytes of tensors, the file holds {data_bytes}")
+    return {name: shape for _, _, shape, name in spans}
+
+
+def check_folder_files(folder: Path) -> dict[str, Shapes]:
+    """Refuse a folder that holds pickles, oversized or invalid JSON, or unreadable safetensors files;
+    returns each safetensors file's declared shapes by file name.
+
+    A model folder (and a training checkpoint, which is one) holds only JSON and safetensors; a pickle in
+    it, or a tampered file, means it did not come from this package as it is, so nothing in it is trusted.
+    """
+    pickles = pickle_files(folder)
+    if pickles:
+        raise ValueError(
+            f"{pickles[0]}: a pickle in a model folder; this package never loads pickles and refuses the "
+            "folder (model folders hold only JSON and safetensors files)"
+        )
+    headers: dict[str, Shapes] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            read_json(path)
+        elif suffix == ".safetensors":
+            headers[path.name] = read_safetensors_header(path)
+    return headers
+
+
+def _mismatch(name: str, got: tuple[int, ...] | None, expected: tuple[int, ...] | None) -> str:
+    name = name[:80]
+    if expected is None:
+        return f"{name} {list(got or ())}: not a tensor of this model"
+    if got is None:
+        return f"{name}: missing, expected {list(expected)}"
+    return f"{name} {list(got)}, expected {list(expected)}"
+
+
+def check_weights_fit(weights: Path, config: dict[str, Any], shapes: Shapes) -> None:
+    """Refuse weights whose tensors or shapes differ from the model ``config`` describes (built on the meta
+    device: no memory, no weights). BatchNorm step counters may be absent (frozen BatchNorm has none)."""
+    args = dict(config.get("model_args") or {})
+    with torch.device("meta"):
+        model = timm.create_model(config["architecture"], num_classes=config["num_classes"], **args)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = [k for k in sorted({*expected, *shapes}) if expected.get(k) != shapes.get(k)]
+    wrong = [k for k in wrong if not (k.endswith("num_batches_tracked") and k not in shapes)]
+    if wrong:
+        details = "; ".join(_mismatch(k, shapes.get(k), expected.get(k)) for k in wrong[:4])
+        more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
+        raise ValueError(
+            f"{weights}: the weights do not fit the model that {CONFIG_NAME} describes: {details}{more}"
+        )
+
+
+def check_folder(folder: str | Path) -> dict[str, Any]:
+    """Validate a model folder before any model is built from it (see the module docstring); returns its
+    config. Errors are one line naming the file and what was expected."""
+    folder = Path(folder)
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{folder}: no {CONFIG_NAME} (expected a folder written by ran.save_pretrained, ran convert "
+            "or ran train)"
+        )
+    config = check_config(read_json(config_path), str(config_path))
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} beside {CONFIG_NAME}")
+    headers = check_folder_files(folder)
+    check_weights_fit(weights, config, headers[WEIGHTS_NAME])
+    return config
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "MAX_HEADER_BYTES",
+    "MAX_JSON_BYTES",
+    "WEIGHTS_NAME",
+    "check_folder",
+    "check_folder_files",
+    "pickle_files",
+    "read_json",
+    "read_safetensors_header",
+]

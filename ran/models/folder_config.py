@@ -1,0 +1,297 @@
+"""What a model folder's ``config.json`` may say: data that rebuilds a RAN, never instructions.
+
+timm passes a folder's ``model_args`` to the model's constructor and its ``pretrained_cfg`` to the loader,
+so whoever wrote a folder would otherwise choose files to unpickle (``backbone_file``), downloads
+(``backbone_pretrained``, ``hf-hub:`` backbones), devices and dtypes. A folder's config is checked against
+an allowlist of what this package writes, each value against its type and sane bounds, before any model
+is built. Errors are one line naming the file, the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import timm
+
+from ran.models.ran import ATTENTION_MODES, GLOBAL_POOLS, RAN_VARIANTS
+from ran.regions import REGION_PRESETS, validate_boxes
+
+MAX_CLASSES = 100_000
+MAX_REGIONS = 64
+MAX_SIDE = 1024  # px: region_size and input_size sides (the paper's faces are 224 px)
+MAX_IN_CHANS = 16
+MAX_TEXT = 1000  # characters of one label, name or note
+# Constructor arguments that say where the first weights come from (or, for num_classes, that transformers
+# passes itself): the package never writes them into a folder, whose weights replace them.
+INITIALISATION_ARGS = ("num_classes", "backbone_file", "backbone_pretrained")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+CROP_MODES = ("center", "squash", "border")
+
+Check = Callable[[str, str, Any], Any]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _fail(where: str, key: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"{where}: {key} = {_show(value)}; expected {expected}")
+
+
+def _int(where: str, key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(where, key, value, f"an integer in {low}..{high}")
+    return value
+
+
+def _number(where: str, key: str, value: Any, low: float, high: float, above_low: bool = False) -> None:
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and low <= number <= high) or (above_low and number == low):
+        raise _fail(where, key, value, f"a finite number in {'(' if above_low else '['}{low}, {high}]")
+
+
+def _list(where: str, key: str, value: Any, low: int, high: int) -> list[Any]:
+    if not isinstance(value, list) or not low <= len(value) <= high:
+        raise _fail(where, key, value, f"a list of {low}..{high} entries")
+    return value
+
+
+def _text(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise _fail(where, key, value, f"a string of at most {MAX_TEXT} characters")
+
+
+def _texts(where: str, key: str, value: Any, high: int = MAX_CLASSES) -> None:
+    for i, item in enumerate(_list(where, key, value, 0, high)):
+        _text(where, f"{key}[{i}]", item)
+
+
+# --- check factories: each makes a Check(where, key, value) ---------------------------------------------
+def _ints(low: int, high: int) -> Check:
+    return lambda where, key, value: _int(where, key, value, low, high)
+
+
+def _numbers(low: float, high: float, above_low: bool = False) -> Check:
+    return lambda where, key, value: _number(where, key, value, low, high, above_low)
+
+
+def _one_of(*choices: Any) -> Check:
+    def check(where: str, key: str, value: Any) -> None:
+        if not any(value == c and type(value) is type(c) for c in choices):
+            raise _fail(where, key, value, f"one of {', '.join(repr(c) for c in choices)}")
+
+    return check
+
+
+def _maybe(check: Check) -> Check:
+    """``check``, or nothing for null (timm writes null for unset entries)."""
+    return lambda where, key, value: None if value is None else check(where, key, value)
+
+
+def _text_or_texts(where: str, key: str, value: Any) -> None:
+    (_text if isinstance(value, str) else _texts)(where, key, value)
+
+
+def _descriptions(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, dict) or len(value) > MAX_CLASSES:
+        raise _fail(where, key, value, "a mapping of class names to descriptions")
+    _texts(where, key, [*value.keys(), *value.values()], 2 * MAX_CLASSES)
+
+
+# --- model_args -------------------------------------------------------------------------------------------
+def _sides(where: str, key: str, value: Any) -> None:
+    single = isinstance(value, int) and not isinstance(value, bool)
+    for i, side in enumerate([value] if single else _list(where, key, value, 2, 2)):
+        _int(where, key if single else f"{key}[{i}]", side, 8, MAX_SIDE)
+
+
+def _backbone(where: str, key: str, value: Any) -> None:
+    plain = isinstance(value, str) and len(value) <= 100 and ":" not in value and "/" not in value
+    if not plain or not timm.is_model(value) or value in RAN_VARIANTS:
+        raise _fail(
+            where,
+            key,
+            value,
+            "the name of a timm model registered in this process, without 'hf-hub:', 'local-dir:' or any "
+            "prefix (a folder's config names no download and no other folder)",
+        )
+
+
+def _regions(where: str, key: str, value: Any) -> None:
+    if isinstance(value, str):
+        _one_of(*sorted(REGION_PRESETS))(where, key, value)
+        return
+    for i, box in enumerate(_list(where, key, value, 1, MAX_REGIONS)):
+        for j, v in enumerate(_list(where, f"{key}[{i}]", box, 4, 4)):
+            _number(where, f"{key}[{i}][{j}]", v, 0.0, 1.0)
+    try:
+        validate_boxes(value, name=key)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _pool_name(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z_]{0,20}", value):
+        raise _fail(where, key, value, "a pooling name such as 'avg' (lower-case letters)")
+
+
+# The backbone's own arguments a folder may set: drop rates and pooling (``ran convert`` writes
+# ``global_pool: avg`` for ArcFace IResNets without their embedding head).
+BACKBONE_KWARGS: dict[str, Check] = {
+    **{k: _numbers(0.0, 0.99) for k in ("drop_rate", "drop_path_rate", "drop_block_rate")},
+    "global_pool": _pool_name,
+}
+
+
+def _backbone_kwargs(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _fail(where, key, value, f"a mapping of {', '.join(BACKBONE_KWARGS)}")
+    for name, entry in value.items():
+        check = BACKBONE_KWARGS.get(name)
+        if check is None:
+            raise ValueError(
+                f"{where}: {key}[{_show(name)}] is not allowed: a model folder's config is data "
+                f"(allowed: {', '.join(BACKBONE_KWARGS)})"
+            )
+        check(where, f"{key}[{name!r}]", entry)
+
+
+MODEL_ARGS: dict[str, Check] = {
+    "backbone": _backbone,
+    "region_size": _sides,
+    "regions": _regions,
+    "attention": _one_of(*ATTENTION_MODES),
+    "drop_rate": _numbers(0.0, 0.99),
+    "in_chans": _ints(1, MAX_IN_CHANS),
+    "global_pool": _one_of(*GLOBAL_POOLS),
+    "backbone_kwargs": _backbone_kwargs,
+}
+
+
+def check_model_args(args: Any, where: str) -> dict[str, Any]:
+    """Refuse ``model_args`` (read from ``where``, a config.json) that hold anything but the constructor
+    arguments this package writes (``MODEL_ARGS``), or a value of the wrong type or out of bounds."""
+    if not isinstance(args, dict):
+        raise _fail(where, "model_args", args, "a mapping")
+    for key, value in args.items():
+        check = MODEL_ARGS.get(key)
+        if check is None:
+            raise ValueError(
+                f"{where}: model_args[{_show(key)}] is not allowed: a model folder's config is data and "
+                f"names no file, download, device or dtype (allowed: {', '.join(MODEL_ARGS)}; the "
+                "folder's weights already hold the backbone, so remove the key)"
+            )
+        check(where, f"model_args[{key!r}]", value)
+    return args
+
+
+# --- pretrained_cfg ---------------------------------------------------------------------------------------
+def _pool_size(where: str, key: str, value: Any) -> None:
+    for i, v in enumerate(_list(where, key, value, 1, 4)):
+        _int(where, f"{key}[{i}]", v, 1, MAX_SIDE)
+
+
+# Every timm PretrainedCfg field except those naming a weight source (url, file, state_dict, hf_hub_id,
+# hf_hub_filename, source), plus the package's own grayscale. Sizes, mean and std are checked apart
+# (they depend on in_chans).
+PRETRAINED_CFG: dict[str, Check] = {
+    "custom_load": _one_of(False),
+    "fixed_input_size": _one_of(False, True),
+    "grayscale": _one_of(False, True),
+    "interpolation": _one_of(*INTERPOLATIONS),
+    "crop_mode": _one_of(*CROP_MODES),
+    "crop_pct": _numbers(0.0, 1.0, above_low=True),
+    "test_crop_pct": _maybe(_numbers(0.0, 1.0, above_low=True)),
+    "num_classes": _ints(0, MAX_CLASSES),
+    "label_offset": _maybe(_ints(0, 1)),
+    "label_names": _maybe(_texts),
+    "label_descriptions": _maybe(_descriptions),
+    "pool_size": _maybe(_pool_size),
+    "test_pool_size": _maybe(_pool_size),
+    "first_conv": _maybe(_text_or_texts),
+    "classifier": _maybe(_text_or_texts),
+    "paper_ids": _maybe(_text_or_texts),
+    "notes": _maybe(_text_or_texts),
+    **{
+        k: _maybe(_text)
+        for k in ("architecture", "tag", "license", "description", "origin_url", "paper_name")
+    },
+}
+SIZE_FIELDS = ("input_size", "test_input_size", "min_input_size")
+
+
+def _check_sized(cfg: dict[str, Any], where: str, in_chans: int) -> None:
+    """Face sizes (channels = in_chans, sides 8..MAX_SIDE); mean and std: in_chans finite values, std > 0."""
+    for key in SIZE_FIELDS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        name = f"pretrained_cfg[{key!r}]"
+        _list(where, name, value, 3, 3)
+        _one_of(in_chans)(where, f"{name}[0]", value[0])
+        _int(where, f"{name}[1]", value[1], 8, MAX_SIDE)
+        _int(where, f"{name}[2]", value[2], 8, MAX_SIDE)
+    for key, low, above_low in (("mean", -1000.0, False), ("std", 0.0, True)):
+        name = f"pretrained_cfg[{key!r}]"
+        if key not in cfg:
+            continue
+        for i, v in enumerate(_list(where, name, cfg[key], in_chans, in_chans)):
+            _number(where, f"{name}[{i}]", v, low, 1000.0, above_low)
+
+
+def check_pretrained_cfg(cfg: Any, where: str, in_chans: int = 3) -> dict[str, Any]:
+    """Refuse a ``pretrained_cfg`` naming a weight source (file, URL, Hub repo) or holding a value that
+    breaks prediction (a zero std, a 60000 px face, a mean of the wrong length)."""
+    if not isinstance(cfg, dict):
+        raise _fail(where, "pretrained_cfg", cfg, "a mapping")
+    for key, value in cfg.items():
+        if key in SIZE_FIELDS or key in ("mean", "std"):
+            continue
+        check = PRETRAINED_CFG.get(key)
+        if check is None:
+            raise ValueError(
+                f"{where}: pretrained_cfg[{_show(key)}] is not allowed: a model folder's config is data and "
+                "names no file, URL or Hub repo to load (the folder's model.safetensors holds the weights)"
+            )
+        check(where, f"pretrained_cfg[{key!r}]", value)
+    _check_sized(cfg, where, in_chans)
+    return cfg
+
+
+def check_config(config: Any, where: str) -> dict[str, Any]:
+    """A whole config.json: a RAN architecture, ``num_classes`` in bounds (timm lets it override
+    ``pretrained_cfg``'s), ``model_args`` and ``pretrained_cfg`` as :func:`check_model_args` and
+    :func:`check_pretrained_cfg` allow. Keys timm does not read are left alone. Returns the config."""
+    if not isinstance(config, dict):
+        raise _fail(where, "the file", config, "a JSON object (timm's config.json)")
+    architecture = config.get("architecture")
+    if not architecture:
+        raise ValueError(f"{where}: no 'architecture' entry (expected timm's config.json)")
+    if architecture not in RAN_VARIANTS:
+        raise ValueError(
+            f"{where}: unknown architecture {_show(architecture)}: not a RAN architecture "
+            f"(expected one of {', '.join(sorted(RAN_VARIANTS))})"
+        )
+    _int(where, "num_classes", config.get("num_classes"), 0, MAX_CLASSES)
+    _maybe(_ints(0, 1 << 20))(where, "num_features", config.get("num_features"))
+    args = check_model_args(config.get("model_args", {}), where)
+    check_pretrained_cfg(config.get("pretrained_cfg"), where, args.get("in_chans", 3))
+    _maybe(_texts)(where, "label_names", config.get("label_names"))
+    return config
+
+
+__all__ = [
+    "INITIALISATION_ARGS",
+    "MAX_CLASSES",
+    "MAX_REGIONS",
+    "MAX_SIDE",
+    "MODEL_ARGS",
+    "PRETRAINED_CFG",
+    "check_config",
+    "check_model_args",
+    "check_pretrained_cfg",
+]
