@@ -137,9 +137,10 @@ def test_overwrite_replaces_only_results_ran_evaluate_wrote(tiny_data, tmp_path,
 
 
 def test_one_evaluation_per_output_folder(tiny_data, tmp_path, capsys, lock_held_by_another_process):
+    model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
     out = tmp_path / "eval"
     first = lock_held_by_another_process(out, "ran evaluate", inside=True)
-    args = ["evaluate", "--model", "ran", "--data", str(tiny_data), "--output-dir", str(out)]
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--output-dir", str(out)]
     assert ran_main([*args, "--no-progress"]) == 2
     assert f"{out} is being written by pid {first.pid} (ran evaluate, started" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == [".ran.lock"]
