@@ -271,7 +271,7 @@ def check_overwrite_files(
     if not overwrite:
         raise FileExistsError(f"{out / clashes[0]} already exists; pass --overwrite to replace it")
     if not written_by(out, kind, recognise):
-        raise not_written_error(out, kind)
+        raise not_written_error(out, kind, "replace its files")
 
 
 @contextmanager

@@ -28,7 +28,7 @@ _held: dict[Path, int] = {}  # locks this process holds -> nesting depth
 def lock_path(out: str | Path, *, inside: bool) -> Path:
     """Where the lock of ``out`` lives: inside a folder that commands write into, beside one that is
     replaced whole (so the lock outlives the swap)."""
-    out = Path(out).expanduser().absolute()
+    out = Path(os.path.abspath(Path(out).expanduser()))  # '..' resolved, so the lock sits beside OUT
     if not out.name:
         raise ValueError(f"{out}: not a folder to write into")
     return out / ".ran.lock" if inside else out.with_name(f".{out.name}.ran.lock")
@@ -55,12 +55,13 @@ def _create_exclusive(lock: Path, text: str) -> None:
     tmp = _temp_name(lock, "tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.link(tmp, lock)
-        return
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links
-        pass
+        try:
+            os.link(tmp, lock)
+            return
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links
+            pass
     finally:
         tmp.unlink(missing_ok=True)
     descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -76,7 +77,11 @@ def _live_owner(owner: Any) -> bool:
     return owner.get("host") != socket.gethostname() or _alive(owner["pid"])
 
 
-def _take_over(lock: Path, stale: dict) -> None:
+def _token(owner: Any) -> Any:
+    return owner.get("token") if isinstance(owner, dict) else None
+
+
+def _take_over(lock: Path, stale: Any) -> None:
     """Remove a lock whose owner is gone; one that a new owner made meanwhile is put back."""
     aside = _temp_name(lock, "old")
     try:
@@ -84,17 +89,20 @@ def _take_over(lock: Path, stale: dict) -> None:
     except FileNotFoundError:
         return
     moved = read_small_json(aside)
-    if isinstance(moved, dict) and moved.get("token") != stale.get("token"):
+    if isinstance(moved, dict) and moved.get("token") != _token(stale):
         with suppress(OSError):
             os.link(aside, lock)
     aside.unlink(missing_ok=True)
 
 
 def _busy_error(out: Path, lock: Path, owner: dict) -> FileExistsError:
-    host = "" if owner.get("host") == socket.gethostname() else f" on {owner.get('host')}"
+    def field(key: str) -> str:  # a lock file is data: its values are cut, never printed whole
+        return " ".join(str(owner.get(key)).split())[:100]
+
+    host = "" if owner.get("host") == socket.gethostname() else f" on {field('host')}"
     return FileExistsError(
-        f"{out} is being written by pid {owner.get('pid')}{host} ({owner.get('command')}, started "
-        f"{owner.get('started')}); wait for it or choose another folder (if that process is gone, remove "
+        f"{out} is being written by pid {field('pid')}{host} ({field('command')}, started "
+        f"{field('started')}); wait for it or choose another folder (if that process is gone, remove "
         f"{lock})"
     )
 
@@ -121,7 +129,7 @@ def _acquire(out: Path, lock: Path, command: str) -> str:
 
 def _release(lock: Path, token: str) -> None:
     owner = read_small_json(lock)
-    if isinstance(owner, dict) and owner.get("token") == token:
+    if _token(owner) == token:
         lock.unlink(missing_ok=True)
 
 

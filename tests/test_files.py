@@ -180,6 +180,14 @@ def test_a_stale_lock_is_taken_over(tmp_path):
             pass
         assert lock.is_file()
     assert list(out.iterdir()) == []  # the lock is gone (the folder was the killed writer's)
+    lock.write_text("[1, 2]")  # JSON that names no process: nobody holds it
+    with output_lock(out, "ran train", inside=True):
+        pass
+    lock.write_text("garbled")  # maybe a lock being written: refused, and left for the user to judge
+    with pytest.raises(FileExistsError, match="is unreadable; remove it if no ran command runs"):
+        with output_lock(out, "ran train", inside=True):
+            pass
+    assert lock.read_text() == "garbled"
 
 
 def test_a_failing_writer_leaves_no_lock_and_no_folders(tmp_path):
