@@ -20,6 +20,7 @@ from typing import Any
 # --quick (or RAN_DEMO_QUICK=1) is the test suite's reduced version.
 FULL = {"train_size": 6000, "test_size": 1000, "epochs": 10}
 QUICK = {"train_size": 1500, "test_size": 320, "epochs": 5}
+DEMO = "demo"  # the marker kind: .ran-demo.json
 
 
 @dataclass
@@ -39,7 +40,9 @@ class DemoOptions:
     mixed_precision: str = field(
         default="bf16", metadata={"help": "fp32, bf16 or fp16; bf16 is 2-4x faster on a CPU with AMX"}
     )
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing demo folder"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an earlier demo's folder (never other folders)"}
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def sizes(self) -> dict[str, int]:
@@ -82,14 +85,21 @@ def plot_training_curves(history: list[dict[str, Any]], path: Path, val_name: st
     plt.close(fig)
 
 
-def _prepare_output(options: DemoOptions) -> Path:
-    out = Path(options.output_dir).expanduser().absolute()
+def is_demo_folder(folder: Path) -> bool:
+    """A demo folder written before markers existed: it holds the demo's report, results/demo.json."""
+    return (folder / "results" / "demo.json").is_file()
+
+
+def _prepare_output(out: Path, options: DemoOptions) -> None:
+    """An empty ``out`` marked as the demo's; an earlier demo there is deleted only with --overwrite, and
+    a folder that is not a demo's never (``ran.files.check_overwrite``)."""
+    from ran.files import check_overwrite, write_marker
+
     if out.exists() and any(out.iterdir()):
-        if not options.overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace the demo")
+        check_overwrite(out, overwrite=options.overwrite, kind=DEMO, recognise=is_demo_folder)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    write_marker(out, DEMO)
 
 
 def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: int) -> Any:
@@ -109,7 +119,17 @@ def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: in
 
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
-    """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings."""
+    """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings. One
+    demo writes a folder at a time (its lock lives beside it, as the folder is replaced whole)."""
+    from ran.locks import output_lock
+
+    out = Path(options.output_dir).expanduser().absolute()
+    with output_lock(out, "ran demo", inside=False):
+        _prepare_output(out, options)
+        return _run(options, out)
+
+
+def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     from ran.data.batches import load_splits
     from ran.data.synthetic import write_synthetic
     from ran.evaluation import evaluate_samples, print_results, summarize
@@ -117,7 +137,6 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     from ran.training import train
 
     sizes = options.sizes()
-    out = _prepare_output(options)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 

@@ -31,6 +31,35 @@ from ran.loading import class_names
 from ran.transforms import FaceTransform, transform_for
 
 MIN_OPSET = 17
+MAX_ONNX_BYTES = 2**31  # protobuf's limit: a larger file is no ONNX graph of this exporter
+
+
+def exported_by_ran(path: Path) -> bool:
+    """Whether ``path`` is an ONNX graph :func:`export_onnx` wrote (its metadata holds ``ran_config``)."""
+    import onnx
+
+    try:
+        if path.stat().st_size > MAX_ONNX_BYTES:
+            return False
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - whatever else the file is, it is not one of ours
+        return False
+    return any(prop.key == "ran_config" for prop in graph.metadata_props)
+
+
+def check_onnx_target(path: str | Path, *, overwrite: bool) -> None:
+    """Refuse an existing ``path`` unless ``overwrite`` and it is an ONNX graph this package exported:
+    --overwrite never replaces another file, nor a folder."""
+    path = Path(path).expanduser()
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if not path.is_file() or not exported_by_ran(path):
+        raise FileExistsError(
+            f"{path}: not an ONNX model written by ran export (no ran_config in its metadata); refusing to "
+            "replace it with --overwrite: choose another --onnx or remove it yourself"
+        )
 
 
 class OnnxRAN(nn.Module):
@@ -84,8 +113,9 @@ def export_onnx(
     overwrite: bool = False,
 ) -> Path:
     """Export ``model`` (a RAN) to ``out`` (written atomically; refuses to replace a file unless
-    ``overwrite``). The model's label names, input size, mean/std and region boxes go into the ONNX
-    metadata (``metadata_props``) so a runtime can preprocess and label without PyTorch."""
+    ``overwrite``, and then only an earlier export: :func:`check_onnx_target`). The model's label names,
+    input size, mean/std and region boxes go into the ONNX metadata (``metadata_props``) so a runtime
+    can preprocess and label without PyTorch."""
     import onnx
 
     if opset < MIN_OPSET:
@@ -95,8 +125,7 @@ def export_onnx(
     if not hasattr(model, "forward_with_attention"):
         raise ValueError(f"model: expected a RAN (RegionAttentionNet), got {type(model).__name__}")
     path = Path(out)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    check_onnx_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     transform = transform_for(model, input_size)
     wrapper = OnnxRAN(model, transform, attention_weights, boxes_input).eval()

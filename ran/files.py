@@ -5,6 +5,11 @@ through these helpers, so each is either the old version or the complete new one
 names carry the writer's process id: a build killed with ``kill -9`` leaves its leftovers behind, and the
 next write of the same target removes them once that process is gone. Outputs get the process umask's
 permissions (usually 0644 / 0755), like any file the user writes.
+
+``--overwrite`` replaces only what the package wrote: each output folder carries a small marker file
+(``.ran-dataset.json``, ``.ran-run.json``, ...) and :func:`check_overwrite` refuses to replace a folder
+without one (unless it is empty or its writer recognises it as its own). One writer at a time works on
+an output folder: see :mod:`ran.locks`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -128,20 +134,170 @@ def replace_dir(new: str | Path, out: str | Path) -> Path:
     return out
 
 
-@contextmanager
-def staging_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """A fresh folder beside ``out`` to build into; it replaces ``out`` when the block succeeds and is
-    deleted when it fails. An existing ``out`` is refused unless ``overwrite``."""
+# --- what the package wrote ----------------------------------------------------------------------
+WRITERS = {
+    "dataset": "ran data",
+    "run": "ran train",
+    "evaluation": "ran evaluate",
+    "comparison": "ran compare",
+    "demo": "ran demo",
+}
+SMALL_JSON_BYTES = 1 << 20  # markers, locks and the files writers recognise are far smaller
+BOOKKEEPING = re.compile(r"\.ran[.-].*")  # markers and locks (ran.locks): no content of a folder
+
+
+def _contents(folder: Path, limit: int) -> list[os.DirEntry]:
+    """Up to ``limit`` entries of ``folder``, leaving out the package's markers and locks."""
+    found: list[os.DirEntry] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not BOOKKEEPING.fullmatch(entry.name):
+                found.append(entry)
+                if len(found) >= limit:
+                    break
+    return found
+
+
+def marker_path(folder: str | Path, kind: str) -> Path:
+    """The marker file a ``kind`` output folder carries (``.ran-dataset.json``, ``.ran-run.json``, ...)."""
+    return Path(folder) / f".ran-{kind}.json"
+
+
+def write_marker(folder: str | Path, kind: str) -> Path:
+    """Mark ``folder`` as a ``kind`` output of this package, so ``--overwrite`` may later replace it."""
+    from ran import __version__
+
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    data = {"kind": kind, "written_by": WRITERS[kind], "ran_version": __version__, "created": created}
+    return write_json(marker_path(folder, kind), data)
+
+
+def read_small_json(path: str | Path, limit: int = SMALL_JSON_BYTES) -> Any:
+    """The JSON in ``path``, or None when it is missing, larger than ``limit`` bytes or not JSON: for
+    files that only say something about a folder, never read whole when they are not what they claim."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+        return json.loads(data) if len(data) <= limit else None
+    except (OSError, ValueError):
+        return None
+
+
+def written_by(folder: Path, kind: str | None, recognise: Callable[[Path], bool] | None = None) -> bool:
+    """Whether ``folder`` holds nothing but what this package wrote: it is empty, carries the marker of
+    ``kind``, or ``recognise`` knows it (folders written before markers existed)."""
+    if not _contents(folder, 1):
+        return True
+    data = read_small_json(marker_path(folder, kind)) if kind else None
+    if isinstance(data, dict) and data.get("kind") == kind:
+        return True
+    return recognise is not None and recognise(folder)
+
+
+def describe_contents(folder: Path, shown: int = 3, limit: int = 1000) -> str:
+    """'3 items such as notes.txt, photos/': what a refusal names (counting stops at ``limit``)."""
+    entries = _contents(folder, limit)
+    names = sorted(" ".join(e.name.split())[:80] + ("/" if e.is_dir() else "") for e in entries[:shown])
+    count, more = len(entries), "+" if len(entries) >= limit else ""
+    return f"{count}{more} item{'s' if count != 1 else ''} such as {', '.join(names)}"
+
+
+def not_written_error(folder: Path, kind: str | None, action: str = "replace it") -> FileExistsError:
+    """The one-line refusal for a folder this package did not write (``action``: what --overwrite would
+    have done)."""
+    writer = WRITERS.get(kind or "", "ran")
+    marker = f"no {marker_path(folder, kind).name} marker; " if kind else ""
+    return FileExistsError(
+        f"{folder}: not a folder written by {writer} ({marker}holds {describe_contents(folder)}); refusing "
+        f"to {action} with --overwrite: choose another output folder or remove it yourself"
+    )
+
+
+def _protected(folder: Path) -> str | None:
+    """Why ``folder`` must never be replaced whole, if it must not: the working folder or one above it
+    (the process and the user's shell stand in it), the home folder, the root."""
+    real = folder.resolve()
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:
+        cwd = None
+    if cwd is not None and (real == cwd or real in cwd.parents):
+        return "is the current folder or holds it"
+    if real == Path.home().resolve():
+        return "is the home folder"
+    return "is the root folder" if real.parent == real else None
+
+
+def check_overwrite(
+    out: str | Path,
+    *,
+    overwrite: bool,
+    kind: str | None = None,
+    recognise: Callable[[Path], bool] | None = None,
+) -> None:
+    """Refuse to replace an existing ``out`` unless ``overwrite`` and the package wrote it (see
+    :func:`written_by`); the working folder, the home folder and the folders above them are never
+    replaced. Raises FileExistsError with one line naming the folder and what it holds."""
     out = Path(out).expanduser().absolute()
-    if out.exists() and not overwrite:
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    reason = _protected(out) if out.exists() else None
+    if reason:
+        raise FileExistsError(
+            f"{out}: {reason}; refusing to replace it with --overwrite: choose another folder"
+        )
+    if not out.is_dir():
+        raise FileExistsError(f"{out}: not a folder; refusing to replace it with --overwrite")
+    if not written_by(out, kind, recognise):
+        raise not_written_error(out, kind)
+
+
+def check_overwrite_files(
+    out: str | Path,
+    names: Iterable[str],
+    *,
+    overwrite: bool,
+    kind: str,
+    recognise: Callable[[Path], bool] | None = None,
+) -> None:
+    """For writers that add files to a folder (results, comparisons): refuse when any of ``names``
+    exists in ``out``, unless ``overwrite`` and the folder carries the marker of ``kind``."""
+    out = Path(out).expanduser().absolute()
+    clashes = [name for name in names if (out / name).exists()]
+    if not clashes:
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out / clashes[0]} already exists; pass --overwrite to replace it")
+    if not written_by(out, kind, recognise):
+        raise not_written_error(out, kind, "replace its files")
+
+
+@contextmanager
+def staging_dir(
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    kind: str | None = None,
+    recognise: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to build into; it replaces ``out`` when the block succeeds and is
+    deleted when it fails. An existing ``out`` is refused unless ``overwrite`` and the package wrote it
+    (:func:`check_overwrite`, checked before the build and again before the swap); with ``kind`` the new
+    folder carries that kind's marker."""
+    out = Path(out).expanduser().absolute()
+    check_overwrite(out, overwrite=overwrite, kind=kind, recognise=recognise)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
     staging = _temp_name(out, "partial")
     staging.mkdir(mode=0o777)  # the umask applies, as for any folder the user makes
     try:
         yield staging
+        if kind:
+            write_marker(staging, kind)
         umask_permissions(staging)
+        check_overwrite(out, overwrite=overwrite, kind=kind, recognise=recognise)
         replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -149,9 +305,10 @@ def staging_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
 
 
 @contextmanager
-def staging_files(out: str | Path) -> Iterator[Path]:
+def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]:
     """A fresh folder to write several files into; when the block succeeds they are moved into the folder
-    ``out`` (created if needed, other files there kept), and when it fails none of them appears."""
+    ``out`` (created if needed, other files there kept), and when it fails none of them appears. With
+    ``kind``, the folder gets that kind's marker too."""
     out = Path(out).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
@@ -159,6 +316,8 @@ def staging_files(out: str | Path) -> Iterator[Path]:
     staging.mkdir(mode=0o777)
     try:
         yield staging
+        if kind:
+            write_marker(staging, kind)
         umask_permissions(staging)
         out.mkdir(exist_ok=True)
         for path in sorted(staging.iterdir()):
@@ -168,8 +327,15 @@ def staging_files(out: str | Path) -> Iterator[Path]:
 
 
 __all__ = [
+    "WRITERS",
     "atomic_path",
+    "check_overwrite",
+    "check_overwrite_files",
     "current_umask",
+    "describe_contents",
+    "marker_path",
+    "not_written_error",
+    "read_small_json",
     "remove_leftovers",
     "replace_dir",
     "staging_dir",
@@ -177,5 +343,7 @@ __all__ = [
     "umask_permissions",
     "write_bytes",
     "write_json",
+    "write_marker",
     "write_text",
+    "written_by",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,20 @@ from ran.models.folder_config import INITIALISATION_ARGS, check_config
 
 CARD_NAME = "README.md"
 RESULTS_NAME = "eval_results.json"
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, RESULTS_NAME})
+
+
+def is_model_folder(folder: Path, extra: Collection[str] = ()) -> bool:
+    """Whether ``folder`` is a model folder as this package writes one: its weights and config.json and
+    nothing but the files of a model folder (and ``extra``, e.g. a checkpoint's resume files). Such a
+    folder may be replaced whole; one with anything else in it is the user's."""
+    allowed = MODEL_FILES | set(extra)
+    entries = list(folder.iterdir())
+    return (
+        all(entry.name in allowed and entry.is_file() for entry in entries)
+        and (folder / CONFIG_NAME).is_file()
+        and (folder / WEIGHTS_NAME).is_file()
+    )
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -108,9 +122,11 @@ def build_hub_folder(
 ) -> Path:
     """Write the exact repo folder that is uploaded: weights, config.json, README.md (+ eval results).
 
-    Atomic: everything is written to a staging folder beside ``folder`` and renamed into place.
+    Atomic: everything is written to a staging folder beside ``folder`` and renamed into place. With
+    ``overwrite`` an existing ``folder`` is replaced only if it is a model folder (:func:`is_model_folder`)
+    or empty.
     """
-    with staging_dir(folder, overwrite=overwrite) as staging:
+    with staging_dir(folder, overwrite=overwrite, recognise=is_model_folder) as staging:
         write_model_files(
             model,
             staging,
@@ -277,6 +293,7 @@ __all__ = [
     "assemble_checkpoint",
     "build_hub_folder",
     "hub_config",
+    "is_model_folder",
     "write_model_files",
     "load_spec",
     "push_to_hub",

@@ -1,4 +1,8 @@
+import json
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -36,3 +40,26 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if reporter is not None and shared_beside_checkout() and _skipped_for_data(reporter):
         reporter.write_line("error: ../shared holds the reference data, yet data-backed tests were skipped")
         session.exitstatus = 1
+
+
+@pytest.fixture
+def lock_held_by_another_process():
+    """``hold(out, command, inside=...)``: OUT's lock, held by a live process (a sleeping child) as another
+    ran command would hold it; returns the child, which is killed after the test."""
+    from ran.locks import lock_path
+
+    children = []
+
+    def hold(out, command: str, *, inside: bool) -> subprocess.Popen:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        children.append(child)
+        lock = lock_path(out, inside=inside)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        owner = {"pid": child.pid, "host": socket.gethostname(), "command": command, "started": "12:03:01"}
+        lock.write_text(json.dumps(owner))
+        return child
+
+    yield hold
+    for child in children:
+        child.kill()
+        child.wait()

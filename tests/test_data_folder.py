@@ -45,6 +45,7 @@ def test_card_and_layout(splits, tmp_path):
     out = write_dataset_folder(splits, tmp_path / "ds", description="A small test set.")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == [
+        ".ran-dataset.json",  # the marker: --overwrite may replace this folder
         "README.md",
         "data/test.parquet",
         "data/train.parquet",
@@ -105,10 +106,14 @@ def test_existing_output_is_kept_unless_overwrite(splits, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_dataset_folder(splits, out)
-    assert (out / "keep.txt").read_text() == "mine"
-    write_dataset_folder(splits, out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "README.md").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp or backup folders left
+    with pytest.raises(FileExistsError, match="not a folder written by ran data"):
+        write_dataset_folder(splits, out, overwrite=True)  # never the user's files
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    write_dataset_folder(splits, out, overwrite=True)  # an empty folder
+    write_dataset_folder(splits, out, overwrite=True, description="again")  # one it wrote
+    assert "again" in (out / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp, backup or lock files left
 
 
 def test_failed_write_leaves_nothing(splits, tmp_path, monkeypatch):
@@ -156,7 +161,7 @@ def test_push_uploads_exactly_the_folder(splits, tmp_path):
     assert upload == "upload_folder"
     assert Path(upload_args["folder_path"]) == out and upload_args["repo_type"] == "dataset"
     assert upload_args["repo_id"] == "user/ferplus-ran"
-    assert len(check_dataset_folder(out)) == 5
+    assert len(check_dataset_folder(out)) == 6  # README.md, four Parquet files and the marker
 
 
 def test_push_cli_and_refusals(splits, tmp_path, monkeypatch, capsys):

@@ -11,6 +11,23 @@ from ran.cli import main as ran_main
 CHANCE = 1 / 8
 
 
+def test_demo_overwrite_replaces_only_a_demo_folder(tmp_path, monkeypatch):
+    import ran.data.synthetic
+    from ran.demo import DemoOptions, run_demo
+
+    def never(*args, **kwargs):
+        raise AssertionError("the demo must stop before it writes anything")
+
+    monkeypatch.setattr(ran.data.synthetic, "write_synthetic", never)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a folder written by ran demo"):
+        run_demo(DemoOptions(output_dir=mine, overwrite=True, progress=False))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # and no lock left beside it
+
+
 @pytest.mark.slow
 def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
     out = tmp_path / "demo"

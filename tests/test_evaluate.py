@@ -123,6 +123,29 @@ def test_cli_writes_results_and_refuses_to_overwrite(tiny_data, splits, tmp_path
     assert set(json.loads((out / "results.json").read_text())) == {"pose45"}
 
 
+def test_overwrite_replaces_only_results_ran_evaluate_wrote(tiny_data, tmp_path, capsys):
+    model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
+    notes = tmp_path / "notes"  # the user's folder with a results.md of their own
+    notes.mkdir()
+    (notes / "results.md").write_text("# my results")
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--no-progress", "--overwrite"]
+    assert ran_main([*args, "--output-dir", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert f"{notes}: not a folder written by ran evaluate (no .ran-evaluation.json marker" in err
+    assert sorted(p.name for p in notes.iterdir()) == ["results.md"]
+    assert (notes / "results.md").read_text() == "# my results"
+
+
+def test_one_evaluation_per_output_folder(tiny_data, tmp_path, capsys, lock_held_by_another_process):
+    model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
+    out = tmp_path / "eval"
+    first = lock_held_by_another_process(out, "ran evaluate", inside=True)
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--output-dir", str(out)]
+    assert ran_main([*args, "--no-progress"]) == 2
+    assert f"{out} is being written by pid {first.pid} (ran evaluate, started" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [".ran.lock"]
+
+
 def test_bad_inputs(tiny_data, tmp_path, capsys):
     seven = save_pretrained(_small_model(num_classes=7), tmp_path / "seven")
     out = tmp_path / "eval"

@@ -137,6 +137,22 @@ def test_cli_export_from_saved_folder(tmp_path, capsys):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temp files left behind"
 
 
+def test_overwrite_replaces_only_an_earlier_export(tmp_path, capsys):
+    from ran.cli import run_main
+
+    folder = ran.save_pretrained(
+        timm.create_model("ran", backbone="test_resnet", region_size=32), tmp_path / "m"
+    )
+    notes = tmp_path / "notes.onnx"  # a file of the user's, whatever its name
+    notes.write_text("my notes")
+    (tmp_path / "dir.onnx").mkdir()
+    for target in (notes, tmp_path / "dir.onnx"):
+        argv = ["--model", str(folder), "--onnx", str(target), "--overwrite", "--no-check"]
+        assert run_main(main, argv, "ran export") == 2
+        assert f"{target}: not an ONNX model written by ran export" in capsys.readouterr().err
+    assert notes.read_text() == "my notes" and not list((tmp_path / "dir.onnx").iterdir())
+
+
 def test_clear_errors(tmp_path):
     model = timm.create_model("ran_resnet18", region_size=32)
     with pytest.raises(ValueError, match="opset"):

@@ -1,9 +1,13 @@
 """ran.files: every output is either the old version or the complete new one, with the umask's permissions,
-and leftovers of a killed writer disappear with the next write."""
+and leftovers of a killed writer disappear with the next write; --overwrite replaces only folders the
+package wrote. ran.locks: one writer per output folder."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -12,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from ran.files import atomic_path, remove_leftovers, staging_dir, staging_files, write_json
+from ran.locks import lock_path, output_lock
 
 
 @pytest.fixture
@@ -33,18 +38,19 @@ def test_a_failed_write_leaves_the_old_file_and_nothing_else(tmp_path):
 
 def test_staging_dir_swaps_whole_folders_and_applies_the_umask(tmp_path, umask_027):
     out = tmp_path / "model"
-    with staging_dir(out) as staging:
+    with staging_dir(out, kind="dataset") as staging:
         save_file({"w": torch.zeros(2)}, str(staging / "model.safetensors"))  # safetensors writes 0600
         (staging / "sub").mkdir()
     assert oct(out.stat().st_mode & 0o777) == oct(0o750)
     assert oct((out / "model.safetensors").stat().st_mode & 0o777) == oct(0o640)
     with pytest.raises(FileExistsError):
-        with staging_dir(out):
+        with staging_dir(out, kind="dataset"):
             pass
-    with pytest.raises(ValueError), staging_dir(out, overwrite=True) as staging:
+    with pytest.raises(ValueError), staging_dir(out, overwrite=True, kind="dataset") as staging:
         (staging / "new.txt").write_text("new")
         raise ValueError("build failed")
-    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "sub"]  # the old one, whole
+    # the old one, whole, with its marker
+    assert sorted(p.name for p in out.iterdir()) == [".ran-dataset.json", "model.safetensors", "sub"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
@@ -76,3 +82,116 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         (staging / "ok.txt").write_text("ok")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     assert remove_leftovers(out) == []
+
+
+# --- --overwrite replaces only what the package wrote -----------------------------------------------
+def _user_folder(path):
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+    (path / "photos").mkdir()
+    (path / "photos" / "a.jpg").write_bytes(b"\xff\xd8")
+    return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_overwrite_refuses_folders_the_package_did_not_write(tmp_path):
+    out = tmp_path / "out"
+    before = _user_folder(out)
+    with pytest.raises(FileExistsError) as info:
+        with staging_dir(out, overwrite=True, kind="dataset") as staging:
+            (staging / "new.txt").write_text("new")
+    message = str(info.value)
+    assert "not a folder written by ran data" in message and ".ran-dataset.json" in message
+    assert "2 items such as notes.txt, photos/" in message and "\n" not in message
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
+
+    with staging_dir(out, overwrite=True, kind="dataset", recognise=lambda f: (f / "notes.txt").exists()):
+        pass  # a writer that recognises the folder as its own (one written before markers) may replace it
+    assert sorted(p.name for p in out.iterdir()) == [".ran-dataset.json"]
+    with staging_dir(out, overwrite=True, kind="dataset") as staging:  # carries the marker now
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == [".ran-dataset.json", "new.txt"]
+    (tmp_path / "empty").mkdir()
+    with staging_dir(tmp_path / "empty", overwrite=True, kind="run"):
+        pass
+    with pytest.raises(FileExistsError, match="not a folder written by ran train"):
+        with staging_dir(out, overwrite=True, kind="run"):  # a marker of another kind does not count
+            pass
+
+
+def test_overwrite_never_replaces_the_working_folder_or_one_above_it(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    with staging_dir(work, kind="dataset") as staging:  # a marked folder, so only its place protects it
+        (staging / "a.txt").write_text("a")
+    (work / "inner").mkdir()
+    for cwd, out in ((work, "."), (work / "inner", ".."), (work / "inner", str(work))):
+        monkeypatch.chdir(cwd)
+        with pytest.raises(FileExistsError, match="is the current folder or holds it"):
+            with staging_dir(out, overwrite=True, kind="dataset"):
+                pass
+    assert sorted(p.name for p in work.iterdir()) == [".ran-dataset.json", "a.txt", "inner"]
+
+
+# --- one writer per output folder ------------------------------------------------------------------
+def _hold_lock(out, command, inside):
+    """A live process holding the lock of ``out`` (as another ran command would)."""
+    script = (
+        "import sys, time\n"
+        "from ran.locks import output_lock\n"
+        f"with output_lock({str(out)!r}, {command!r}, inside={inside}):\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def test_a_second_writer_is_refused_naming_the_first_and_ctrl_c_releases(tmp_path):
+    out = tmp_path / "ds"
+    child = _hold_lock(out, "ran data", inside=False)
+    try:
+        with pytest.raises(FileExistsError) as info:
+            with output_lock(out, "ran data", inside=False):
+                pass
+        message = str(info.value)
+        assert f"is being written by pid {child.pid} (ran data, started " in message
+        assert "wait for it or choose another folder" in message
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=30)
+    assert list(tmp_path.iterdir()) == []  # Ctrl-C released the lock; nothing left behind
+    with output_lock(out, "ran data", inside=False) as lock:
+        assert lock == lock_path(out, inside=False) and lock.is_file()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stale_lock_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a writer killed before it could clean up
+    gone.wait()
+    out.mkdir()
+    lock = lock_path(out, inside=True)
+    owner = {"pid": gone.pid, "host": socket.gethostname(), "command": "ran train", "started": "earlier"}
+    lock.write_text(json.dumps(owner))
+    with output_lock(out, "ran train", inside=True):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with output_lock(out, "ran train", inside=True):  # the same process may nest it
+            pass
+        assert lock.is_file()
+    assert list(out.iterdir()) == []  # the lock is gone (the folder was the killed writer's)
+    lock.write_text("[1, 2]")  # JSON that names no process: nobody holds it
+    with output_lock(out, "ran train", inside=True):
+        pass
+    lock.write_text("garbled")  # maybe a lock being written: refused, and left for the user to judge
+    with pytest.raises(FileExistsError, match="is unreadable; remove it if no ran command runs"):
+        with output_lock(out, "ran train", inside=True):
+            pass
+    assert lock.read_text() == "garbled"
+
+
+def test_a_failing_writer_leaves_no_lock_and_no_folders(tmp_path):
+    out = tmp_path / "a" / "b" / "results"
+    with pytest.raises(RuntimeError), output_lock(out, "ran evaluate", inside=True):
+        raise RuntimeError("evaluation failed")
+    assert list(tmp_path.iterdir()) == []

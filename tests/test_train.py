@@ -221,6 +221,70 @@ def test_existing_output_is_never_overwritten(tiny_data, tmp_path, capsys):
     assert "not a complete training checkpoint" in capsys.readouterr().err
 
 
+def _one_epoch(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        *TINY,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        *extra,
+    ]
+
+
+def test_overwrite_deletes_only_what_runs_wrote(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert ran_main(_one_epoch(tiny_data, out)) == 0
+    old_events = sorted(p.name for p in (out / "logs").rglob("events.out.tfevents.*"))
+    mine = {
+        out / "logs" / "notes.txt": "mine",
+        out / "checkpoints" / "keep.txt": "mine",
+        out / "todo.md": "x",
+    }
+    for path, text in mine.items():
+        path.write_text(text)
+    assert ran_main(_one_epoch(tiny_data, out, "--overwrite")) == 0
+    assert "--overwrite kept 2 file(s) that no run wrote: checkpoints/keep.txt, logs/notes.txt" in (
+        capsys.readouterr().out
+    )
+    assert all(path.read_text() == text for path, text in mine.items())
+    new_events = sorted(p.name for p in (out / "logs").rglob("events.out.tfevents.*"))
+    assert new_events and not set(old_events) & set(new_events)  # the old run's logs went
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_001", "keep.txt"]
+
+    user = tmp_path / "project"  # the user's own config.yaml and logs/ are no run's outputs
+    (user / "logs").mkdir(parents=True)
+    (user / "config.yaml").write_text("lr: 0.1\n")
+    (user / "logs" / "events.out.tfevents.1.host").write_text("my experiment")
+    assert ran_main(_one_epoch(tiny_data, user, "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert f"{user}: not a folder written by ran train (no .ran-run.json marker; holds 2 items" in err
+    assert (user / "config.yaml").read_text() == "lr: 0.1\n"
+    assert sorted(str(p.relative_to(user)) for p in user.rglob("*")) == [
+        "config.yaml",
+        "logs",
+        "logs/events.out.tfevents.1.host",
+    ]
+
+
+def test_one_run_per_output_folder(tiny_data, tmp_path, capsys, lock_held_by_another_process):
+    out = tmp_path / "run"
+    first = lock_held_by_another_process(out, "ran train", inside=True)
+    assert ran_main(_one_epoch(tiny_data, out)) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is being written by pid {first.pid} (ran train, started 12:03:01); wait for it" in err
+    assert [p.name for p in out.iterdir()] == [".ran.lock"]  # nothing of the second run
+    first.kill()
+    first.wait()  # the first run died without cleaning up: its lock is taken over
+    assert ran_main(_one_epoch(tiny_data, out)) == 0
+    assert not (out / ".ran.lock").exists() and (out / ".ran-run.json").is_file()
+
+
 def test_bad_inputs(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         ran_main(["train", "--data", str(tiny_data), "--output-dir", str(tmp_path / "x"), "--bogus-flag"])
@@ -639,4 +703,5 @@ def test_two_process_cpu_launch(sharded_data, tmp_path):
     assert history[0]["images_per_second"] > 0 and 0.0 <= history[0]["train_accuracy"] <= 1.0
     assert history[0]["val_total"] == 8  # validation gathered over both processes, no duplicates
     assert (out / "best" / "model.safetensors").is_file()
+    assert not (out / ".ran.lock").exists()  # the main process held the folder's lock, and let it go
     shutil.rmtree(out)

@@ -31,7 +31,9 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
     parser.add_argument("--data", help="dataset folder written by 'ran data' (with --models)")
     parser.add_argument("--subsets", nargs="+", help="subsets to compare (default: all both runs have)")
     parser.add_argument("--output-dir", type=Path, help="also write compare.json and compare.md here")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing comparison")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a comparison 'ran compare' wrote in OUTPUT_DIR"
+    )
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
     group = parser.add_argument_group("evaluating models (with --models)")
@@ -81,20 +83,29 @@ def _compare_models(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_form(args)
+    from ran.evaluation.statistics import check_resamples
+    from ran.locks import output_lock
+
+    check_resamples(args.resamples)
+    out = args.output_dir.expanduser() if args.output_dir else None
+    if out is None:
+        return _compare(args, None)
+    with output_lock(out, "ran compare", inside=True):  # held while the models run: one writer of OUT
+        return _compare(args, out)
+
+
+def _compare(args: argparse.Namespace, out: Path | None) -> int:
     from ran.evaluation.compare import (
-        COMPARE_JSON,
+        check_comparison_folder,
         compare_samples,
         comparison_notes,
         format_comparison,
         write_comparison,
     )
     from ran.evaluation.samples import read_predictions
-    from ran.evaluation.statistics import check_resamples
 
-    check_resamples(args.resamples)
-    out = args.output_dir.expanduser() if args.output_dir else None
-    if out is not None and (out / COMPARE_JSON).exists() and not args.overwrite:
-        raise FileExistsError(f"{out / COMPARE_JSON} already exists; pass --overwrite to replace it")
+    if out is not None:
+        check_comparison_folder(out, overwrite=args.overwrite)
     if args.models:
         comparison = _compare_models(args)
     else:

@@ -1,7 +1,9 @@
 """``ran data``: build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders, and push them.
 
 Each build streams its rows into Parquet shards (at most --max-shard-size each, with --num-proc
-processes), prints the split counts and writes OUT atomically; an existing OUT is kept unless --overwrite.
+processes), prints the split counts and writes OUT atomically; an existing OUT is kept unless --overwrite,
+which replaces only a dataset folder that ``ran data`` wrote (or an empty one). One build of OUT runs at a
+time: a second is refused while the first holds OUT's lock.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ def _print_counts(counts: dict[str, int], out: Path) -> int:
 
 
 def _check_out(args: argparse.Namespace) -> None:
-    """Refuse an existing OUT before reading any input rather than after the (long) build."""
-    if Path(args.out).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+    """Refuse an existing OUT before reading any input rather than after the (long) build (the writer
+    checks again, under OUT's lock)."""
+    from ran.data.writer import DATASET, is_dataset_folder
+    from ran.files import check_overwrite
+
+    check_overwrite(args.out, overwrite=args.overwrite, kind=DATASET, recognise=is_dataset_folder)
 
 
 def _output(args: argparse.Namespace) -> dict:
@@ -127,7 +132,11 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
 
     def add_output(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--out", required=True, type=Path, help="output folder (Parquet files + README.md)")
-        sub.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+        sub.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace OUT if it is a dataset folder written by 'ran data' (never other folders)",
+        )
         sub.add_argument(
             "--num-proc", type=_positive, default=1, metavar="N", help="processes reading / encoding images"
         )

@@ -36,7 +36,9 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
     parser.add_argument("--revision", help="Hub revision of the model")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing results in OUTPUT_DIR")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace results 'ran evaluate' wrote in OUTPUT_DIR"
+    )
     return parser
 
 
@@ -44,16 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
-    from ran.data.batches import load_splits
-    from ran.evaluation import evaluate_samples, print_results, summarize, write_results
-    from ran.evaluation.report import RESULTS_JSON
     from ran.evaluation.statistics import check_resamples
-    from ran.loading import load_model
+    from ran.locks import output_lock
 
     check_resamples(args.resamples)
     out = args.output_dir.expanduser()
-    if (out / RESULTS_JSON).exists() and not args.overwrite:
-        raise FileExistsError(f"{out / RESULTS_JSON} already exists; pass --overwrite to replace the results")
+    with output_lock(out, "ran evaluate", inside=True):  # held from the check to the last file written
+        return _evaluate(args, out)
+
+
+def _evaluate(args: argparse.Namespace, out: Path) -> int:
+    from ran.data.batches import load_splits
+    from ran.evaluation import evaluate_samples, print_results, summarize, write_results
+    from ran.evaluation.report import check_results_folder
+    from ran.loading import load_model
+
+    check_results_folder(out, overwrite=args.overwrite)
     dataset_dict = load_splits(args.data)
     model = load_model(args.model, revision=args.revision)
     samples = evaluate_samples(

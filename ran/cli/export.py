@@ -23,18 +23,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-weights", action="store_true", help="output only the logits")
     parser.add_argument("--boxes-input", action="store_true", help="also take (B, K, 4) region boxes")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export (never other files)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ran.export import check_onnx, export_onnx
+    from ran.export import check_onnx, check_onnx_target, export_onnx
     from ran.loading import load_model
 
     out = Path(args.onnx)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_onnx_target(out, overwrite=args.overwrite)  # before the model is loaded
     model = load_model(args.model)
     path = export_onnx(
         model,

@@ -5,7 +5,10 @@ most ``max_shard_bytes`` (500 MB, the Hub's convention, by default), so one mach
 split and each process of a multi-node run can read its own shards (``ran.data.folder.load_split_shards``).
 A split that fits in one shard keeps the single-file name (``data/train.parquet``) that folders written
 before sharding use; larger ones become ``data/train-00000-of-00003.parquet`` and so on. The folder is
-built beside OUT with ``ran.files.staging_dir`` and swapped in only when complete.
+built beside OUT with ``ran.files.staging_dir`` and swapped in only when complete, while the build holds
+OUT's lock (``ran.locks``, beside OUT so that it outlives the swap). The folder carries the marker
+``.ran-dataset.json``; ``--overwrite`` replaces only a folder with that marker, an empty one, or one written
+before markers existed (its README.md is this writer's card and the rest is Parquet files in folders).
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from tqdm.auto import tqdm
 from ran.data.folder import DEFAULT_CONFIG, DEFAULT_SPLITS, check_split_name, config_of, read_folder_in_memory
 from ran.data.parallel import batched, map_in_order
 from ran.files import staging_dir
+from ran.locks import output_lock
 
 T = TypeVar("T")
 
 DEFAULT_MAX_SHARD_BYTES = 500_000_000  # what push_to_hub calls "500MB"
 ROWS_PER_GROUP = 100  # datasets' row-group size for image columns: random access stays cheap
 SCRATCH_DIR = ".scratch"
+CARD_TITLE = "# Facial expression dataset (RAN format)"
+DATASET = "dataset"  # the marker kind: .ran-dataset.json
 
 
 def parse_shard_size(value: str | int) -> int:
@@ -233,8 +239,12 @@ def dataset_folder_writer(
 ) -> Iterator[FolderWriter]:
     """Build a dataset folder at ``out``: add splits to the yielded writer; the folder appears, complete,
     when the block ends, and nothing appears when it fails (``ran.files.staging_dir``). An existing
-    ``out`` is refused unless ``overwrite``; leftovers of killed builds of ``out`` are removed."""
-    with staging_dir(out, overwrite=overwrite) as root:
+    ``out`` is refused unless ``overwrite`` and it is a dataset folder (:func:`is_dataset_folder`); a
+    second build of ``out`` is refused while this one runs; leftovers of killed builds are removed."""
+    with (
+        output_lock(out, "ran data", inside=False),
+        staging_dir(out, overwrite=overwrite, kind=DATASET, recognise=is_dataset_folder) as root,
+    ):
         writer = FolderWriter(root, max_shard_bytes)
         try:
             yield writer
@@ -242,6 +252,26 @@ def dataset_folder_writer(
             writer.abort()
             raise
         writer.finish(description)
+
+
+def is_dataset_folder(folder: Path) -> bool:
+    """A dataset folder written before markers existed: this writer's card and Parquet files in folders,
+    nothing else (``--overwrite`` may replace it; a folder with anything more is the user's)."""
+    try:
+        with open(folder / "README.md", encoding="utf-8", errors="replace") as file:
+            card = file.read(1 << 16)
+    except OSError:
+        return False
+    if f"\n{CARD_TITLE}\n" not in card:
+        return False
+    for entry in folder.iterdir():
+        if entry.name == "README.md" and entry.is_file():
+            continue
+        if not entry.is_dir() or entry.is_symlink():
+            return False
+        if not all(file.suffix == ".parquet" and file.is_file() for file in entry.iterdir()):
+            return False
+    return True
 
 
 def write_images(
@@ -304,7 +334,7 @@ def _config_layout(layout: Mapping[str, list[str]]) -> list[dict[str, Any]]:
 def dataset_card(layout: Mapping[str, list[str]], splits: Mapping[str, SplitWriter], description: str) -> str:
     """README.md: the YAML header ``datasets`` reads, and a short human-readable summary."""
     header = yaml.safe_dump({"configs": _config_layout(layout)}, sort_keys=False)
-    lines = ["---", header.rstrip("\n"), "---", "", "# Facial expression dataset (RAN format)", ""]
+    lines = ["---", header.rstrip("\n"), "---", "", CARD_TITLE, ""]
     if description:
         lines += [description.strip(), ""]
     lines += [

@@ -24,12 +24,15 @@ from ran.evaluation.statistics import (
     paired_difference_interval,
 )
 from ran.evaluation.tables import render_table
-from ran.files import staging_files
+from ran.files import check_overwrite_files, read_small_json, staging_files
+from ran.locks import output_lock
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
 PAIRED_METHOD = "paired percentile bootstrap over the images"
 TEST_METHOD = "McNemar exact test (two-sided binomial test on the faces only one model gets right)"
+COMPARISON = "comparison"  # the marker kind: .ran-comparison.json
+DIFFERENCE = "accuracy(B) - accuracy(A)"
 
 
 def check_same_samples(name: str, a: SubsetSamples, b: SubsetSamples) -> None:
@@ -110,7 +113,7 @@ def compare_samples(
     return {
         "a": names[0],
         "b": names[1],
-        "difference": "accuracy(B) - accuracy(A)",
+        "difference": DIFFERENCE,
         "interval": {"method": PAIRED_METHOD, "level": level, "resamples": resamples, "seed": seed},
         "test": TEST_METHOD,
         "subsets": {
@@ -179,27 +182,41 @@ def comparison_notes(comparison: Mapping[str, Any]) -> list[str]:
     return notes
 
 
+def is_comparison_folder(folder: Path) -> bool:
+    """A comparison folder written before markers existed: its compare.json is one of this module's."""
+    comparison = read_small_json(folder / COMPARE_JSON)
+    return isinstance(comparison, dict) and comparison.get("difference") == DIFFERENCE
+
+
+def check_comparison_folder(out: str | Path, *, overwrite: bool) -> None:
+    """Refuse to replace compare.json / compare.md unless ``overwrite`` and ``ran compare`` wrote them."""
+    check_overwrite_files(
+        out, (COMPARE_JSON, COMPARE_MD), overwrite=overwrite, kind=COMPARISON, recognise=is_comparison_folder
+    )
+
+
 def write_comparison(
     comparison: Mapping[str, Any], out: str | Path, *, overwrite: bool = False
 ) -> list[Path]:
-    """compare.json and compare.md into ``out`` (staged, then moved in together)."""
+    """compare.json and compare.md into ``out`` (staged, then moved in together, under the folder's lock;
+    existing ones replaced only with ``overwrite``, :func:`check_comparison_folder`)."""
     import json
 
     out = Path(out).expanduser().absolute()
-    clashes = [n for n in (COMPARE_JSON, COMPARE_MD) if (out / n).exists()]
-    if clashes and not overwrite:
-        raise FileExistsError(f"{out / clashes[0]} already exists; pass --overwrite to replace it")
     markdown = ["# Paired comparison", "", format_comparison(comparison, markdown=True), ""]
     markdown += [f"- {note}" for note in comparison_notes(comparison)] + [""]
-    with staging_files(out) as staging:
-        (staging / COMPARE_JSON).write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
-        (staging / COMPARE_MD).write_text("\n".join(markdown), encoding="utf-8")
+    with output_lock(out, "ran compare", inside=True):
+        check_comparison_folder(out, overwrite=overwrite)
+        with staging_files(out, kind=COMPARISON) as staging:
+            (staging / COMPARE_JSON).write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
+            (staging / COMPARE_MD).write_text("\n".join(markdown), encoding="utf-8")
     return [out / COMPARE_JSON, out / COMPARE_MD]
 
 
 __all__ = [
     "COMPARE_JSON",
     "COMPARE_MD",
+    "check_comparison_folder",
     "check_same_samples",
     "compare_models",
     "compare_samples",

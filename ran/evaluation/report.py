@@ -1,12 +1,16 @@
 """Evaluation results as people read them: tables on the terminal (with 95 % intervals, calibration error
 and region attention), results.json / results.md, one confusion matrix and one reliability diagram per
-subset, the attention chart, and the per-face predictions.parquet, written together into one folder."""
+subset, the attention chart, and the per-face predictions.parquet, written together into one folder.
+
+The folder gets the marker ``.ran-evaluation.json``; ``--overwrite`` replaces these files only in a folder
+with that marker (or with a results.json of this package, written before markers existed), and only one
+command writes results into a folder at a time (its lock, ``OUT/.ran.lock``)."""
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +20,14 @@ from ran.evaluation.attention import format_attention, plot_attention
 from ran.evaluation.samples import PREDICTIONS, SubsetSamples, write_predictions
 from ran.evaluation.tables import render_table
 from ran.extras import available
-from ran.files import staging_files
+from ran.files import check_overwrite_files, read_small_json, staging_files
+from ran.locks import output_lock
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 ATTENTION_PNG = "attention.png"
+EVALUATION = "evaluation"  # the marker kind: .ran-evaluation.json
+RESULT_FILES = (RESULTS_JSON, RESULTS_MD, PREDICTIONS, ATTENTION_PNG)  # and the pictures of each subset
 
 
 def _fmt(value: float | None) -> str:
@@ -211,6 +218,25 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "") 
     return "\n".join([*parts, ""])
 
 
+def is_results_folder(folder: Path) -> bool:
+    """A results folder written before markers existed: its results.json maps subsets to results."""
+    results = read_small_json(folder / RESULTS_JSON, limit=1 << 26)
+    return (
+        isinstance(results, dict)
+        and bool(results)
+        and all(isinstance(r, dict) and "accuracy" in r for r in results.values())
+    )
+
+
+def check_results_folder(out: str | Path, *, overwrite: bool, subsets: Iterable[str] = ()) -> None:
+    """Refuse to replace results in ``out`` unless ``overwrite`` and ``ran evaluate`` wrote them."""
+    names = [
+        *RESULT_FILES,
+        *(f"{kind}_{name}.png" for name in subsets for kind in ("confusion", "reliability")),
+    ]
+    check_overwrite_files(out, names, overwrite=overwrite, kind=EVALUATION, recognise=is_results_folder)
+
+
 def write_results(
     results: Mapping[str, Mapping[str, Any]],
     out: str | Path,
@@ -220,25 +246,25 @@ def write_results(
     samples: Mapping[str, SubsetSamples] | None = None,
 ) -> list[Path]:
     """results.json, results.md, confusion_<subset>.png, reliability_<subset>.png, attention.png and (with
-    ``samples``) predictions.parquet into ``out``: staged, then moved into place together.
+    ``samples``) predictions.parquet into ``out``: staged, then moved into place together, under the
+    folder's lock. Existing results are replaced only with ``overwrite`` (:func:`check_results_folder`).
 
     A predictions.parquet of an earlier run that these results replace is removed, so that the folder
     never pairs results with the faces of another run.
     """
     out = Path(out).expanduser().absolute()
-    clashes = [n for n in (RESULTS_JSON, RESULTS_MD) if (out / n).exists()]
-    if clashes and not overwrite:
-        raise FileExistsError(f"{out / clashes[0]} already exists; pass --overwrite to replace the results")
-    with staging_files(out) as staging:
-        (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        (staging / RESULTS_MD).write_text(results_markdown(results, title), encoding="utf-8")
-        if pictures_available():
-            _plot_all(results, staging)
-        if samples is not None:
-            write_predictions(samples, staging / PREDICTIONS)
-        written = sorted(p.name for p in staging.iterdir())
-    if samples is None:
-        (out / PREDICTIONS).unlink(missing_ok=True)
+    with output_lock(out, "ran evaluate", inside=True):
+        check_results_folder(out, overwrite=overwrite, subsets=results)
+        with staging_files(out, kind=EVALUATION) as staging:
+            (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+            (staging / RESULTS_MD).write_text(results_markdown(results, title), encoding="utf-8")
+            if pictures_available():
+                _plot_all(results, staging)
+            if samples is not None:
+                write_predictions(samples, staging / PREDICTIONS)
+            written = sorted(p.name for p in staging.iterdir())
+        if samples is None:
+            (out / PREDICTIONS).unlink(missing_ok=True)
     return [out / name for name in written]
 
 

@@ -16,6 +16,7 @@ state needs no saving at all: every step reseeds from (seed, epoch, batch, proce
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ SCHEDULER_FILE = "scheduler.json"
 SCALER_FILE = "grad_scaler.json"
 RESUME_FILES = (CONFIG_NAME, WEIGHTS_NAME, OPTIMIZER_TENSORS, OPTIMIZER_FILE, SCHEDULER_FILE, PROGRESS_FILE)
 FORMAT = "ran-checkpoint-2"
+CHECKPOINT_NAME = re.compile(r"(?:step|epoch)_\d+")
 
 
 @dataclass
@@ -120,9 +122,12 @@ def write_checkpoint(
     """Write one checkpoint folder atomically (a staging folder renamed into place)."""
     from safetensors.torch import save_file
 
-    from ran.hub import write_model_files
+    from ran.hub import is_model_folder, write_model_files
 
-    with staging_dir(folder, overwrite=True) as staging:
+    def recognise(old: Path) -> bool:  # an earlier checkpoint of this name (a resumed run passes it again)
+        return is_model_folder(old, extra=(*RESUME_FILES, SCALER_FILE))
+
+    with staging_dir(folder, overwrite=True, recognise=recognise) as staging:
         write_model_files(model, staging, label_names=class_names)
         tensors, rest = optimizer_files(optimizer.state_dict())
         save_file(tensors, str(staging / OPTIMIZER_TENSORS))
@@ -141,12 +146,18 @@ def _global_step(folder: Path) -> int:
         return -1
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """``step_0000004`` / ``epoch_002``: the names a run gives its checkpoints (anything else under
+    OUT/checkpoints is not the run's, and is never pruned or cleared)."""
+    return CHECKPOINT_NAME.fullmatch(name) is not None
+
+
 def prune_checkpoints(root: Path, keep: int) -> list[Path]:
     """Delete all but the ``keep`` newest checkpoints (by update count) under ``root``; returns them."""
     if not keep or not root.is_dir():
         return []
     saved = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        (p for p in root.iterdir() if p.is_dir() and is_checkpoint_name(p.name)),
         key=lambda p: (_global_step(p), p.name),
     )
     for old in saved[:-keep]:
@@ -294,6 +305,7 @@ __all__ = [
     "PROGRESS_FILE",
     "Progress",
     "ResumeState",
+    "is_checkpoint_name",
     "load_model_weights",
     "load_training_state",
     "prune_checkpoints",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -26,7 +27,8 @@ from ran.models import RANOutput
 from ran.training.checkpoints import CHECKPOINTS, prune_checkpoints, write_checkpoint
 from ran.training.config import TrainConfig
 from ran.training.data import augment, step_seed
-from ran.training.setup import BEST_DIR, HISTORY_FILE, Training, determinism, set_up, start_output
+from ran.training.outputs import BEST_DIR, HISTORY_FILE, TRACKER_PROJECT, start_output
+from ran.training.setup import Training, determinism, set_up
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -34,8 +36,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from ran.devices import resolve_device
 
     config = config.copy().validate()
-    with determinism(config.run.deterministic, resolve_device(config.run.device, "--device")):
-        run = set_up(config)
+    device = resolve_device(config.run.device, "--device")
+    with determinism(config.run.deterministic, device), ExitStack() as held:  # held: the folder's lock
+        run = set_up(config, held)
         begin(run)
         stopped = False
         for epoch in range(run.progress.epoch, config.run.epochs):
@@ -66,7 +69,7 @@ def begin(run: Training) -> None:
         text = start_output(run.out, run.config, run.launch)
         print("resolved config:\n" + text, flush=True)
     accelerator.wait_for_everyone()
-    accelerator.init_trackers("logs", config=run.config.flat())
+    accelerator.init_trackers(TRACKER_PROJECT, config=run.config.flat())
 
 
 # --- one epoch -----------------------------------------------------------------------------------

@@ -7,9 +7,8 @@ before the output folder is touched, so a refused run leaves nothing behind.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler
-from ran.training.checkpoints import CHECKPOINTS, Progress, ResumeState
-from ran.training.config import RUN_CONFIG_FILE, TrainConfig
+from ran.training.checkpoints import Progress, ResumeState
+from ran.training.config import TrainConfig
 from ran.training.data import Splits
 from ran.transforms import FaceTransform
-
-HISTORY_FILE = "history.json"
-BEST_DIR = "best"
-TRACKER_PROJECT = "logs"
-RUN_OUTPUTS = (RUN_CONFIG_FILE, HISTORY_FILE, CHECKPOINTS, BEST_DIR, TRACKER_PROJECT)
 
 
 class AttentionForward(nn.Module):
@@ -231,35 +225,6 @@ def startup_line(accelerator: Any, precision: str, config: TrainConfig) -> str:
     )
 
 
-# --- output folder -------------------------------------------------------------------------------
-def check_output(out: Path, config: TrainConfig) -> None:
-    """Refuse to mix a new run into an existing one unless --overwrite (which clears the old outputs)."""
-    existing = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
-    if existing and not config.run.resume and not config.run.overwrite:
-        raise FileExistsError(
-            f"{out} already holds a training run ({existing[0].name}); pass --resume "
-            f"{out}/{CHECKPOINTS}/<name> to continue it or --overwrite to start over"
-        )
-
-
-def start_output(out: Path, config: TrainConfig, launch: dict[str, Any]) -> str:
-    """Clear an overwritten run, write the resolved config.yaml; returns its text."""
-    import yaml
-
-    from ran.files import write_text
-
-    if config.run.overwrite and not config.run.resume:
-        for name in RUN_OUTPUTS:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    text = yaml.safe_dump({**config.to_dict(), "launch": launch}, sort_keys=False)
-    write_text(out / RUN_CONFIG_FILE, text)
-    return text
-
-
 def apply_resume(run: Training, state: ResumeState) -> None:
     """Optimizer / schedule / scaler state and the position of a checked checkpoint into ``run``."""
     from ran.training.checkpoints import load_training_state
@@ -283,20 +248,22 @@ def apply_resume(run: Training, state: ResumeState) -> None:
 
 
 # --- the whole set-up ----------------------------------------------------------------------------
-def set_up(config: TrainConfig) -> Training:
-    """Everything a run needs; every check and read happens here, before anything is written.
+def set_up(config: TrainConfig, held: ExitStack) -> Training:
+    """Everything a run needs; every check and read happens here, before anything is written. The output
+    folder is locked for the run until ``held`` closes (``ran.training.outputs.claim_output``).
 
     Call inside :func:`determinism` (``train`` does).
     """
     from accelerate.utils import set_seed
 
     from ran.training.checkpoints import read_checkpoint
+    from ran.training.outputs import claim_output
 
     out = Path(config.run.output_dir).expanduser().absolute()
     resume = read_checkpoint(config.run.resume) if config.run.resume else None
-    check_output(out, config)
     device, precision = choose_device_and_precision(config)
     accelerator = make_accelerator(config, device, precision, out)
+    claim_output(out, config, accelerator, held)
     set_seed(config.run.seed)  # the initial weights
     run = _build(config, accelerator, out, resume)
     if resume is not None:
@@ -398,16 +365,12 @@ def _on_device(loader: Any, device: torch.device) -> Any:
 
 __all__ = [
     "AttentionForward",
-    "BEST_DIR",
-    "HISTORY_FILE",
     "Training",
     "apply_resume",
     "build_model",
-    "check_output",
     "choose_device_and_precision",
     "determinism",
     "make_accelerator",
     "set_up",
-    "start_output",
     "startup_line",
 ]
