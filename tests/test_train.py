@@ -70,7 +70,7 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
     [
         ("optim:\n  lrr: 0.1\n", "unknown option optim.lrr"),
         ("bogus: 1\n", "unknown key 'bogus'"),
-        ("run:\n  epochs: many\n", "run.epochs: expected int"),
+        ("run:\n  epochs: many\n", "run.epochs: expected an integer >= 1, got 'many'"),
         ("optim:\n  optimizer: adam\n", "expected one of ['sgd', 'adamw']"),
     ],
 )

@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 
 from ran.cli.options import add_evaluation_flags, device_option
-from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, RESAMPLES
+from ran.numbers import SEED
 
 
 def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
@@ -32,9 +33,12 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     parser.add_argument("--subsets", nargs="+", help="splits to evaluate (default: all but train/validation)")
     add_evaluation_flags(parser)
     parser.add_argument(
-        "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the 95%% intervals"
+        "--resamples",
+        type=RESAMPLES,
+        default=DEFAULT_RESAMPLES,
+        help="bootstrap resamples of the 95%% intervals",
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
+    parser.add_argument("--seed", type=SEED, default=DEFAULT_SEED, help="seed of the bootstrap")
     parser.add_argument("--revision", help="Hub revision of the model")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results in OUTPUT_DIR")
     return parser
@@ -42,8 +46,6 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     from ran.data.batches import load_splits
     from ran.evaluation import evaluate_samples, print_results, summarize, write_results
     from ran.evaluation.report import RESULTS_JSON

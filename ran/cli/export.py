@@ -7,16 +7,19 @@ import argparse
 from pathlib import Path
 
 from ran.export import MIN_OPSET
+from ran.numbers import IMAGE_SIDE, integer
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ran export", description="Export a RAN model to ONNX.")
     parser.add_argument("--model", required=True, help="model folder, Hub id or registered name")
     parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument(
+        "--opset", type=integer(MIN_OPSET), default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})"
+    )
     parser.add_argument(
         "--input-size",
-        type=int,
+        type=IMAGE_SIDE,
         help="face side recorded in the metadata and used for the check (default: model config); "
         "the graph itself takes any height and width",
     )
