@@ -4,22 +4,87 @@ Every output of the package (model folders, dataset folders, results, pictures, 
 through these helpers, so each is either the old version or the complete new one, never a mix. Temporary
 names carry the writer's process id: a build killed with ``kill -9`` leaves its leftovers behind, and the
 next write of the same target removes them once that process is gone. Outputs get the process umask's
-permissions (usually 0644 / 0755), like any file the user writes.
+permissions (usually 0644 / 0755), like any file the user writes. A write the file system refuses (disk
+full, read-only, no permission) leaves nothing behind and is raised as an ``OSError`` naming the output
+(:func:`fault_message` is its one line), also where the library that wrote (pyarrow, safetensors, PIL)
+named no file.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:tmp|partial|old)$")
+# Errors of the file system, not of the command: disk full, quota, file too big, read-only, no permission.
+FAULT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+_ERRNO_IN_TEXT = re.compile(r"(?:os error|errno)\s*(\d+)", re.IGNORECASE)  # safetensors, pyarrow
+
+
+def fault_errno(err: BaseException) -> int | None:
+    """The errno of a file-system fault (:data:`FAULT_ERRNOS`), also when a library wrapped it in its own
+    error and only its message says it; None for any other error."""
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None:
+        match = _ERRNO_IN_TEXT.search(str(err)[:2000])
+        code = int(match[1]) if match else None
+    return code if code in FAULT_ERRNOS else None
+
+
+def fault_message(err: BaseException) -> str | None:
+    """``PATH: no space left on device`` (the file, then the reason) for a file-system fault, else None."""
+    code = fault_errno(err)
+    if code is None:
+        return None
+    reason = os.strerror(code)
+    reason = reason[:1].lower() + reason[1:]
+    name = getattr(err, "filename", None)
+    return f"{name}: {reason}" if name else reason
+
+
+@contextmanager
+def faults_named(target: str | Path) -> Iterator[None]:
+    """Re-raise a file-system fault in the block as an ``OSError`` naming ``target`` (the output the user
+    asked for, not a temporary name or a library's nameless write)."""
+    try:
+        yield
+    except Exception as err:
+        code = fault_errno(err)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(target)) from err
+
+
+def _naming_faults(writer: Callable[..., Iterator[Path]]) -> Callable[..., Iterator[Path]]:
+    """A writing generator (``atomic_path``, ``staging_dir`` ...) whose faults name its first argument."""
+
+    @functools.wraps(writer)
+    def wrapper(target: str | Path, *args: Any, **kwargs: Any) -> Iterator[Path]:
+        with faults_named(Path(target).expanduser()):
+            yield from writer(target, *args, **kwargs)
+
+    return wrapper
+
+
+def _remove_quietly(path: Path) -> None:
+    """Delete a temporary file or folder; a failure here (a read-only folder refuses even to delete a file
+    that is not there) must not hide the error that made it a leftover."""
+    with suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def current_umask() -> int:
@@ -64,6 +129,7 @@ def remove_leftovers(target: str | Path) -> list[Path]:
 
 
 @contextmanager
+@_naming_faults
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; it becomes ``path`` when the block succeeds and
     disappears when it fails."""
@@ -77,7 +143,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise
 
 
@@ -129,6 +195,7 @@ def replace_dir(new: str | Path, out: str | Path) -> Path:
 
 
 @contextmanager
+@_naming_faults
 def staging_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """A fresh folder beside ``out`` to build into; it replaces ``out`` when the block succeeds and is
     deleted when it fails. An existing ``out`` is refused unless ``overwrite``."""
@@ -144,11 +211,12 @@ def staging_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         umask_permissions(staging)
         replace_dir(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_quietly(staging)
         raise
 
 
 @contextmanager
+@_naming_faults
 def staging_files(out: str | Path) -> Iterator[Path]:
     """A fresh folder to write several files into; when the block succeeds they are moved into the folder
     ``out`` (created if needed, other files there kept), and when it fails none of them appears."""
@@ -164,12 +232,16 @@ def staging_files(out: str | Path) -> Iterator[Path]:
         for path in sorted(staging.iterdir()):
             os.replace(path, out / path.name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_quietly(staging)
 
 
 __all__ = [
+    "FAULT_ERRNOS",
     "atomic_path",
     "current_umask",
+    "fault_errno",
+    "fault_message",
+    "faults_named",
     "remove_leftovers",
     "replace_dir",
     "staging_dir",
