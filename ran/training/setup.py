@@ -236,9 +236,12 @@ def check_output(out: Path, config: TrainConfig) -> None:
     """Refuse to mix a new run into an existing one unless --overwrite (which clears the old outputs)."""
     existing = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
     if existing and not config.run.resume and not config.run.overwrite:
+        from ran.training.checkpoints import latest_checkpoint
+
+        latest = latest_checkpoint(out / CHECKPOINTS)
+        resume = f"pass --resume {latest} to continue it or" if latest else "it saved no checkpoint; pass"
         raise FileExistsError(
-            f"{out} already holds a training run ({existing[0].name}); pass --resume "
-            f"{out}/{CHECKPOINTS}/<name> to continue it or --overwrite to start over"
+            f"{out} already holds a training run ({existing[0].name}); {resume} --overwrite to start over"
         )
 
 
