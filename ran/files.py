@@ -53,15 +53,21 @@ def fault_message(err: BaseException) -> str | None:
     return f"{name}: {reason}" if name else reason
 
 
+def _names_a_user_path(err: BaseException) -> bool:
+    """Whether ``err`` names a file the user knows (not none, not one of our temporary names)."""
+    name = getattr(err, "filename", None)
+    return bool(name) and not any(_LEFTOVER.match(part) for part in Path(os.fsdecode(name)).parts)
+
+
 @contextmanager
 def faults_named(target: str | Path) -> Iterator[None]:
     """Re-raise a file-system fault in the block as an ``OSError`` naming ``target`` (the output the user
-    asked for, not a temporary name or a library's nameless write)."""
+    asked for) where it named no file (a library's write) or a temporary one."""
     try:
         yield
     except Exception as err:
         code = fault_errno(err)
-        if code is None:
+        if code is None or (isinstance(err, OSError) and _names_a_user_path(err)):
             raise
         raise OSError(code, os.strerror(code), str(target)) from err
 

@@ -3,6 +3,7 @@ and leftovers of a killed writer disappear with the next write."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -11,7 +12,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ran.files import atomic_path, remove_leftovers, staging_dir, staging_files, write_json
+from ran.files import (
+    atomic_path,
+    fault_message,
+    remove_leftovers,
+    staging_dir,
+    staging_files,
+    write_json,
+)
 
 
 @pytest.fixture
@@ -76,3 +84,29 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         (staging / "ok.txt").write_text("ok")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     assert remove_leftovers(out) == []
+
+
+class LibraryWriteError(Exception):
+    """How a library writing for us (safetensors, in Rust) reports a full disk: no errno, no file name."""
+
+
+def test_a_refused_write_names_the_output_and_leaves_nothing(tmp_path):
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as info, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise LibraryWriteError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert fault_message(info.value) == f"{target}: no space left on device"
+    assert list(tmp_path.iterdir()) == []
+    # inside a staging folder: named after the folder asked for, not the temporary file in it
+    with pytest.raises(OSError) as info, staging_dir(tmp_path / "data") as staging:
+        with atomic_path(staging / "part.json"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    assert fault_message(info.value) == f"{tmp_path / 'data'}: read-only file system"
+    assert list(tmp_path.iterdir()) == []
+    # a file the user named stays named; errors that are not faults pass unchanged
+    with pytest.raises(PermissionError) as info, staging_files(tmp_path / "results"):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/some/input.csv")
+    assert fault_message(info.value) == "/some/input.csv: permission denied"
+    with pytest.raises(RuntimeError, match="not a fault"), atomic_path(target):
+        raise RuntimeError("not a fault (os error 2)")
+    assert fault_message(ValueError("bad")) is None and list(tmp_path.iterdir()) == []

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.export import MIN_OPSET
-from ran.numbers import IMAGE_SIDE, integer
+from ran.export import MIN_OPSET, OPSETS
+from ran.numbers import IMAGE_SIDE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="model folder, Hub id or registered name")
     parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     parser.add_argument(
-        "--opset", type=integer(MIN_OPSET), default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})"
+        "--opset", type=OPSETS, default=MIN_OPSET, help=f"ONNX opset ({MIN_OPSET} to {OPSETS.high})"
     )
     parser.add_argument(
         "--input-size",

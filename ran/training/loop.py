@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ran.files import faults_named
 from ran.models import RANOutput
 from ran.training.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
 from ran.training.config import TrainConfig
@@ -43,12 +44,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     config = config.copy().validate()
     with determinism(config.run.deterministic, resolve_device(config.run.device, "--device")):
         run = set_up(config)
-        begin(run)
-        try:
-            stopped = run_epochs(run)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(resume_hint(run.out)) from None
-        return finish(run, stopped)
+        with faults_named(run.out):  # tensorboard and accelerate write there too, naming no file
+            begin(run)
+            try:
+                stopped = run_epochs(run)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(resume_hint(run.out)) from None
+            return finish(run, stopped)
 
 
 def run_epochs(run: Training) -> bool:
