@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from ran.cli.options import add_evaluation_flags, device_option
-from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, RESAMPLES
+from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
 
 
@@ -33,7 +33,7 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
     parser.add_argument("--subsets", nargs="+", help="subsets to compare (default: all both runs have)")
     parser.add_argument("--output-dir", type=Path, help="also write compare.json and compare.md here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing comparison")
-    parser.add_argument("--resamples", type=RESAMPLES, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     parser.add_argument("--seed", type=SEED, default=DEFAULT_SEED, help="seed of the bootstrap")
     group = parser.add_argument_group("evaluating models (with --models)")
     add_evaluation_flags(group)

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from ran.cli.options import add_evaluation_flags, device_option
-from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, RESAMPLES
+from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
 
 
@@ -33,10 +33,7 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     parser.add_argument("--subsets", nargs="+", help="splits to evaluate (default: all but train/validation)")
     add_evaluation_flags(parser)
     parser.add_argument(
-        "--resamples",
-        type=RESAMPLES,
-        default=DEFAULT_RESAMPLES,
-        help="bootstrap resamples of the 95%% intervals",
+        "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the 95%% intervals"
     )
     parser.add_argument("--seed", type=SEED, default=DEFAULT_SEED, help="seed of the bootstrap")
     parser.add_argument("--revision", help="Hub revision of the model")
