@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 import ran
+import ran.cli.predict
 from ran.cli import main as ran_main
 from ran.cli import run_main
 
@@ -242,3 +243,13 @@ def test_an_error_never_embeds_an_unbounded_value(capsys):
     assert run_main(command, [], "ran x") == 2
     err = capsys.readouterr().err
     assert err.startswith("ran x: error: bad value: xxx") and len(err) <= 1100 and err.count("\n") == 1
+
+
+def test_predict_lines_are_never_glued_to_its_progress_bar(model_folder, photos, tmp_path, capsys):
+    argv = [str(photos[0]), str(tmp_path / "missing.png"), str(photos[1]), "--model", str(model_folder)]
+    assert run_main(ran.cli.predict.main, [*argv, "--no-detect", "--batch-size", "1"], "ran predict") == 1
+    captured = capsys.readouterr()
+    assert "predict: " in captured.err  # the bar was drawn
+    starts = [captured.err[m.start() - 1] for m in re.finditer("ran predict: ", captured.err) if m.start()]
+    assert starts and set(starts) <= {"\r", "\n"}  # each message starts its own line, the bar cleared first
+    assert captured.err.endswith("\nran predict: 1 of 3 inputs failed (exit code 1)\n")

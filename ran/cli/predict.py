@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ran.cli.options import add_device_flags, add_face_flags, device_option
 from ran.numbers import IMAGE_SIDE, integer, number
@@ -91,9 +92,17 @@ def _summary(result: InputResult) -> list[str]:
     return lines
 
 
+def _line(text: str, stream: Any = None) -> None:
+    """Print one line around the progress bar (cleared first, drawn again after), never glued to it."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=stream or sys.stdout)
+    (stream or sys.stdout).flush()
+
+
 def _say(source: str, message: str) -> None:
     """One line on stderr about one input (its name escaped as in the output lines)."""
-    print(f"ran predict: {tsv_field(source)}: {message}", file=sys.stderr)
+    _line(f"ran predict: {tsv_field(source)}: {message}", sys.stderr)
 
 
 def _report(result: InputResult, as_json: bool, is_video_frame: bool) -> None:
@@ -105,10 +114,10 @@ def _report(result: InputResult, as_json: bool, is_video_frame: bool) -> None:
     elif not result.faces and result.frame is None:
         _say(result.source, "no face found")
     if as_json:
-        print(json.dumps(result.to_dict()), flush=True)
+        _line(json.dumps(result.to_dict()))
     elif not is_video_frame:
         for line in _summary(result):
-            print(line, flush=True)
+            _line(line)
 
 
 def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
