@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ran.numbers import REGION_SIDE, SEED, check_numbers, integer, number
+
 # Sizes chosen so the full demo takes about 3-6 minutes on a 2-core CPU in bf16 and still learns well;
 # --quick (or RAN_DEMO_QUICK=1) is the test suite's reduced version.
 FULL = {"train_size": 6000, "test_size": 1000, "epochs": 10}
@@ -29,14 +31,18 @@ class DemoOptions:
 
     output_dir: Path = field(default=Path("ran-demo"), metadata={"help": "output folder"})
     quick: bool = field(default=False, metadata={"help": "a smaller, faster run (also: RAN_DEMO_QUICK=1)"})
-    seed: int = field(default=0, metadata={"help": "random seed (data, weights, order)"})
-    train_size: int | None = field(default=None, metadata={"help": "training images to generate"})
-    test_size: int | None = field(default=None, metadata={"help": "test images to generate"})
-    epochs: int | None = field(default=None, metadata={"help": "training epochs"})
+    seed: int = field(default=0, metadata={"help": "random seed (data, weights, order)", "type": SEED})
+    train_size: int | None = field(
+        default=None, metadata={"help": "training images to generate", "type": integer(1)}
+    )
+    test_size: int | None = field(
+        default=None, metadata={"help": "test images to generate", "type": integer(1)}
+    )
+    epochs: int | None = field(default=None, metadata={"help": "training epochs", "type": integer(1)})
     backbone: str = field(default="test_resnet", metadata={"help": "timm backbone (a 0.4M-parameter ResNet)"})
-    region_size: int = field(default=48, metadata={"help": "region side in px"})
-    batch_size: int = field(default=32, metadata={"help": "images per batch"})
-    lr: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate"})
+    region_size: int = field(default=48, metadata={"help": "region side in px", "type": REGION_SIDE})
+    batch_size: int = field(default=32, metadata={"help": "images per batch", "type": integer(1)})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate", "type": number(above=0)})
     mixed_precision: str = field(
         default="bf16", metadata={"help": "fp32, bf16 or fp16; bf16 is 2-4x faster on a CPU with AMX"}
     )
@@ -136,6 +142,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     from ran.loading import load_model
     from ran.training import train
 
+    check_numbers(options)  # before the output folder is touched
     sizes = options.sizes()
     timings: dict[str, float] = {}
     started = time.perf_counter()

@@ -28,9 +28,13 @@ from torch import nn
 
 from ran.files import atomic_path
 from ran.loading import class_names
+from ran.numbers import integer
 from ran.transforms import FaceTransform, transform_for
 
-MIN_OPSET = 17
+MIN_OPSET = 17  # RoiAlign with half_pixel needs >= 16
+# The newest opset torch's TorchScript exporter writes (23 in torch 2.9); a newer one fails inside torch.
+MAX_OPSET = int(getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", MIN_OPSET))
+OPSETS = integer(MIN_OPSET, max(MIN_OPSET, MAX_OPSET))
 MAX_ONNX_BYTES = 2**31  # protobuf's limit: a larger file is no ONNX graph of this exporter
 
 
@@ -118,10 +122,7 @@ def export_onnx(
     can preprocess and label without PyTorch."""
     import onnx
 
-    if opset < MIN_OPSET:
-        raise ValueError(
-            f"opset: expected >= {MIN_OPSET} (RoiAlign with half_pixel needs >= 16), got {opset}"
-        )
+    OPSETS.check(opset, "opset")
     if not hasattr(model, "forward_with_attention"):
         raise ValueError(f"model: expected a RAN (RegionAttentionNet), got {type(model).__name__}")
     path = Path(out)

@@ -4,7 +4,10 @@ Every output of the package (model folders, dataset folders, results, pictures, 
 through these helpers, so each is either the old version or the complete new one, never a mix. Temporary
 names carry the writer's process id: a build killed with ``kill -9`` leaves its leftovers behind, and the
 next write of the same target removes them once that process is gone. Outputs get the process umask's
-permissions (usually 0644 / 0755), like any file the user writes.
+permissions (usually 0644 / 0755), like any file the user writes. A write the file system refuses (disk
+full, read-only, no permission) leaves nothing behind and is raised as an ``OSError`` naming the output
+(:func:`fault_message` is its one line), also where the library that wrote (pyarrow, safetensors, PIL)
+named no file.
 
 ``--overwrite`` replaces only what the package wrote: each output folder carries a small marker file
 (``.ran-dataset.json``, ``.ran-run.json``, ...) and :func:`check_overwrite` refuses to replace a folder
@@ -14,18 +17,86 @@ an output folder: see :mod:`ran.locks`.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:tmp|partial|old)$")
+# Errors of the file system, not of the command: disk full, quota, file too big, read-only, no permission.
+FAULT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+_ERRNO_IN_TEXT = re.compile(r"(?:os error|errno)\s*(\d+)", re.IGNORECASE)  # safetensors, pyarrow
+
+
+def fault_errno(err: BaseException) -> int | None:
+    """The errno of a file-system fault (:data:`FAULT_ERRNOS`), also when a library wrapped it in its own
+    error and only its message says it; None for any other error."""
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None:
+        match = _ERRNO_IN_TEXT.search(str(err)[:2000])
+        code = int(match[1]) if match else None
+    return code if code in FAULT_ERRNOS else None
+
+
+def fault_message(err: BaseException) -> str | None:
+    """``PATH: no space left on device`` (the file, then the reason) for a file-system fault, else None."""
+    code = fault_errno(err)
+    if code is None:
+        return None
+    reason = os.strerror(code)
+    reason = reason[:1].lower() + reason[1:]
+    name = getattr(err, "filename", None)
+    return f"{name}: {reason}" if name else reason
+
+
+def _names_a_user_path(err: BaseException) -> bool:
+    """Whether ``err`` names a file the user knows (not none, not one of our temporary names)."""
+    name = getattr(err, "filename", None)
+    return bool(name) and not any(_LEFTOVER.match(part) for part in Path(os.fsdecode(name)).parts)
+
+
+@contextmanager
+def faults_named(target: str | Path) -> Iterator[None]:
+    """Re-raise a file-system fault in the block as an ``OSError`` naming ``target`` (the output the user
+    asked for) where it named no file (a library's write) or a temporary one."""
+    try:
+        yield
+    except Exception as err:
+        code = fault_errno(err)
+        if code is None or (isinstance(err, OSError) and _names_a_user_path(err)):
+            raise
+        raise OSError(code, os.strerror(code), str(target)) from err
+
+
+def _naming_faults(writer: Callable[..., Iterator[Path]]) -> Callable[..., Iterator[Path]]:
+    """A writing generator (``atomic_path``, ``staging_dir`` ...) whose faults name its first argument."""
+
+    @functools.wraps(writer)
+    def wrapper(target: str | Path, *args: Any, **kwargs: Any) -> Iterator[Path]:
+        with faults_named(Path(target).expanduser()):
+            yield from writer(target, *args, **kwargs)
+
+    return wrapper
+
+
+def _remove_quietly(path: Path) -> None:
+    """Delete a temporary file or folder; a failure here (a read-only folder refuses even to delete a file
+    that is not there) must not hide the error that made it a leftover."""
+    with suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def current_umask() -> int:
@@ -70,6 +141,7 @@ def remove_leftovers(target: str | Path) -> list[Path]:
 
 
 @contextmanager
+@_naming_faults
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; it becomes ``path`` when the block succeeds and
     disappears when it fails."""
@@ -83,7 +155,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise
 
 
@@ -275,6 +347,7 @@ def check_overwrite_files(
 
 
 @contextmanager
+@_naming_faults
 def staging_dir(
     out: str | Path,
     *,
@@ -300,11 +373,12 @@ def staging_dir(
         check_overwrite(out, overwrite=overwrite, kind=kind, recognise=recognise)
         replace_dir(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_quietly(staging)
         raise
 
 
 @contextmanager
+@_naming_faults
 def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]:
     """A fresh folder to write several files into; when the block succeeds they are moved into the folder
     ``out`` (created if needed, other files there kept), and when it fails none of them appears. With
@@ -323,11 +397,12 @@ def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]
         for path in sorted(staging.iterdir()):
             os.replace(path, out / path.name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_quietly(staging)
 
 
 __all__ = [
     "WRITERS",
+    "FAULT_ERRNOS",
     "atomic_path",
     "check_overwrite",
     "check_overwrite_files",
@@ -336,6 +411,9 @@ __all__ = [
     "marker_path",
     "not_written_error",
     "read_small_json",
+    "fault_errno",
+    "fault_message",
+    "faults_named",
     "remove_leftovers",
     "replace_dir",
     "staging_dir",

@@ -44,7 +44,7 @@ def test_synthetic_writes_a_loadable_folder(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flag, value, expected",
     [
-        ("--num-proc", "0", "expected a positive integer"),
+        ("--num-proc", "0", "expected an integer in [1, 256], got '0'"),
         ("--max-shard-size", "lots", "max shard size 'lots'"),
     ],
 )

@@ -165,3 +165,20 @@ def test_clear_errors(tmp_path):
     assert (
         run_main(main, ["--model", "no-such-org/no-such-model", "--onnx", str(tmp_path / "c.onnx")], "x") == 2
     )
+
+
+def test_opsets_outside_what_torch_writes_are_refused_before_export(tmp_path, capsys):
+    newest = torch.onnx._constants.ONNX_MAX_OPSET  # what torch's TorchScript exporter writes
+    model = timm.create_model("ran", backbone="test_resnet", region_size=32)
+    folder, out = ran.save_pretrained(model, tmp_path / "model"), tmp_path / "m.onnx"
+    for opset in (16, newest + 1):
+        with pytest.raises(SystemExit) as info:
+            main(["--model", str(folder), "--onnx", str(out), "--opset", str(opset)])
+        assert info.value.code == 2 and not out.exists()
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert last.endswith(f"argument --opset: expected an integer in [17, {newest}], got '{opset}'")
+    with pytest.raises(
+        ValueError, match=rf"opset: expected an integer in \[17, {newest}\], got {newest + 1}"
+    ):
+        export_onnx(model, out, opset=newest + 1)
+    assert not out.exists()

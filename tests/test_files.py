@@ -4,6 +4,7 @@ package wrote. ran.locks: one writer per output folder."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -15,7 +16,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ran.files import atomic_path, remove_leftovers, staging_dir, staging_files, write_json
+from ran.files import (
+    atomic_path,
+    fault_message,
+    remove_leftovers,
+    staging_dir,
+    staging_files,
+    write_json,
+)
 from ran.locks import lock_path, output_lock
 
 
@@ -195,3 +203,29 @@ def test_a_failing_writer_leaves_no_lock_and_no_folders(tmp_path):
     with pytest.raises(RuntimeError), output_lock(out, "ran evaluate", inside=True):
         raise RuntimeError("evaluation failed")
     assert list(tmp_path.iterdir()) == []
+
+
+class LibraryWriteError(Exception):
+    """How a library writing for us (safetensors, in Rust) reports a full disk: no errno, no file name."""
+
+
+def test_a_refused_write_names_the_output_and_leaves_nothing(tmp_path):
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as info, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise LibraryWriteError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert fault_message(info.value) == f"{target}: no space left on device"
+    assert list(tmp_path.iterdir()) == []
+    # inside a staging folder: named after the folder asked for, not the temporary file in it
+    with pytest.raises(OSError) as info, staging_dir(tmp_path / "data") as staging:
+        with atomic_path(staging / "part.json"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    assert fault_message(info.value) == f"{tmp_path / 'data'}: read-only file system"
+    assert list(tmp_path.iterdir()) == []
+    # a file the user named stays named; errors that are not faults pass unchanged
+    with pytest.raises(PermissionError) as info, staging_files(tmp_path / "results"):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/some/input.csv")
+    assert fault_message(info.value) == "/some/input.csv: permission denied"
+    with pytest.raises(RuntimeError, match="not a fault"), atomic_path(target):
+        raise RuntimeError("not a fault (os error 2)")
+    assert fault_message(ValueError("bad")) is None and list(tmp_path.iterdir()) == []

@@ -518,3 +518,20 @@ def test_compile_gives_the_same_predictions(astronaut):
     plain = predict(face, net, detect=False, progress=False)[0].faces[0].probabilities
     compiled = predict(face, net, detect=False, compile=True, progress=False)[0].faces[0].probabilities
     assert compiled == pytest.approx(plain, abs=1e-5)
+
+
+def test_tab_separated_lines_escape_tabs_newlines_and_backslashes(model, astronaut, tmp_path, capsys):
+    folder = ran.save_pretrained(model, tmp_path / "model")
+    face = astronaut[30:230, 150:330]
+    odd = [tmp_path / "a\tb.png", tmp_path / "c\nd.png", tmp_path / "e\\f.png"]
+    for path in odd:
+        Image.fromarray(face).save(path, format="PNG")
+    missing = tmp_path / "gone\nmissing.png"
+    argv = [*map(str, odd), str(missing), "--model", str(folder), "--no-detect", "--no-progress"]
+    assert run_main(main, argv, "ran predict") == 1
+    captured = capsys.readouterr()
+    rows = [line.split("\t") for line in captured.out.splitlines()]
+    assert [len(row) for row in rows] == [5, 5, 5]  # source, face, box, label, region weights
+    escaped = [str(tmp_path) + "/" + name for name in ("a\\tb.png", "c\\nd.png", "e\\\\f.png")]
+    assert [row[0] for row in rows] == escaped
+    assert f"ran predict: {tmp_path}/gone\\nmissing.png: error: no such file\n" in captured.err

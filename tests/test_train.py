@@ -70,7 +70,7 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
     [
         ("optim:\n  lrr: 0.1\n", "unknown option optim.lrr"),
         ("bogus: 1\n", "unknown key 'bogus'"),
-        ("run:\n  epochs: many\n", "run.epochs: expected int"),
+        ("run:\n  epochs: many\n", "run.epochs: expected an integer >= 1, got 'many'"),
         ("optim:\n  optimizer: adam\n", "expected one of ['sgd', 'adamw']"),
     ],
 )
@@ -705,3 +705,120 @@ def test_two_process_cpu_launch(sharded_data, tmp_path):
     assert (out / "best" / "model.safetensors").is_file()
     assert not (out / ".ran.lock").exists()  # the main process held the folder's lock, and let it go
     shutil.rmtree(out)
+
+
+# --- numbers, YAML, divergence, Ctrl-C (issue 18) ------------------------------------------------------
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_bad_numbers_are_refused_before_anything_is_written(tiny_data, tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    with pytest.raises(SystemExit) as info:
+        ran_main(["train", "--data", str(tiny_data), "--output-dir", str(fresh), *TINY, "--lr", "inf"])
+    assert info.value.code == 2 and not fresh.exists()
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "ran train: error: argument --lr: expected a finite number > 0, got 'inf'"
+    )
+    # from a YAML file: one line naming the file and the key
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optim:\n  lr: .inf\nloss:\n  label_smoothing: 5\n")
+    assert (
+        ran_main(["train", "--data", str(tiny_data), "--output-dir", str(fresh), "--config", str(recipe)])
+        == 2
+    )
+    assert (
+        capsys.readouterr().err
+        == f"ran train: error: {recipe}: optim.lr: expected a finite number > 0, got inf\n"
+    )
+    # a config built in code
+    config = _config(tiny_data, fresh)
+    config.loss.label_smoothing = 5.0
+    with pytest.raises(
+        ValueError, match=r"loss.label_smoothing \(--label-smoothing\): expected a number in \[0, 1\]"
+    ):
+        train(config)
+    assert not fresh.exists()
+    # resuming an existing run with a bad number leaves it exactly as it was
+    run = tmp_path / "run"
+    train(_config(tiny_data, run, "--epochs", "1", "--batch-size", "16"))
+    before = _files(run)
+    with pytest.raises(SystemExit):
+        ran_main(
+            ["train", "--resume", str(run / "checkpoints" / "epoch_001"), "--epochs", "2", "--gamma", "nan"]
+        )
+    assert _files(run) == before
+
+
+def test_a_diverging_run_stops_in_one_line_and_saves_no_nan_model(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data), "--output-dir", str(out), *TINY, "--epochs", "2"]
+    assert ran_main([*argv, "--batch-size", "8", "--lr", "1e30", "--log-every-steps", "1"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert (
+        last.startswith("ran train: error: training diverged at update ")
+        and "nothing of it was saved" in last
+    )
+    assert not (out / "best").exists() and not any((out / "checkpoints").glob("*"))
+    # and the next run is told there is no checkpoint to resume, only --overwrite
+    assert ran_main([*argv, "--batch-size", "8"]) == 2
+    assert "it saved no checkpoint; pass --overwrite" in capsys.readouterr().err
+
+
+def test_ctrl_c_names_the_resume_command_that_continues_the_run(tiny_data, tmp_path, monkeypatch, capsys):
+    import ran.training.loop as loop
+
+    real_step = loop.training_step
+
+    def step_then_interrupt(run, batch, seed):
+        if run.progress.epoch == stop_in_epoch:
+            raise KeyboardInterrupt
+        return real_step(run, batch, seed)
+
+    monkeypatch.setattr(loop, "training_step", step_then_interrupt)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data), "--output-dir", str(out), *TINY, "--epochs", "2"]
+    stop_in_epoch = 0  # before the first checkpoint
+    assert ran_main([*argv, "--batch-size", "16"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "ran train: interrupted; no checkpoint was saved yet; "
+        f"start again with --overwrite (output folder {out})"
+    )
+    stop_in_epoch = 1  # after epoch 1's checkpoint
+    assert ran_main([*argv, "--batch-size", "16", "--overwrite"]) == 130
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert (
+        last
+        == f"ran train: interrupted; continue with: ran train --resume {out / 'checkpoints' / 'epoch_001'}"
+    )
+    stop_in_epoch = None
+    command = last.split("continue with: ")[1].split()
+    assert command[:2] == ["ran", "train"] and ran_main([*command[1:], "--no-progress"]) == 0
+    assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 2
+
+
+BOMB = "".join(
+    f"  - &{name} [{', '.join([prev] * 9)}]\n"
+    for name, prev in zip("abcdef", ['"lol"', "*a", "*b", "*c", "*d", "*e"])
+)  # 6 levels of nine: 9**6 = 531,441 strings from about 250 bytes
+
+
+def test_yaml_alias_bombs_are_refused_in_a_config_and_in_a_saved_run(tiny_data, tmp_path, capsys):
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text("optim:\n  milestones:\n" + BOMB)
+    assert (
+        ran_main(
+            ["train", "--data", str(tiny_data), "--output-dir", str(tmp_path / "x"), "--config", str(recipe)]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    expected = f"{recipe}: not valid YAML at line 4, column 9: aliases (*name) are not accepted"
+    assert err == f"ran train: error: {expected}\n"
+    # the same bomb in the config.yaml of a run that --resume starts from
+    checkpoint = tmp_path / "run" / "checkpoints" / "epoch_001"
+    checkpoint.mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("optim:\n  lr:\n" + BOMB)
+    assert ran_main(["train", "--resume", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 300 and "aliases (*name) are not accepted" in err and err.count("\n") == 1

@@ -2,7 +2,9 @@
 
 A sub-command module parses its arguments and calls the library; it never imports another sub-command.
 Library code raises ``ValueError`` / ``FileNotFoundError`` / ...; :func:`run_main` is the one place where
-they become one clear line on stderr and exit code 2 (``RAN_DEBUG=1`` shows the traceback instead).
+they become one clear line on stderr and exit code 2 (``RAN_DEBUG=1`` shows the traceback instead). A
+write the file system refuses (disk full, read-only, no permission) is one line naming the file, exit
+code 1. Progress bars still open are closed first, so the error is the last line, on its own.
 Each module also runs as ``python -m ran.cli.<name>``; ``python -m ran.train`` and
 ``accelerate launch -m ran.train`` start ``ran train`` under a launcher.
 """
@@ -68,23 +70,56 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(module.main, rest, prog=f"ran {name}")
 
 
+MESSAGE_CHARS = 1000  # an error line is cut to this length: it never embeds an unbounded value
+EXIT_USER_ERROR, EXIT_FAULT, EXIT_INTERRUPTED = 2, 1, 130
+
+
 def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | None, prog: str) -> int:
-    """Run a sub-command's ``main``; user errors become one clear line and exit code 2."""
+    """Run a sub-command's ``main``; user errors become one clear line and exit code 2, file-system
+    faults one line and exit code 1, Ctrl-C one line (with how to continue, when the command says)."""
     try:
         return int(fn(argv) or 0)
     except USER_ERRORS as err:
         if os.environ.get("RAN_DEBUG"):
             raise
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return _report(prog, f"error: {one_line(err)}", EXIT_USER_ERROR)
+    except OSError as err:
+        from ran.files import fault_message
+
+        message = fault_message(err)
+        if message is None or os.environ.get("RAN_DEBUG"):
+            raise
+        return _report(prog, f"error: {one_line(message)}", EXIT_FAULT)
+    except KeyboardInterrupt as err:
+        detail = one_line(err) if str(err) else ""
+        return _report(prog, f"interrupted{'; ' + detail if detail else ''}", EXIT_INTERRUPTED)
 
 
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (library messages are one line; wrapped ones may not be)."""
-    text = " ".join(str(err).split())
+def _report(prog: str, message: str, code: int) -> int:
+    """Print ``prog: message`` as the last line on stderr; returns ``code``."""
+    close_progress_bars()
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def close_progress_bars() -> None:
+    """Close every tqdm bar still open (one an error left behind), so nothing is drawn after the error
+    line and the error does not start on the bar's unfinished line."""
+    std = sys.modules.get("tqdm.std")
+    if std is None:
+        return
+    for bar in list(std.tqdm._instances):
+        bar.close()
+    sys.stdout.flush()
+
+
+def one_line(err: BaseException | str) -> str:
+    """An exception's message on one line (library messages are one line; wrapped ones may not be), at
+    most :data:`MESSAGE_CHARS` long."""
+    full = str(err)
+    text = " ".join(full[: 4 * MESSAGE_CHARS].split())
+    if len(text) > MESSAGE_CHARS or len(full) > 4 * MESSAGE_CHARS:
+        text = text[: MESSAGE_CHARS - 3] + "..."
     return text or type(err).__name__
 
 

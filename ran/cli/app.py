@@ -13,6 +13,7 @@ import argparse
 
 from ran.app.limits import AppLimits
 from ran.cli.options import add_device_flags, add_face_flags, device_option
+from ran.numbers import integer
 from ran.pipeline.pipeline import DEFAULT_MODEL
 
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="more models offered in the page's picker; visitors may use only these and --model",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, help="port (default: 7860, or the next free one)")
+    parser.add_argument("--port", type=integer(1, 65535), help="port (default: 7860, or the next free one)")
     add_face_flags(parser)
     add_device_flags(parser)
     parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ran.cli.options import add_evaluation_flags, device_option
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ran.numbers import SEED
 
 
 def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a comparison 'ran compare' wrote in OUTPUT_DIR"
     )
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
+    parser.add_argument("--seed", type=SEED, default=DEFAULT_SEED, help="seed of the bootstrap")
     group = parser.add_argument_group("evaluating models (with --models)")
     add_evaluation_flags(group)
     return parser

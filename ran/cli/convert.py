@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ran.convert import LABEL_SETS, convert
 from ran.models import RAN_VARIANTS
+from ran.numbers import REGION_SIDE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", type=Path, help="output folder (model.safetensors, config.json, README.md)")
     parser.add_argument("--arch", choices=sorted(RAN_VARIANTS), help="architecture (default: inferred)")
     parser.add_argument("--regions", default="ferplus6", help="region preset the model was trained with")
-    parser.add_argument("--region-size", type=int, help="region side in px (default: the architecture's)")
+    parser.add_argument(
+        "--region-size", type=REGION_SIDE, help="region side in px (default: the architecture's)"
+    )
     parser.add_argument(
         "--attention",
         choices=("softmax", "sigmoid"),

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ran.data.ferplus import LABEL_MODES
+from ran.numbers import SEED, integer
 
 
 def _lists_argument(value: str | None) -> str | bool | None:
@@ -107,12 +108,6 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return int(value)
-
-
 def _shard_size(value: str) -> int:
     from ran.data.writer import parse_shard_size
 
@@ -138,7 +133,11 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
             help="replace OUT if it is a dataset folder written by 'ran data' (never other folders)",
         )
         sub.add_argument(
-            "--num-proc", type=_positive, default=1, metavar="N", help="processes reading / encoding images"
+            "--num-proc",
+            type=integer(1, 256),
+            default=1,
+            metavar="N",
+            help="processes reading / encoding images",
         )
         sub.add_argument(
             "--max-shard-size",
@@ -186,9 +185,9 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
     affectnet.set_defaults(handler=_affectnet)
 
     synthetic = commands.add_parser("synthetic", help="the generated default dataset (FERPlus form)")
-    synthetic.add_argument("--seed", type=int, default=0)
-    synthetic.add_argument("--train-size", type=int, help="training images (default: the generator's)")
-    synthetic.add_argument("--test-size", type=int, help="test images (default: the generator's)")
+    synthetic.add_argument("--seed", type=SEED, default=0)
+    synthetic.add_argument("--train-size", type=integer(1), help="training images (default: the generator's)")
+    synthetic.add_argument("--test-size", type=integer(1), help="test images (default: the generator's)")
     add_output(synthetic)
     synthetic.set_defaults(handler=_synthetic)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ran.cli.options import add_evaluation_flags, device_option
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ran.numbers import SEED
 
 
 def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     parser.add_argument(
         "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the 95%% intervals"
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap")
+    parser.add_argument("--seed", type=SEED, default=DEFAULT_SEED, help="seed of the bootstrap")
     parser.add_argument("--revision", help="Hub revision of the model")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace results 'ran evaluate' wrote in OUTPUT_DIR"
@@ -44,8 +45,6 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     from ran.evaluation.statistics import check_resamples
     from ran.locks import output_lock
 

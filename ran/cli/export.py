@@ -6,17 +6,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.export import MIN_OPSET
+from ran.export import MIN_OPSET, OPSETS
+from ran.numbers import IMAGE_SIDE
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ran export", description="Export a RAN model to ONNX.")
     parser.add_argument("--model", required=True, help="model folder, Hub id or registered name")
     parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument(
+        "--opset", type=OPSETS, default=MIN_OPSET, help=f"ONNX opset ({MIN_OPSET} to {OPSETS.high})"
+    )
     parser.add_argument(
         "--input-size",
-        type=int,
+        type=IMAGE_SIDE,
         help="face side recorded in the metadata and used for the check (default: model config); "
         "the graph itself takes any height and width",
     )

@@ -1,7 +1,9 @@
 """Command-line flags from dataclasses, through transformers' ``HfArgumentParser`` (shared by commands).
 
 A dataclass field ``batch_size: int = 32`` becomes ``--batch-size`` (and ``--batch_size``); a ``bool``
-field that defaults to True also gets ``--no-<name>``; ``metadata={'help': ...}`` is its help.
+field that defaults to True also gets ``--no-<name>``; ``metadata={'help': ...}`` is its help and
+``metadata={'type': ran.numbers.integer(1)}`` the range its values must lie in. Every numeric flag of every
+command is finite and in range by a ``ran.numbers`` type, refused while the flags are parsed.
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ran.numbers import IMAGE_SIDE, apply_number_types, integer
+
 
 def options_parser(dataclass_types: Sequence[type], prog: str, description: str) -> Any:
     """An ``HfArgumentParser`` for ``dataclass_types`` (one flag per field)."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(list(dataclass_types), prog=prog, description=description)
+    apply_number_types(parser, list(dataclass_types))
     for action in parser._actions:  # show --batch-size before its --batch_size alias
         action.option_strings.sort(key=lambda flag: "_" in flag)
     return parser
@@ -74,9 +79,11 @@ def add_face_flags(parser: Any, detectors: Sequence[str] = ("mtcnn", "cascade"))
 
 def add_evaluation_flags(parser: Any) -> None:
     """How a model is run over a dataset folder (``ran evaluate``, ``ran compare --models``)."""
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=integer(1), default=64)
     add_device_flags(parser, "--mixed-precision")
-    parser.add_argument("--image-size", type=int, help="resize source images to this square size first")
+    parser.add_argument(
+        "--image-size", type=IMAGE_SIDE, help="resize source images to this square size first"
+    )
     parser.add_argument(
         "--cross-dataset",
         action="store_true",

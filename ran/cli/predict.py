@@ -1,10 +1,13 @@
-"""``ran predict``: find faces in photos, folders or videos and predict their expression with a RAN.
+r"""``ran predict``: find faces in photos, folders or videos and predict their expression with a RAN.
 
-Prints one line per face (or, with ``--json``, one JSON object per image / video frame) as soon as it is
-known; problems with an input go to stderr as one line naming it. Exit code: 0 when every input was used
-(finding no face is a result, not a failure); 1 when some inputs failed, after all the others were
-predicted and printed, so a script notices; 2 when nothing could run (bad flags, a model that does not
-load, existing outputs) or no input at all could be used.
+Prints one tab-separated line per face (or, with ``--json``, one JSON object per image / video frame) as
+soon as it is known; in those lines a backslash, tab, newline or carriage return inside a field (a file
+name, a class name) is written ``\\``, ``\t``, ``\n``, ``\r``, so every face stays one line of the same
+columns. Problems with an input go to stderr as one line naming it. Exit code: 0 when every input was used
+(finding no face is a result, not a failure); 1 when some inputs failed or some of their outputs (a
+picture, a CSV) could not be written, after all the others were predicted and printed, so a script
+notices; 2 when nothing could run (bad flags, a model that does not load, existing outputs) or no input
+at all could be used.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ran.cli.options import add_device_flags, add_face_flags, device_option
-from ran.pipeline.pipeline import DEFAULT_MODEL
+from ran.numbers import IMAGE_SIDE, integer, number
+from ran.pipeline.pipeline import DEFAULT_MODEL, MARGIN
 from ran.pipeline.results import InputResult
 
 EXIT_SOME_FAILED = 1
@@ -26,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ran predict",
         description="Find faces in images, folders or videos and predict their expression with a RAN model.",
-        epilog="Exit code: 0 all inputs used; 1 some inputs failed (the others are printed); 2 bad options, "
-        "a model that does not load, or no input could be used.",
+        epilog="Output: one tab-separated line per face; a backslash, tab, newline or carriage return in a "
+        "field is written \\\\, \\t, \\n, \\r. Exit code: 0 all inputs used; 1 some inputs failed or "
+        "some outputs could not be written (the others are printed); 2 bad options, a model that does not "
+        "load, or no input could be used.",
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or videos")
     parser.add_argument(
@@ -41,26 +48,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-detect", action="store_true", help="every input is an already cropped face")
     add_face_flags(parser, ("mtcnn", "cascade", "haar"))
-    parser.add_argument("--margin", type=float, default=0.2, help="context around each face box, per side")
-    parser.add_argument("--max-faces", type=int, help="at most this many (largest) faces per image")
+    parser.add_argument("--margin", type=MARGIN, default=0.2, help="context around each face box, per side")
+    parser.add_argument("--max-faces", type=integer(1), help="at most this many (largest) faces per image")
     parser.add_argument("--color", default="auto", choices=["auto", "rgb", "gray"])
     parser.add_argument(
-        "--input-size", type=int, help="resize faces to this side (default: the model's config)"
+        "--input-size", type=IMAGE_SIDE, help="resize faces to this side (default: the model's config)"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=integer(1), default=16)
     add_device_flags(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     sampling = parser.add_mutually_exclusive_group()
-    sampling.add_argument("--every", type=int, help="videos: use every N-th frame (default: every frame)")
-    sampling.add_argument("--fps", type=float, help="videos: sample about F frames per second")
+    sampling.add_argument(
+        "--every", type=integer(1), help="videos: use every N-th frame (default: every frame)"
+    )
+    sampling.add_argument("--fps", type=number(above=0), help="videos: sample about F frames per second")
     parser.add_argument("--csv-dir", default=".", help="videos: folder for the per-frame CSV (<video>.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing CSV files / pictures")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_field(text: str) -> str:
+    r"""``text`` as one field of a tab-separated line: backslash, tab, newline and carriage return
+    escaped (``\\``, ``\t``, ``\n``, ``\r``), so a file named ``a<TAB>b.jpg`` does not add a column."""
+    return text.translate(_ESCAPES)
+
+
 def _summary(result: InputResult) -> list[str]:
-    where = result.source + (
+    where = tsv_field(result.source) + (
         f" frame {result.frame} ({result.time_s:.2f} s)" if result.frame is not None else ""
     )
     lines = []
@@ -68,25 +86,38 @@ def _summary(result: InputResult) -> list[str]:
         box = ",".join(f"{v:.0f}" for v in f.box)
         weights = " ".join(f"{w:.2f}" for w in f.region_weights)
         lines.append(
-            f"{where}\tface {f.face_index}\tbox {box}\t{f.label} {f.probabilities[f.label]:.2f}\t"
+            f"{where}\tface {f.face_index}\tbox {box}\t{tsv_field(f.label)} {f.probabilities[f.label]:.2f}\t"
             f"region weights {weights}"
         )
     return lines
 
 
+def _line(text: str, stream: Any = None) -> None:
+    """Print one line around the progress bar (cleared first, drawn again after), never glued to it."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=stream or sys.stdout)
+    (stream or sys.stdout).flush()
+
+
+def _say(source: str, message: str) -> None:
+    """One line on stderr about one input (its name escaped as in the output lines)."""
+    _line(f"ran predict: {tsv_field(source)}: {message}", sys.stderr)
+
+
 def _report(result: InputResult, as_json: bool, is_video_frame: bool) -> None:
     """Print one result: its problems on stderr (one line each), its faces on stdout."""
     if result.warning:
-        print(f"ran predict: {result.source}: warning: {result.warning}", file=sys.stderr)
+        _say(result.source, f"warning: {result.warning}")
     if result.error:
-        print(f"ran predict: {result.source}: error: {result.error}", file=sys.stderr)
+        _say(result.source, f"error: {result.error}")
     elif not result.faces and result.frame is None:
-        print(f"ran predict: {result.source}: no face found", file=sys.stderr)
+        _say(result.source, "no face found")
     if as_json:
-        print(json.dumps(result.to_dict()), flush=True)
+        _line(json.dumps(result.to_dict()))
     elif not is_video_frame:
         for line in _summary(result):
-            print(line, flush=True)
+            _line(line)
 
 
 def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
@@ -98,7 +129,7 @@ def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ran.pipeline.results import video_csv_paths, write_video_csv
+    from ran.pipeline.results import video_csv_paths
 
     csv_paths = video_csv_paths(args.inputs, args.csv_dir, overwrite=args.overwrite)
     _check_picture_folder(args.visualize, args.overwrite)
@@ -110,21 +141,18 @@ def main(argv: list[str] | None = None) -> int:
         ) from None
     frames: dict[str, list[InputResult]] = {video: [] for video in csv_paths}
     names: list[str] = []
-    total = failed = 0
+    total = failed = unused = 0
     for result in results:
         total += 1
         failed += result.error is not None
+        unused += result.error is not None and not result.faces  # an unwritten picture still predicted
         if not names and result.faces:
             names = list(result.faces[0].probabilities)
         if result.source in frames and result.frame is not None:
             frames[result.source].append(result)
         _report(result, args.json, result.source in csv_paths)
-    for video, rows in frames.items():
-        if rows:
-            path = write_video_csv(rows, csv_paths[video], names)
-            faces = sum(len(r.faces) for r in rows)
-            print(f"{video}: {len(rows)} frames, {faces} faces -> {path}", file=sys.stderr)
-    if total and failed == total:
+    failed += _write_csvs(frames, csv_paths, names)
+    if total and unused == total:
         raise ValueError(f"no input could be used ({failed} failed)")
     if failed:
         print(
@@ -132,6 +160,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_SOME_FAILED
     return 0
+
+
+def _write_csvs(frames: dict[str, list[InputResult]], paths: dict[str, Path], names: list[str]) -> int:
+    """Each video's per-frame CSV; one the file system refuses is reported and the others are still
+    written. Returns how many could not be."""
+    from ran.files import fault_message
+    from ran.pipeline.results import write_video_csv
+
+    unwritten = 0
+    for video, rows in frames.items():
+        if not rows:
+            continue
+        try:
+            path = write_video_csv(rows, paths[video], names)
+        except OSError as err:
+            if fault_message(err) is None:
+                raise
+            _say(video, f"error: CSV not written: {fault_message(err)}")
+            unwritten += 1
+            continue
+        faces = sum(len(r.faces) for r in rows)
+        print(f"{tsv_field(video)}: {len(rows)} frames, {faces} faces -> {path}", file=sys.stderr)
+    return unwritten
 
 
 def _predictions(args: argparse.Namespace) -> Iterator[InputResult]:

@@ -15,20 +15,20 @@ from typing import Any
 import numpy as np
 
 from ran.extras import require
+from ran.numbers import integer
 
 BOOTSTRAP_METHOD = "percentile bootstrap over the images"
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 LEVEL = 0.95
 MIN_RESAMPLES = 100
+RESAMPLES = integer(MIN_RESAMPLES)  # the range of --resamples
 CALIBRATION_BINS = 15
 _CHUNK_ELEMENTS = 1 << 22  # resample counts held in memory at once (32 MiB of int64)
 
 
 def check_resamples(resamples: int) -> int:
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < MIN_RESAMPLES:
-        raise ValueError(f"resamples: expected an integer >= {MIN_RESAMPLES}, got {resamples!r}")
-    return resamples
+    return RESAMPLES.check(resamples, "resamples")
 
 
 def resample_counts(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:

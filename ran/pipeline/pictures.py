@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ran.extras import require
-from ran.files import atomic_path
+from ran.files import atomic_path, fault_message
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -109,13 +109,21 @@ class PictureWriter:
         self.written: list[Path] = []
 
     def write(self, result: InputResult) -> list[Path]:
-        """The pictures of ``result``'s faces (those that kept their crop)."""
+        """The pictures of ``result``'s faces (those that kept their crop). One the file system refuses
+        (disk full, read-only folder) becomes ``result.error``, so the run goes on with the next input."""
         paths = []
         for face in result.faces:
             if face.crop is None:
                 continue
             path = self.folder / f"{self._name(result, face.face_index)}.png"
-            paths.append(_write_png(path, face_picture(face)))
+            try:
+                paths.append(_write_png(path, face_picture(face)))
+            except OSError as err:
+                message = fault_message(err)
+                if message is None:
+                    raise
+                result.error = f"picture not written: {message}"
+                break
         self.written.extend(paths)
         return paths
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from ran.devices import compile_for_inference, default_device, inference_copy, model_device
 from ran.loading import class_names, load_model
+from ran.numbers import integer, number
 from ran.pipeline.faces import Face, FaceDetector, crop_face, detect_faces, get_detector, landmark_boxes
 from ran.pipeline.inputs import Frame, InputError, expand_inputs, iter_frames, source_name
 from ran.pipeline.pictures import PictureWriter, picture_crop
@@ -34,6 +35,8 @@ from ran.precision import autocast, check_device_support, resolve_precision
 from ran.transforms import FaceTransform, transform_for
 
 DEFAULT_MODEL = "ran-fer/ran_resnet18.ferplus"
+MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
+_AT_LEAST_ONE = integer(1)
 REGION_MODES = ("model", "landmarks")
 COLOR_MODES = ("auto", "rgb", "gray")
 
@@ -312,19 +315,19 @@ def _check_options(regions: str, batch_size: int, margin: float, max_faces: int 
         raise ValueError(
             "regions='landmarks' needs landmarks from the face detector; it cannot work with detect=False"
         )
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    if margin < 0:
-        raise ValueError(f"margin: expected >= 0, got {margin}")
-    if max_faces is not None and max_faces < 1:
-        raise ValueError(f"max_faces: expected >= 1, got {max_faces}")
+    _AT_LEAST_ONE.check(batch_size, "batch_size")
+    MARGIN.check(margin, "margin")
+    if max_faces is not None:
+        _AT_LEAST_ONE.check(max_faces, "max_faces")
 
 
 def _check_sampling(every: int | None, fps: float | None) -> None:
     if every is not None and fps is not None:
         raise ValueError("every and fps: pass one of them, not both")
-    if (every is not None and every < 1) or (fps is not None and fps <= 0):
-        raise ValueError(f"every / fps: expected a positive value, got every={every} fps={fps}")
+    if every is not None:
+        _AT_LEAST_ONE.check(every, "every")
+    if fps is not None:
+        number(above=0).check(fps, "fps")
 
 
 # --- one-call forms -------------------------------------------------------------------------------------

@@ -152,14 +152,27 @@ def is_checkpoint_name(name: str) -> bool:
     return CHECKPOINT_NAME.fullmatch(name) is not None
 
 
-def prune_checkpoints(root: Path, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` newest checkpoints (by update count) under ``root``; returns them."""
-    if not keep or not root.is_dir():
+def _saved_checkpoints(root: Path) -> list[Path]:
+    """The run's checkpoint folders under ``root``, oldest first (by update count, then name)."""
+    if not root.is_dir():
         return []
-    saved = sorted(
+    return sorted(
         (p for p in root.iterdir() if p.is_dir() and is_checkpoint_name(p.name)),
         key=lambda p: (_global_step(p), p.name),
     )
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root`` (one whose progress can be read), if any."""
+    complete = [p for p in _saved_checkpoints(root) if _global_step(p) >= 0]
+    return complete[-1] if complete else None
+
+
+def prune_checkpoints(root: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest checkpoints (by update count) under ``root``; returns them."""
+    if not keep:
+        return []
+    saved = _saved_checkpoints(root)
     for old in saved[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return saved[:-keep]
@@ -308,6 +321,7 @@ __all__ = [
     "is_checkpoint_name",
     "load_model_weights",
     "load_training_state",
+    "latest_checkpoint",
     "prune_checkpoints",
     "read_checkpoint",
     "refuse_unsafe_files",

@@ -11,13 +11,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ran.numbers import (
+    IMAGE_SIDE,
+    REGION_SIDE,
+    SEED,
+    NumberRange,
+    apply_number_types,
+    brief,
+    check_numbers,
+    integer,
+    number,
+)
 from ran.precision import CHOICES as PRECISION_CHOICES
 from ran.precision import resolve_precision
+from ran.safeyaml import read_yaml
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
@@ -28,11 +41,14 @@ REFERENCE_BATCH = 128  # the recipe's total batch size, the reference of --scale
 RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
 
 
-def _opt(default: Any, help_: str, choices: tuple | None = None) -> Any:
-    """A dataclass field whose metadata ``HfArgumentParser`` passes to ``add_argument``."""
+def _opt(default: Any, help_: str, choices: tuple | None = None, numbers: NumberRange | None = None) -> Any:
+    """A dataclass field whose metadata ``HfArgumentParser`` passes to ``add_argument``; ``numbers`` is
+    the range a numeric option's values must lie in (``ran.numbers``)."""
     meta: dict[str, Any] = {"help": help_}
     if choices:
         meta["choices"] = choices
+    if numbers is not None:
+        meta["type"] = numbers
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -52,9 +68,11 @@ class ModelConfig:
         None, "local backbone weights (.pth/.pth.tar/.safetensors) to start from"
     )
     regions: str = _opt("ferplus6", "region preset (ferplus6, affectnet8)")
-    region_size: int | None = _opt(None, "side in px every region is resampled to (default: the model's)")
+    region_size: int | None = _opt(
+        None, "side in px every region is resampled to (default: the model's)", numbers=REGION_SIDE
+    )
     attention: str = _opt("softmax", "attention normalisation", ATTENTION_MODES)
-    drop_rate: float = _opt(0.0, "dropout before the classifier")
+    drop_rate: float = _opt(0.0, "dropout before the classifier", numbers=number(0, below=1))
     freeze: str | None = _opt(
         None, "freeze the backbone up to a stage: stem, layer1..layer4, an index, or all"
     )
@@ -65,34 +83,40 @@ class OptimConfig:
     """How the weights move."""
 
     optimizer: str = _opt("sgd", "optimizer (SGD as the original)", OPTIMIZERS)
-    lr: float = _opt(0.01, "peak learning rate (for the total batch; see --scale-lr)")
+    lr: float = _opt(
+        0.01, "peak learning rate (for the total batch; see --scale-lr)", numbers=number(above=0)
+    )
     scale_lr: bool = _opt(
         False,
         f"scale lr linearly with the total batch (batch size x processes x accumulation) / "
         f"{REFERENCE_BATCH}, the recipe's batch",
     )
-    momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(1e-4, "weight decay")
+    momentum: float = _opt(0.9, "SGD momentum", numbers=number(0, below=1))
+    weight_decay: float = _opt(1e-4, "weight decay", numbers=number(0))
     schedule: str = _opt(
         "multistep", "multistep: x gamma at the milestones; cosine: warm-up then cosine", SCHEDULES
     )
-    milestones: list[float] = _opt([0.3, 0.5, 0.8], "multistep: fractions of the epochs where lr drops")
-    gamma: float = _opt(0.1, "multistep: lr factor at each milestone")
-    warmup_epochs: float = _opt(0.0, "cosine: epochs of linear warm-up")
-    gradient_accumulation: int = _opt(1, "batches per optimizer update")
-    max_grad_norm: float | None = _opt(None, "clip the gradient norm to this value")
+    milestones: list[float] = _opt(
+        [0.3, 0.5, 0.8], "multistep: fractions of the epochs where lr drops", numbers=number(above=0, high=1)
+    )
+    gamma: float = _opt(0.1, "multistep: lr factor at each milestone", numbers=number(above=0, high=1))
+    warmup_epochs: float = _opt(0.0, "cosine: epochs of linear warm-up", numbers=number(0))
+    gradient_accumulation: int = _opt(1, "batches per optimizer update", numbers=integer(1))
+    max_grad_norm: float | None = _opt(None, "clip the gradient norm to this value", numbers=number(above=0))
 
 
 @dataclass
 class LossConfig:
     """The RAN criterion: cross-entropy + rb_weight * region-biased loss."""
 
-    rb_margin: float = _opt(0.1, "region-biased loss margin (0.1 FERPlus, 0.02 AffectNet)")
-    rb_weight: float = _opt(1.0, "weight of the region-biased loss")
+    rb_margin: float = _opt(
+        0.1, "region-biased loss margin (0.1 FERPlus, 0.02 AffectNet)", numbers=number(0, 1)
+    )
+    rb_weight: float = _opt(1.0, "weight of the region-biased loss", numbers=number(0))
     label_mode: str = _opt(
         "hard", "hard: class index; soft: the dataset's soft_label distribution", LABEL_MODES
     )
-    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", numbers=number(0, 1))
 
 
 @dataclass
@@ -100,16 +124,22 @@ class DataConfig:
     """Where the images come from and how they are augmented."""
 
     data: str | None = _opt(None, "dataset folder written by 'ran data' (or a Hub dataset id)")
-    batch_size: int = _opt(64, "images per batch and process")
-    eval_batch_size: int | None = _opt(None, "validation batch size (default: 2 x batch size)")
+    batch_size: int = _opt(64, "images per batch and process", numbers=integer(1))
+    eval_batch_size: int | None = _opt(
+        None, "validation batch size (default: 2 x batch size)", numbers=integer(1)
+    )
     num_workers: int | None = _opt(
-        None, "DataLoader worker processes (default: min(4, CPUs per process) on a GPU, 0 on a CPU)"
+        None,
+        "DataLoader worker processes (default: min(4, CPUs per process) on a GPU, 0 on a CPU)",
+        numbers=integer(0, 256),
     )
     class_balanced: bool = _opt(False, "draw every class equally often (the AffectNet recipe)")
     box_jitter: bool = _opt(True, "jitter region boxes (scale +-2 %%, shift +-1 %%) as the original")
     hflip: bool = _opt(True, "random horizontal flip")
     random_crop_regions: bool = _opt(False, "train on random crops instead of the preset regions")
-    image_size: int | None = _opt(None, "resize source images to this square size (needed for mixed sizes)")
+    image_size: int | None = _opt(
+        None, "resize source images to this square size (needed for mixed sizes)", numbers=IMAGE_SIDE
+    )
     val_split: str = _opt("validation", "split that selects the best model (falls back to test)")
     shard_data: bool = _opt(
         False, "several processes: each reads only its own Parquet shard files of the train split"
@@ -121,7 +151,7 @@ class RunConfig:
     """The run itself: device, length, precision, outputs, checkpoints."""
 
     output_dir: str | None = _opt(None, "output folder (config, checkpoints, best model, logs)")
-    epochs: int = _opt(10, "training epochs")
+    epochs: int = _opt(10, "training epochs", numbers=integer(1))
     device: str | None = _opt(None, "cpu or cuda (default: cuda when usable, else cpu)", DEVICES)
     mixed_precision: str | None = _opt(
         None,
@@ -133,12 +163,16 @@ class RunConfig:
     deterministic: bool = _opt(
         False, "deterministic kernels (cuDNN, cuBLAS): bit-exact resume on a GPU, somewhat slower"
     )
-    seed: int = _opt(0, "random seed (data order, augmentation, initial weights)")
-    save_every_steps: int = _opt(0, "also save a checkpoint every N optimizer updates (0: epochs only)")
-    keep_checkpoints: int = _opt(0, "keep only the newest N checkpoints (0: keep all)")
-    log_every_steps: int = _opt(10, "log the step loss to tensorboard every N updates")
+    seed: int = _opt(0, "random seed (data order, augmentation, initial weights)", numbers=SEED)
+    save_every_steps: int = _opt(
+        0, "also save a checkpoint every N optimizer updates (0: epochs only)", numbers=integer(0)
+    )
+    keep_checkpoints: int = _opt(0, "keep only the newest N checkpoints (0: keep all)", numbers=integer(0))
+    log_every_steps: int = _opt(10, "log the step loss to tensorboard every N updates", numbers=integer(0))
     resume: str | None = _opt(None, "checkpoint folder to continue from (OUT/checkpoints/...)")
-    stop_after_steps: int | None = _opt(None, "end the run after N updates (resume later with --resume)")
+    stop_after_steps: int | None = _opt(
+        None, "end the run after N updates (resume later with --resume)", numbers=integer(1)
+    )
     overwrite: bool = _opt(False, "start over in an existing output folder")
     progress: bool = _opt(True, "show progress bars")
 
@@ -182,9 +216,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise a ValueError naming the option when a value cannot work (also for configs built in code)."""
-        for name, ok, expected in _range_checks(self):
-            if not ok:
-                _refuse(self, name, expected)
+        for section in SECTIONS:
+            check_numbers(getattr(self, section), partial(_option_name, section))
         for section, cls in SECTIONS.items():
             for f in fields(cls):
                 choices = f.metadata.get("choices")
@@ -200,30 +233,15 @@ class TrainConfig:
         return self
 
 
-def _range_checks(config: TrainConfig) -> list[tuple[str, bool, str]]:
-    """(option, holds, what was expected) for every numeric constraint."""
-    run, data, optim = config.run, config.data, config.optim
-    return [
-        ("epochs", run.epochs >= 1, "an integer >= 1"),
-        ("batch_size", data.batch_size >= 1, "an integer >= 1"),
-        ("eval_batch_size", data.eval_batch_size is None or data.eval_batch_size >= 1, "an integer >= 1"),
-        ("lr", optim.lr > 0, "a positive number"),
-        ("gradient_accumulation", optim.gradient_accumulation >= 1, "an integer >= 1"),
-        ("rb_margin", config.loss.rb_margin >= 0, "a number >= 0"),
-        ("save_every_steps", run.save_every_steps >= 0, "an integer >= 0"),
-        ("keep_checkpoints", run.keep_checkpoints >= 0, "an integer >= 0"),
-        ("log_every_steps", run.log_every_steps >= 0, "an integer >= 0"),
-        ("num_workers", data.num_workers is None or data.num_workers >= 0, "an integer >= 0"),
-        ("milestones", all(0 < m <= 1 for m in optim.milestones), "fractions in (0, 1]"),
-        ("warmup_epochs", optim.warmup_epochs >= 0, "a number >= 0"),
-        ("region_size", config.model.region_size is None or config.model.region_size >= 8, ">= 8 px"),
-    ]
+def _option_name(section: str, name: str) -> str:
+    """How errors name an option: its YAML key and its flag."""
+    return f"{section}.{name} (--{name.replace('_', '-')})"
 
 
 def _refuse(config: TrainConfig, name: str, expected: str) -> None:
     section = _SECTION_OF[name]
     value = getattr(getattr(config, section), name)
-    raise ValueError(f"{section}.{name} (--{name.replace('_', '-')}): expected {expected}, got {value!r}")
+    raise ValueError(f"{_option_name(section, name)}: expected {expected}, got {brief(value)}")
 
 
 # --- parsing -----------------------------------------------------------------------------------------
@@ -248,6 +266,7 @@ def build_parser(prog: str = "ran train", **kwargs: Any) -> Any:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser([ConfigFile, *SECTIONS.values()], prog=prog, description=DESCRIPTION, **kwargs)
+    apply_number_types(parser, list(SECTIONS.values()))
     for action in parser._actions:  # show --batch-size before its --batch_size alias
         action.option_strings.sort(key=lambda flag: "_" in flag)
     return parser
@@ -275,6 +294,8 @@ def _yaml_tokens(action: argparse.Action, value: Any) -> list[str] | None:
 
 
 def _expected(action: argparse.Action) -> str:
+    if isinstance(action.type, NumberRange):
+        return f"a list, each {action.type.describe()}" if action.nargs == "+" else action.type.describe()
     if action.choices:
         return f"one of {list(action.choices)}"
     kind = getattr(action.type, "__name__", "value")
@@ -285,7 +306,7 @@ def _expected(action: argparse.Action) -> str:
 def _parse_value(parser: argparse.ArgumentParser, section: str, name: str, value: Any, source: str) -> Any:
     """A YAML value converted and checked by the option's own argparse action."""
     action = _flag_action(parser, name)
-    problem = f"{source}: {section}.{name}: expected {_expected(action)}, got {value!r}"
+    problem = f"{source}: {section}.{name}: expected {_expected(action)}, got {brief(value)}"
     if value is None:
         if action.default is None:  # an optional option
             return None
@@ -337,12 +358,7 @@ def config_from_mapping(data: Any, source: str, base: TrainConfig | None = None)
 
 
 def _read_yaml(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path}: no such file")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    return read_yaml(path, what) or {}
 
 
 def load_yaml_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:

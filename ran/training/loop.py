@@ -10,21 +10,29 @@ with per-image jittered boxes, so no region files exist anywhere. Every random c
 and resumed from any checkpoint ends with the same weights as one that never stopped. Between logging
 intervals a step never waits for the device: losses and counts are summed on it and read at epoch ends.
 
-The command is ``ran train`` (``ran.cli.train``); under a launcher, ``accelerate launch -m ran.train ...`` or
-``torchrun --nproc_per_node 2 -m ran.train ...``.
+A loss or weights that stop being finite end the run with one line before anything of them is saved: a
+diverged model never becomes ``best/`` or a checkpoint. Ctrl-C ends it with the ``--resume`` command of
+the newest checkpoint.
+
+The command is ``ran train`` (``ran.cli.train``); under a launcher, ``accelerate launch -m ran.train ...``
+or ``torchrun --nproc_per_node 2 -m ran.train ...``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import shlex
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ran.files import faults_named
 from ran.models import RANOutput
-from ran.training.checkpoints import CHECKPOINTS, prune_checkpoints, write_checkpoint
+from ran.training.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
 from ran.training.config import TrainConfig
 from ran.training.data import augment, step_seed
 from ran.training.outputs import BEST_DIR, HISTORY_FILE, TRACKER_PROJECT, start_output
@@ -39,19 +47,35 @@ def train(config: TrainConfig) -> dict[str, Any]:
     device = resolve_device(config.run.device, "--device")
     with determinism(config.run.deterministic, device), ExitStack() as held:  # held: the folder's lock
         run = set_up(config, held)
-        begin(run)
-        stopped = False
-        for epoch in range(run.progress.epoch, config.run.epochs):
-            started, skipped = time.perf_counter(), run.progress.batches_done
-            stopped = train_one_epoch(run, epoch)
-            if stopped:
-                break
-            end_of_epoch(run, epoch, validate(run), time.perf_counter() - started, skipped)
-            stop_at = config.run.stop_after_steps
-            if stop_at is not None and run.progress.global_step >= stop_at and epoch + 1 < config.run.epochs:
-                stopped = True
-                break
-        return finish(run, stopped)
+        with faults_named(run.out):  # tensorboard and accelerate write there too, naming no file
+            begin(run)
+            try:
+                stopped = run_epochs(run)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(resume_hint(run.out)) from None
+            return finish(run, stopped)
+
+
+def run_epochs(run: Training) -> bool:
+    """The epochs still to run; True when the run stopped early (--stop-after-steps)."""
+    config = run.config
+    for epoch in range(run.progress.epoch, config.run.epochs):
+        started, skipped = time.perf_counter(), run.progress.batches_done
+        if train_one_epoch(run, epoch):
+            return True
+        end_of_epoch(run, epoch, validate(run), time.perf_counter() - started, skipped)
+        stop_at = config.run.stop_after_steps
+        if stop_at is not None and run.progress.global_step >= stop_at and epoch + 1 < config.run.epochs:
+            return True
+    return False
+
+
+def resume_hint(out: Path) -> str:
+    """How to continue a run that stopped: the ``--resume`` command of its newest checkpoint."""
+    latest = latest_checkpoint(out / CHECKPOINTS)
+    if latest is None:
+        return f"no checkpoint was saved yet; start again with --overwrite (output folder {out})"
+    return f"continue with: ran train --resume {shlex.quote(str(latest))}"
 
 
 def begin(run: Training) -> None:
@@ -144,6 +168,8 @@ def after_update(run: Training, losses: dict[str, torch.Tensor], bar: Any, at_ep
     config, step = run.config.run, run.progress.global_step
     if config.log_every_steps and step % config.log_every_steps == 0:
         loss, lr = float(losses["loss"].detach()), run.scheduler.get_last_lr()[0]  # the interval's one read
+        if not math.isfinite(loss):
+            _diverged(run, f"the training loss is {loss}")
         run.accelerator.log({"train/step_loss": loss, "train/lr": lr}, step=step)
         if run.show_progress:
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2g}")
@@ -172,9 +198,24 @@ def validate(run: Training) -> dict[str, Any]:
 
 
 def _epoch_totals(run: Training) -> list[float]:
-    """(loss, ce, rb, correct, images) summed over the epoch and all processes (reads the device)."""
+    """(loss, ce, rb, correct, images) summed over the epoch and all processes (reads the device); stops
+    the run when the loss or the weights are no longer finite (this is read before anything is saved)."""
     seen = run.sums.new_tensor([run.progress.epoch_seen])
-    return run.accelerator.reduce(torch.cat([run.sums, seen]), reduction="sum").tolist()
+    totals = run.accelerator.reduce(torch.cat([run.sums, seen]), reduction="sum").tolist()
+    if not math.isfinite(totals[0]):
+        _diverged(run, f"the training loss is {totals[0]}")
+    if not bool(torch.stack([torch.isfinite(p).all() for p in run.model.parameters()]).all()):
+        _diverged(run, "the weights are no longer finite")
+    return totals
+
+
+def _diverged(run: Training, what: str) -> None:
+    """End a run whose numbers overflowed, before its model is saved anywhere."""
+    progress = run.progress
+    raise ValueError(
+        f"training diverged at update {progress.global_step} (epoch {progress.epoch + 1}): {what}; "
+        f"nothing of it was saved as a checkpoint or best model. Try a lower --lr or --max-grad-norm"
+    )
 
 
 def end_of_epoch(run: Training, epoch: int, val: dict[str, Any], seconds: float, skipped: int) -> None:
@@ -261,10 +302,7 @@ def finish(run: Training, stopped: bool) -> dict[str, Any]:
     run.accelerator.end_training()
     progress, out, val_name = run.progress, run.out, run.splits.val_name
     if stopped:
-        run.say(
-            f"stopped after {progress.global_step} updates; "
-            f"continue with --resume {out}/{CHECKPOINTS}/<latest>"
-        )
+        run.say(f"stopped after {progress.global_step} updates; {resume_hint(out)}")
     else:
         run.say(
             f"best {val_name} accuracy {progress.best_accuracy:.4f} at epoch {progress.best_epoch}; "
@@ -282,4 +320,14 @@ def finish(run: Training, stopped: bool) -> dict[str, Any]:
     }
 
 
-__all__ = ["after_update", "end_of_epoch", "finish", "train", "train_one_epoch", "training_step", "validate"]
+__all__ = [
+    "after_update",
+    "end_of_epoch",
+    "finish",
+    "resume_hint",
+    "run_epochs",
+    "train",
+    "train_one_epoch",
+    "training_step",
+    "validate",
+]

@@ -56,9 +56,12 @@ def check_output(out: Path, config: TrainConfig) -> None:
     if not existing or config.run.resume:
         return
     if not config.run.overwrite:
+        from ran.training.checkpoints import latest_checkpoint
+
+        latest = latest_checkpoint(out / CHECKPOINTS)
+        resume = f"pass --resume {latest} to continue it or" if latest else "it saved no checkpoint; pass"
         raise FileExistsError(
-            f"{out} already holds a training run ({existing[0].name}); pass --resume "
-            f"{out}/{CHECKPOINTS}/<name> to continue it or --overwrite to start over"
+            f"{out} already holds a training run ({existing[0].name}); {resume} --overwrite to start over"
         )
     if not is_run_folder(out):
         raise not_written_error(out, RUN, "delete its files")
