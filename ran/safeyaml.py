@@ -27,13 +27,14 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def load_yaml(text: str, source: str) -> Any:
-    """The YAML document ``text`` as plain data; a ValueError naming ``source`` and the line otherwise."""
+def load_yaml(text: str, source: str, first_line: int = 1) -> Any:
+    """The YAML document ``text`` as plain data; a ValueError naming ``source`` and the line otherwise
+    (``first_line``: the line of ``source`` that ``text`` starts on, for YAML inside another file)."""
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        where = f" at line {mark.line + first_line}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or type(err).__name__
         raise ValueError(f"{source}: not valid YAML{where}: {problem}") from None
     except RecursionError:

@@ -314,7 +314,20 @@ FAULTS = {
     ),
     "card is not YAML": (
         lambda out, other: _edit_card(out, "configs:", "configs: ["),
-        "README.md:3: the front matter is not valid YAML",
+        "README.md front matter: not valid YAML at line 3",
+    ),
+    "card with an alias bomb": (  # a few hundred bytes that stand for gigabytes once walked
+        lambda out, other: _edit_card(
+            out,
+            "configs:",
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+                for i in range(9)
+            )
+            + "configs:",
+        ),
+        "README.md front matter: not valid YAML at line 3, column 8: aliases (*name) are not accepted",
     ),
     "absolute path": (
         lambda out, other: _edit_card(out, f"path: {OCCLUSION}", f"path: {other / OCCLUSION}"),

@@ -1,6 +1,7 @@
 """What a local dataset folder's card (README.md) declares, checked before anything is read.
 
-The card is data, never instructions: its YAML front matter is read with ``yaml.safe_load`` and must be
+The card is data, never instructions: its YAML front matter is read as plain data (``ran.safeyaml``: no
+aliases, a bounded size) and must be
 a mapping whose ``configs:`` list names, per config and split, Parquet files inside the folder. An
 absolute path, a ``..``, a URL or a symlink that leads out of the folder is refused (a downloaded folder
 must not make evaluation score, or training read, someone else's files); each named shard must exist,
@@ -15,27 +16,22 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-import yaml
+from ran.safeyaml import load_yaml
 
 DEFAULT_CONFIG = "default"
 _MAX_NAME = 100
+MAX_CARD_BYTES = 4 << 20  # the cards ran data writes are a few kB
 
 
 def _front_matter(card: Path) -> Any:
-    """The YAML between the card's ``---`` lines (None when there is none), read with ``yaml.safe_load``."""
+    """The YAML between the card's ``---`` lines (None when there is none), as plain data."""
+    if card.stat().st_size > MAX_CARD_BYTES:
+        raise ValueError(f"{card}: larger than {MAX_CARD_BYTES:,} bytes; a dataset card is a small text file")
     text = card.read_text(encoding="utf-8")
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, flags=re.DOTALL)
     if not match:
         return None
-    try:
-        return yaml.safe_load(match.group(1))
-    except RecursionError:  # nesting deeper than any card needs
-        raise ValueError(f"{card}: the front matter is nested too deeply to be a dataset card") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{card}:{mark.line + 2}" if mark is not None else str(card)  # line 1 is the opening ---
-        problem = getattr(err, "problem", None) or type(err).__name__
-        raise ValueError(f"{where}: the front matter is not valid YAML ({problem})") from None
+    return load_yaml(match.group(1), f"{card} front matter", first_line=2)  # line 1 is the opening ---
 
 
 def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
