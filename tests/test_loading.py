@@ -359,3 +359,26 @@ def test_saved_folders_record_no_backbone_file_and_load_back(tmp_path):
     images = torch.rand(2, 3, 40, 40)
     with torch.no_grad():
         torch.testing.assert_close(ran.load_model(folder)(images), model(images), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("option", ["region_size", "input_size"])
+def test_the_sizes_commands_accept_are_the_sizes_a_folder_may_hold(saved, option):
+    """A run trained at the largest --region-size / --image-size the commands take must be able to save
+    its folder (the folder check refuses larger sizes, so the two limits have to be the same numbers)."""
+    from ran.models.folder_config import check_config
+    from ran.numbers import IMAGE_SIDE, REGION_SIDE
+
+    config = json.loads((saved / "config.json").read_text())
+    bounds = REGION_SIDE if option == "region_size" else IMAGE_SIDE
+    for side, accepted in ((bounds.high, True), (bounds.high + 1, False), (bounds.low - 1, False)):
+        assert bounds.holds(side) is accepted  # what the flags take
+        edited = json.loads(json.dumps(config))
+        if option == "region_size":
+            edited["model_args"]["region_size"] = side
+        else:
+            edited["pretrained_cfg"]["input_size"] = [edited["pretrained_cfg"]["input_size"][0], side, side]
+        if accepted:
+            check_config(edited, "config.json")
+        else:
+            with pytest.raises(ValueError, match=rf"{option}.*{side}"):
+                check_config(edited, "config.json")

@@ -17,11 +17,13 @@ from typing import Any
 import timm
 
 from ran.models.ran import ATTENTION_MODES, GLOBAL_POOLS, RAN_VARIANTS
+from ran.numbers import IMAGE_SIDE, REGION_SIDE
 from ran.regions import REGION_PRESETS, validate_boxes
 
 MAX_CLASSES = 100_000
 MAX_REGIONS = 64
-MAX_SIDE = 1024  # px: region_size and input_size sides (the paper's faces are 224 px)
+MAX_SIDE = REGION_SIDE.high  # px: region_size, as the commands take it (the paper's regions are 224 px)
+MAX_IMAGE_SIDE = IMAGE_SIDE.high  # px: input_size sides, as the commands take them
 MAX_IN_CHANS = 16
 MAX_TEXT = 1000  # characters of one label, name or note
 # Constructor arguments that say where the first weights come from (or, for num_classes, that transformers
@@ -106,7 +108,7 @@ def _descriptions(where: str, key: str, value: Any) -> None:
 def _sides(where: str, key: str, value: Any) -> None:
     single = isinstance(value, int) and not isinstance(value, bool)
     for i, side in enumerate([value] if single else _list(where, key, value, 2, 2)):
-        _int(where, key if single else f"{key}[{i}]", side, 8, MAX_SIDE)
+        _int(where, key if single else f"{key}[{i}]", side, REGION_SIDE.low, MAX_SIDE)
 
 
 def _backbone(where: str, key: str, value: Any) -> None:
@@ -225,7 +227,8 @@ SIZE_FIELDS = ("input_size", "test_input_size", "min_input_size")
 
 
 def _check_sized(cfg: dict[str, Any], where: str, in_chans: int) -> None:
-    """Face sizes (channels = in_chans, sides 8..MAX_SIDE); mean and std: in_chans finite values, std > 0."""
+    """Face sizes (channels = in_chans, sides within IMAGE_SIDE); mean and std: in_chans finite values,
+    std > 0."""
     for key in SIZE_FIELDS:
         value = cfg.get(key)
         if value is None:
@@ -233,8 +236,8 @@ def _check_sized(cfg: dict[str, Any], where: str, in_chans: int) -> None:
         name = f"pretrained_cfg[{key!r}]"
         _list(where, name, value, 3, 3)
         _one_of(in_chans)(where, f"{name}[0]", value[0])
-        _int(where, f"{name}[1]", value[1], 8, MAX_SIDE)
-        _int(where, f"{name}[2]", value[2], 8, MAX_SIDE)
+        _int(where, f"{name}[1]", value[1], IMAGE_SIDE.low, MAX_IMAGE_SIDE)
+        _int(where, f"{name}[2]", value[2], IMAGE_SIDE.low, MAX_IMAGE_SIDE)
     for key, low, above_low in (("mean", -1000.0, False), ("std", 0.0, True)):
         name = f"pretrained_cfg[{key!r}]"
         if key not in cfg:
@@ -288,6 +291,7 @@ __all__ = [
     "INITIALISATION_ARGS",
     "MAX_CLASSES",
     "MAX_REGIONS",
+    "MAX_IMAGE_SIDE",
     "MAX_SIDE",
     "MODEL_ARGS",
     "PRETRAINED_CFG",
