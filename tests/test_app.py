@@ -561,12 +561,21 @@ def test_cli_without_gradio_names_the_extra(model_folder, monkeypatch, capsys):
 
 
 def test_cli_refuses_bounds_out_of_range_and_choices_that_do_not_load(model_folder, capsys):
+    from ran.app.limits import AppLimits
     from ran.cli.app import main
 
+    bad_numbers = [  # refused while the flags are parsed: argparse's usage, then the error as the last line
+        (["--max-faces", "0"], "argument --max-faces: expected an integer in [1, 1000000000000], got '0'"),
+        (["--max-seconds", "nan"], "argument --max-seconds: expected a number in (0, 1000000000000], got"),
+        (["--max-pixels", "1000000000000000"], "argument --max-pixels: expected an integer in [1, 10000"),
+    ]
+    for flags, expected in bad_numbers:
+        with pytest.raises(SystemExit) as info:
+            main(["--model", str(model_folder), *flags])
+        assert info.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"ran app: error: {expected}"), last
     cases = [
-        (["--max-faces", "0"], "max_faces: expected a value > 0"),
-        (["--max-seconds", "nan"], "max_seconds: expected a value > 0"),
-        (["--max-pixels", "1000000000000000"], "max_pixels: expected a value > 0 and at most 1e+12"),
         (["--hub-token-for-visitors"], "hub_token_for_visitors: only with allow_any_model"),
         (["--choices", "no-such-org/no-such-model"], "model 'no-such-org/no-such-model' could not be loaded"),
     ]
@@ -574,3 +583,5 @@ def test_cli_refuses_bounds_out_of_range_and_choices_that_do_not_load(model_fold
         assert run_main(main, ["--model", str(model_folder), *flags], "ran app") == 2
         err = capsys.readouterr().err
         assert err.startswith(f"ran app: error: {expected}") and len(err.splitlines()) == 1, err
+    with pytest.raises(ValueError, match=r"max_faces: expected an integer in \[1, 1000000000000\], got 0"):
+        AppLimits(max_faces=0)  # the library checks the same ranges

@@ -15,13 +15,14 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ran.numbers import check_numbers, integer, number
 from ran.pipeline.faces import Face, FaceDetector
 
-LARGEST = 1e12  # any bound beyond this is a typo, not a choice
+LARGEST = 10**12  # any bound beyond this is a typo, not a choice
 
 
 @dataclass(frozen=True)
@@ -41,25 +42,18 @@ class AppLimits:
             seconds are deleted from gradio's cache.
     """
 
-    max_faces: int = 20
-    max_pixels: int = 25_000_000
-    max_seconds: float = 10.0
-    batch_faces: int = 4
-    concurrency: int = 4
-    queue_size: int = 32
-    max_models: int = 4
-    cache_check_s: int = 300
-    cache_age_s: int = 900
+    max_faces: int = field(default=20, metadata={"type": integer(1, LARGEST)})
+    max_pixels: int = field(default=25_000_000, metadata={"type": integer(1, LARGEST)})
+    max_seconds: float = field(default=10.0, metadata={"type": number(above=0, high=LARGEST)})
+    batch_faces: int = field(default=4, metadata={"type": integer(1, LARGEST)})
+    concurrency: int = field(default=4, metadata={"type": integer(1, LARGEST)})
+    queue_size: int = field(default=32, metadata={"type": integer(1, LARGEST)})
+    max_models: int = field(default=4, metadata={"type": integer(1, LARGEST)})
+    cache_check_s: int = field(default=300, metadata={"type": integer(1, LARGEST)})
+    cache_age_s: int = field(default=900, metadata={"type": integer(1, LARGEST)})
 
     def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            kind = (int,) if item.type == "int" else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                expected = "a whole number" if item.type == "int" else "a number"
-                raise ValueError(f"{item.name}: expected {expected}, got {str(value)[:40]!r}")
-            if not (0 < value <= LARGEST):
-                raise ValueError(f"{item.name}: expected a value > 0 and at most {LARGEST:g}, got {value!r}")
+        check_numbers(self, name=str)
 
 
 class Turns:

@@ -13,7 +13,7 @@ import argparse
 
 from ran.app.limits import AppLimits
 from ran.cli.options import add_device_flags, add_face_flags, device_option
-from ran.numbers import integer
+from ran.numbers import integer, number_fields
 from ran.pipeline.pipeline import DEFAULT_MODEL
 
 
@@ -61,16 +61,19 @@ def _add_visitor_flags(parser: argparse.ArgumentParser) -> None:
         help="with --allow-any-model, download visitors' Hub ids with this server's Hub token (your "
         "private repositories become reachable); by default they get no token",
     )
-    bounds = [
-        ("--max-faces", int, limits.max_faces, "faces analysed per photo, the largest; the rest are counted"),
-        ("--max-pixels", int, limits.max_pixels, "larger photos are refused before decoding"),
-        ("--max-seconds", float, limits.max_seconds, "seconds per request; faces left by then are counted"),
-        ("--concurrency", int, limits.concurrency, "requests served at once (taking turns on the model)"),
-        ("--queue-size", int, limits.queue_size, "requests waiting at most; more are refused"),
-        ("--max-models", int, limits.max_models, "models kept in memory"),
-    ]
-    for flag, kind, default, what in bounds:
-        group.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
+    bounds = {
+        "max_faces": "faces analysed per photo, the largest; the rest are counted",
+        "max_pixels": "larger photos are refused before decoding",
+        "max_seconds": "seconds per request; faces left by then are counted",
+        "concurrency": "requests served at once (taking turns on the model)",
+        "queue_size": "requests waiting at most; more are refused",
+        "max_models": "models kept in memory",
+    }
+    ranges = dict(number_fields(AppLimits))
+    for name, what in bounds.items():
+        default = getattr(limits, name)
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(flag, type=ranges[name], default=default, help=f"{what} (default: {default})")
 
 
 def visitor_limits(args: argparse.Namespace) -> AppLimits:
