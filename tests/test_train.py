@@ -187,20 +187,7 @@ def test_options_soft_labels_balanced_random_crops_freeze(tiny_data, tmp_path):
 
 def test_existing_output_is_never_overwritten(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        str(tiny_data),
-        "--output-dir",
-        str(out),
-        *TINY,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--save-every-steps",
-        "1",
-    ]
+    args = _one_epoch(tiny_data, out, "--save-every-steps", "1")
     assert ran_main(args) == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
