@@ -117,6 +117,40 @@ def _shard_size(value: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _add_output(sub: argparse.ArgumentParser) -> None:
+    """The output flags every builder shares."""
+    sub.add_argument("--out", required=True, type=Path, help="output folder (Parquet files + README.md)")
+    sub.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it is a dataset folder written by 'ran data' (never other folders)",
+    )
+    sub.add_argument(
+        "--num-proc",
+        type=integer(1, 256),
+        default=1,
+        metavar="N",
+        help="processes reading / encoding images",
+    )
+    sub.add_argument(
+        "--max-shard-size",
+        type=_shard_size,
+        default="500MB",
+        metavar="SIZE",
+        help="largest Parquet file per split, e.g. 500MB (default), 2GB; larger splits are sharded",
+    )
+
+
+def _add_lists(sub: argparse.ArgumentParser) -> None:
+    """Where the RAN authors' occlusion / pose subset lists come from."""
+    sub.add_argument(
+        "--lists",
+        metavar="DIR",
+        help="local copy of the RAN authors' subset lists (repository layout); 'none' for no subsets; "
+        "default: $RAN_SUBSET_LISTS, else download at the pinned commit (sha256-checked, cached)",
+    )
+
+
 def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders."
@@ -124,36 +158,6 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{ferplus,rafdb,affectnet,synthetic,push}"
     )
-
-    def add_output(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--out", required=True, type=Path, help="output folder (Parquet files + README.md)")
-        sub.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="replace OUT if it is a dataset folder written by 'ran data' (never other folders)",
-        )
-        sub.add_argument(
-            "--num-proc",
-            type=integer(1, 256),
-            default=1,
-            metavar="N",
-            help="processes reading / encoding images",
-        )
-        sub.add_argument(
-            "--max-shard-size",
-            type=_shard_size,
-            default="500MB",
-            metavar="SIZE",
-            help="largest Parquet file per split, e.g. 500MB (default), 2GB; larger splits are sharded",
-        )
-
-    def add_lists(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--lists",
-            metavar="DIR",
-            help="local copy of the RAN authors' subset lists (repository layout); 'none' for no subsets; "
-            "default: $RAN_SUBSET_LISTS, else download at the pinned commit (sha256-checked, cached)",
-        )
 
     ferplus = commands.add_parser("ferplus", help="FERPlus from fer2013.csv and the FERPlus labels")
     ferplus.add_argument(
@@ -166,29 +170,29 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
         "tree; default: download the label files at the pinned commit",
     )
     ferplus.add_argument("--label-mode", choices=LABEL_MODES, default="majority", help="training-label rule")
-    add_lists(ferplus)
-    add_output(ferplus)
+    _add_lists(ferplus)
+    _add_output(ferplus)
     ferplus.set_defaults(handler=_ferplus)
 
     rafdb = commands.add_parser("rafdb", help="RAF-DB basic (EmoLabel/ + Image/aligned/)")
     rafdb.add_argument("--root", required=True, type=Path, help="RAF-DB basic folder")
-    add_lists(rafdb)
-    add_output(rafdb)
+    _add_lists(rafdb)
+    _add_output(rafdb)
     rafdb.set_defaults(handler=_rafdb)
 
     affectnet = commands.add_parser("affectnet", help="AffectNet (training.csv / validation.csv + images)")
     affectnet.add_argument("--root", required=True, type=Path, help="AffectNet folder")
     affectnet.add_argument("--num-classes", type=int, choices=(8, 7), default=8, help="7 drops contempt")
     affectnet.add_argument("--no-crop", action="store_true", help="keep whole images instead of the face box")
-    add_lists(affectnet)
-    add_output(affectnet)
+    _add_lists(affectnet)
+    _add_output(affectnet)
     affectnet.set_defaults(handler=_affectnet)
 
     synthetic = commands.add_parser("synthetic", help="the generated default dataset (FERPlus form)")
     synthetic.add_argument("--seed", type=SEED, default=0)
     synthetic.add_argument("--train-size", type=integer(1), help="training images (default: the generator's)")
     synthetic.add_argument("--test-size", type=integer(1), help="test images (default: the generator's)")
-    add_output(synthetic)
+    _add_output(synthetic)
     synthetic.set_defaults(handler=_synthetic)
 
     push = commands.add_parser("push", help="upload a folder built by 'ran data' to a Hub dataset repo")
