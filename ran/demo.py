@@ -25,6 +25,11 @@ QUICK = {"train_size": 1500, "test_size": 320, "epochs": 5}
 DEMO = "demo"  # the marker kind: .ran-demo.json
 
 
+def _sized(what: str, key: str) -> str:
+    """A size flag's help with its real defaults, full and --quick (the flag's own default is None)."""
+    return f"{what} (default: {FULL[key]}; with --quick: {QUICK[key]})"
+
+
 @dataclass
 class DemoOptions:
     """What ``ran demo`` can be told (its flags)."""
@@ -33,12 +38,15 @@ class DemoOptions:
     quick: bool = field(default=False, metadata={"help": "a smaller, faster run (also: RAN_DEMO_QUICK=1)"})
     seed: int = field(default=0, metadata={"help": "random seed (data, weights, order)", "type": SEED})
     train_size: int | None = field(
-        default=None, metadata={"help": "training images to generate", "type": integer(1)}
+        default=None,
+        metadata={"help": _sized("training images to generate", "train_size"), "type": integer(1)},
     )
     test_size: int | None = field(
-        default=None, metadata={"help": "test images to generate", "type": integer(1)}
+        default=None, metadata={"help": _sized("test images to generate", "test_size"), "type": integer(1)}
     )
-    epochs: int | None = field(default=None, metadata={"help": "training epochs", "type": integer(1)})
+    epochs: int | None = field(
+        default=None, metadata={"help": _sized("training epochs", "epochs"), "type": integer(1)}
+    )
     backbone: str = field(default="test_resnet", metadata={"help": "timm backbone (a 0.4M-parameter ResNet)"})
     region_size: int = field(default=48, metadata={"help": "region side in px", "type": REGION_SIDE})
     batch_size: int = field(default=32, metadata={"help": "images per batch", "type": integer(1)})
