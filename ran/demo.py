@@ -23,6 +23,8 @@ from ran.numbers import REGION_SIDE, SEED, check_numbers, integer, number
 FULL = {"train_size": 6000, "test_size": 1000, "epochs": 10}
 QUICK = {"train_size": 1500, "test_size": 320, "epochs": 5}
 DEMO = "demo"  # the marker kind: .ran-demo.json
+# What the demo's model is for, said in its output, its results and (through the dataset) its card.
+PURPOSE = "the demo's model is trained on synthetic cartoon faces: it shows the method, not for real photos"
 
 
 def _sized(what: str, key: str) -> str:
@@ -155,6 +157,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
+    print(f"note: {PURPOSE}", flush=True)
     print(f"1/4 generating {sizes['train_size']} training and {sizes['test_size']} test faces", flush=True)
     data_dir = out / "data"
     write_synthetic(
@@ -196,6 +199,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
         f"evaluation {timings['evaluate_s']:.0f} s)"
     )
     print(f"model: {out / 'best'}   results and plots: {out / 'results'}")
+    print(f"note: {PURPOSE}")
     print(f"region attention per subset: {out / 'results' / 'attention.png'}")
     return report
 
@@ -211,7 +215,12 @@ def _save(
 
     command = "ran demo" + (" --quick" if options.is_quick() else "")
     save_pretrained(model, out / "best", results=results, dataset="synthetic", training_command=command)
-    write_results(results, out / "results", title="RAN on the synthetic FERPlus-style faces", samples=samples)
+    write_results(
+        results,
+        out / "results",
+        title=f"RAN on the synthetic FERPlus-style faces ({PURPOSE})",
+        samples=samples,
+    )
     if pictures_available():
         plot_training_curves(
             summary["history"], out / "results" / "training_curves.png", summary["val_split"]
