@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ran.threads  # noqa: F401  (first: OMP_WAIT_POLICY=PASSIVE before torch is imported)
 from ran.losses import RANCriterion, RegionBiasedLoss
 from ran.models import RANOutput, RegionAttentionNet
 from ran.regions import REGION_PRESETS, crop_regions, resolve_regions

@@ -23,6 +23,13 @@ from ran.numbers import REGION_SIDE, SEED, check_numbers, integer, number
 FULL = {"train_size": 6000, "test_size": 1000, "epochs": 10}
 QUICK = {"train_size": 1500, "test_size": 320, "epochs": 5}
 DEMO = "demo"  # the marker kind: .ran-demo.json
+# What the demo's model is for, said in its output, its results and (through the dataset) its card.
+PURPOSE = "the demo's model is trained on synthetic cartoon faces: it shows the method, not for real photos"
+
+
+def _sized(what: str, key: str) -> str:
+    """A size flag's help with its real defaults, full and --quick (the flag's own default is None)."""
+    return f"{what} (default: {FULL[key]}; with --quick: {QUICK[key]})"
 
 
 @dataclass
@@ -33,12 +40,15 @@ class DemoOptions:
     quick: bool = field(default=False, metadata={"help": "a smaller, faster run (also: RAN_DEMO_QUICK=1)"})
     seed: int = field(default=0, metadata={"help": "random seed (data, weights, order)", "type": SEED})
     train_size: int | None = field(
-        default=None, metadata={"help": "training images to generate", "type": integer(1)}
+        default=None,
+        metadata={"help": _sized("training images to generate", "train_size"), "type": integer(1)},
     )
     test_size: int | None = field(
-        default=None, metadata={"help": "test images to generate", "type": integer(1)}
+        default=None, metadata={"help": _sized("test images to generate", "test_size"), "type": integer(1)}
     )
-    epochs: int | None = field(default=None, metadata={"help": "training epochs", "type": integer(1)})
+    epochs: int | None = field(
+        default=None, metadata={"help": _sized("training epochs", "epochs"), "type": integer(1)}
+    )
     backbone: str = field(default="test_resnet", metadata={"help": "timm backbone (a 0.4M-parameter ResNet)"})
     region_size: int = field(default=48, metadata={"help": "region side in px", "type": REGION_SIDE})
     batch_size: int = field(default=32, metadata={"help": "images per batch", "type": integer(1)})
@@ -147,6 +157,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
+    print(f"note: {PURPOSE}", flush=True)
     print(f"1/4 generating {sizes['train_size']} training and {sizes['test_size']} test faces", flush=True)
     data_dir = out / "data"
     write_synthetic(
@@ -188,6 +199,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
         f"evaluation {timings['evaluate_s']:.0f} s)"
     )
     print(f"model: {out / 'best'}   results and plots: {out / 'results'}")
+    print(f"note: {PURPOSE}")
     print(f"region attention per subset: {out / 'results' / 'attention.png'}")
     return report
 
@@ -203,7 +215,12 @@ def _save(
 
     command = "ran demo" + (" --quick" if options.is_quick() else "")
     save_pretrained(model, out / "best", results=results, dataset="synthetic", training_command=command)
-    write_results(results, out / "results", title="RAN on the synthetic FERPlus-style faces", samples=samples)
+    write_results(
+        results,
+        out / "results",
+        title=f"RAN on the synthetic FERPlus-style faces ({PURPOSE})",
+        samples=samples,
+    )
     if pictures_available():
         plot_training_curves(
             summary["history"], out / "results" / "training_curves.png", summary["val_split"]

@@ -42,6 +42,34 @@ REGION_PRESETS: dict[str, tuple[Box, ...]] = {
 DEFAULT_PRESET = "ferplus6"
 
 
+# Names of the boxes of the built-in presets (ran.regions); any other box is shown by its coordinates.
+_FERPLUS6_NAMES = ("whole", "top-left", "top-right", "centre-down", "centre 90%", "centre 85%")
+_AFFECTNET8_NAMES = (
+    "whole",
+    "centre-down",
+    "top-left",
+    "top-right",
+    "centre 90%",
+    "centre 80%",
+    "centre 75%",
+    "centre-top",
+)
+REGION_NAMES: dict[Box, str] = {
+    **dict(zip(REGION_PRESETS["ferplus6"], _FERPLUS6_NAMES)),
+    **dict(zip(REGION_PRESETS["affectnet8"], _AFFECTNET8_NAMES)),
+}
+
+
+def region_labels(boxes: Sequence[Sequence[float]]) -> list[str]:
+    """A short label per box: its preset name, else its (x0, y0, x1, y1) fractions. The one naming of
+    regions: the evaluation's tables and attention picture and the prediction pictures all use it."""
+    labels = []
+    for box in boxes:
+        key = tuple(round(float(v), 6) for v in box)
+        labels.append(REGION_NAMES.get(key, "(" + ", ".join(f"{v:g}" for v in key) + ")"))  # type: ignore[arg-type]
+    return labels
+
+
 def validate_boxes(boxes: Sequence[Sequence[float]], name: str = "regions") -> tuple[Box, ...]:
     """Check a list of fractional boxes; raise a ValueError naming ``name`` and the bad box."""
     if isinstance(boxes, str):

@@ -5,12 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+step() { echo "setup: $*" >&2; }
+step "a first run downloads about 3 GB and fills .venv with about 7 GB (torch's CUDA wheels, also on a" \
+  "machine without a GPU); it takes 2-5 minutes on a fast connection, seconds once installed"
 if [[ ! -x .venv/bin/python ]]; then
+  step "1/4 creating the virtual environment .venv"
   "$PYTHON" -m venv .venv
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+step "2/4 installing torch==2.14.1 and torchvision==0.29.1 (the largest step)"
 pip install torch==2.14.1 torchvision==0.29.1
+step "3/4 installing ran with every extra and the test tools"
 pip install -e '.[dev]'
+step "4/4 timm's model tests and chromium (for the browser tests)"
 timm_version=$(.venv/bin/python -c 'import timm; print(timm.__version__)')
 dest=.cache/timm-tests/$timm_version
 if [[ ! -f $dest/tests/test_models.py ]]; then
@@ -31,3 +38,4 @@ if [[ ! -x /usr/bin/chromium ]] && ! command -v chromium >/dev/null; then
       "browser tests of ran app (tests/test_app.py) will be skipped" >&2
   fi
 fi
+step "done: .venv holds $(du -sh .venv 2>/dev/null | cut -f1)"

@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from reference_data import reference_data, shared_beside_checkout  # noqa: E402  (after the offline switches)
+from reference_data import reference_data, shared_beside_checkout, skip_summary  # noqa: E402  (after the offline switches)
 
 
 def pytest_report_header(config) -> str:
@@ -29,9 +29,10 @@ def _skipped_for_data(terminalreporter) -> int:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    count = _skipped_for_data(terminalreporter)
-    if count:
-        terminalreporter.write_line(f"{count} data-backed tests skipped: {reference_data().missing_reason}")
+    skipped = terminalreporter.stats.get("skipped", [])
+    if _skipped_for_data(terminalreporter):
+        for line in skip_summary(skipped, reference_data().missing_reason):
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -81,6 +81,23 @@ def shared_beside_checkout() -> bool:
     return _complete(SHARED_DATA / "ferplus", SHARED_DATA / "challenge-condition-fer")
 
 
+def skip_summary(skipped: list, data_reason: str | None) -> list[str]:
+    """The summary lines for the ``skipped`` test reports: how many were skipped for want of the reference
+    data, then how many for each other reason, so the counts add up to pytest's own "N skipped"."""
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    data = sum(n for reason, n in reasons.items() if data_reason and data_reason in reason)
+    lines = [f"{data} data-backed test{'s' * (data != 1)} skipped: {data_reason}"] if data else []
+    for reason, n in reasons.items():
+        if not (data_reason and data_reason in reason):
+            lines.append(f"{n} other test{'s' * (n != 1)} skipped: {reason}")
+    return lines
+
+
 def skip_without_reference_data() -> None:
     """For fixtures built from the reference data: every test that uses them is skipped without it."""
     if not reference_data().available:

@@ -585,3 +585,12 @@ def test_cli_refuses_bounds_out_of_range_and_choices_that_do_not_load(model_fold
         assert err.startswith(f"ran app: error: {expected}") and len(err.splitlines()) == 1, err
     with pytest.raises(ValueError, match=r"max_faces: expected an integer in \[1, 1000000000000\], got 0"):
         AppLimits(max_faces=0)  # the library checks the same ranges
+
+
+def test_the_app_says_before_serving_that_landmark_regions_need_five(model_folder, capsys):
+    from ran.app.page import _preload
+
+    offered = [str(model_folder)]  # 6 regions, as ran demo's model
+    _preload(AppPredictor(offered, device="cpu"), offered, "cascade", "model", strict=True)
+    err = capsys.readouterr().err
+    assert "landmark" in err and "5 regions" in err and "the model has 6" in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +58,19 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
     for name in ("model.safetensors", "config.json"):
         assert (out / "best" / name).is_file()
     assert (out / "data" / "README.md").is_file() and (out / "data" / "occlusion" / "test.parquet").is_file()
+
+    # it says what its model is for, on the terminal, in its results and on its card; no config dump
+    purpose = "synthetic cartoon faces"
+    assert purpose in printed and "not for real photos" in printed
+    assert "not for real photos" in (out / "results" / "results.md").read_text()
+    card = (out / "best" / "README.md").read_text()
+    assert purpose in card and "not for real photos" in card
+    assert "optim:" not in printed and "optim:" in (out / "train" / "config.yaml").read_text()
+    # every path under ran-demo/ the README names is there
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    named = set(re.findall(r"`ran-demo/([^`\s]*)`", readme))
+    assert named and "results/results.md" in named
+    assert [path for path in sorted(named) if not (out / path).exists()] == []
 
     # the saved model reproduces the reported numbers
     from ran.data.batches import load_splits

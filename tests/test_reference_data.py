@@ -101,3 +101,17 @@ def test_a_clone_elsewhere_downloads_or_skips(clone_without_shared, tmp_path):
     assert served.returncode == 0, served.stdout[-3000:]
     assert "skipped" not in served.stdout and " passed" in served.stdout
     assert (tmp_path / "cache" / "microsoft" / "FERPlus").is_dir()  # they came through the pinned download
+
+
+def test_the_skip_summary_counts_every_skipped_test():
+    from types import SimpleNamespace
+
+    from reference_data import skip_summary
+
+    def skipped(reason: str) -> SimpleNamespace:
+        return SimpleNamespace(longrepr=("tests/x.py", 1, f"Skipped: {reason}"))
+
+    reports = [skipped("no data here")] * 3 + [skipped("no data here (download failed)"), skipped("no git")]
+    lines = skip_summary(reports, "no data here")
+    assert lines == ["4 data-backed tests skipped: no data here", "1 other test skipped: no git"]
+    assert sum(int(line.split()[0]) for line in lines) == len(reports)

@@ -7,6 +7,7 @@ of faces at a time (``ran.app.predictor``). The model picker offers the server's
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from ran.app.limits import AppLimits
 from ran.app.predictor import DETECTORS, AppPredictor, OptionError
 from ran.extras import require
 from ran.pipeline import DEFAULT_MODEL
+from ran.pipeline.pipeline import landmarks_unusable
 
 gr = require("gradio", "ran app")
 
@@ -95,12 +97,21 @@ def _preload(
     for name in reversed(models):
         try:
             if name == models[0]:
-                predictor.pipeline(name, detector, regions)
+                pipe = predictor.pipeline(name, detector, regions)
+                _note_landmarks(name, pipe.model.num_regions)
             else:
                 predictor.load(name)
         except OptionError:
             if strict:
                 raise
+
+
+def _note_landmarks(name: str, num_regions: int) -> None:
+    """Say before serving that the page's landmark regions will not work with this model (a visitor
+    would otherwise learn it only after a photo)."""
+    reason = landmarks_unusable(num_regions)
+    if reason:
+        print(f"note: model {name}: the page's landmark regions will fail: {reason}", file=sys.stderr)
 
 
 def _input_column(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ran.app.limits import AppLimits
-from ran.cli.options import add_device_flags, add_face_flags, device_option
+from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help
 from ran.numbers import integer, number_fields
 from ran.pipeline.pipeline import DEFAULT_MODEL
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_flags(parser)
     parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")
     _add_visitor_flags(parser)
-    return parser
+    return finish_help(parser)
 
 
 def _add_visitor_flags(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.cli.options import add_evaluation_flags, device_option
+from ran.cli.options import add_evaluation_flags, device_option, finish_help
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
 
@@ -39,7 +39,7 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=SEED, default=DEFAULT_SEED, help="seed of the bootstrap")
     group = parser.add_argument_group("evaluating models (with --models)")
     add_evaluation_flags(group)
-    return parser
+    return finish_help(parser)
 
 
 def _check_form(args: argparse.Namespace) -> None:

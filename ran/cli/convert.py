@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ran.convert import LABEL_SETS, convert
+from ran.helptext import finish_help
 from ran.models import RAN_VARIANTS
 from ran.numbers import REGION_SIDE
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", choices=sorted(LABEL_SETS), help="class names (default: by class count)")
     parser.add_argument("--allow-missing", action="store_true", help="keep missing weights random")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-    args = parser.parse_args(argv)
+    args = finish_help(parser).parse_args(argv)
     report = convert(
         args.src,
         args.dst,

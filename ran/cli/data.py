@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ran.data.ferplus import LABEL_MODES
+from ran.helptext import finish_help
 from ran.numbers import SEED, integer
 
 
@@ -189,7 +190,7 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
     affectnet.set_defaults(handler=_affectnet)
 
     synthetic = commands.add_parser("synthetic", help="the generated default dataset (FERPlus form)")
-    synthetic.add_argument("--seed", type=SEED, default=0)
+    synthetic.add_argument("--seed", type=SEED, default=0, help="random seed of the generated faces")
     synthetic.add_argument("--train-size", type=integer(1), help="training images (default: the generator's)")
     synthetic.add_argument("--test-size", type=integer(1), help="test images (default: the generator's)")
     _add_output(synthetic)
@@ -201,7 +202,7 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.add_argument("--revision", help="branch to upload to")
     push.set_defaults(handler=_push)
-    return parser
+    return finish_help(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

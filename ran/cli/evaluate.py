@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.cli.options import add_evaluation_flags, device_option
+from ran.cli.options import add_evaluation_flags, device_option, finish_help
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
 
@@ -40,7 +40,7 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace results 'ran evaluate' wrote in OUTPUT_DIR"
     )
-    return parser
+    return finish_help(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

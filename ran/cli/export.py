@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ran.export import MIN_OPSET, OPSETS
+from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export (never other files)"
     )
-    return parser
+    return finish_help(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ran.helptext import finish_help
 from ran.models import RAN_VARIANTS
 from ran.models.catalog import describe_models
 
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ran_iresnet*'")
     parser.add_argument("--num-classes", type=int, default=8, help="classes the parameter count assumes")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
-    args = parser.parse_args(argv)
+    args = finish_help(parser).parse_args(argv)
     rows = describe_models(args.pattern, args.num_classes)
     if not rows:
         known = ", ".join(sorted(RAN_VARIANTS))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE, apply_number_types, integer
 
 
@@ -22,7 +23,7 @@ def options_parser(dataclass_types: Sequence[type], prog: str, description: str)
     apply_number_types(parser, list(dataclass_types))
     for action in parser._actions:  # show --batch-size before its --batch_size alias
         action.option_strings.sort(key=lambda flag: "_" in flag)
-    return parser
+    return finish_help(parser)
 
 
 def parse_options(
@@ -62,13 +63,18 @@ def add_device_flags(parser: Any, precision_flag: str = "--precision") -> None:
         default="fp32",
         choices=CHOICES,
         metavar="PRECISION",
-        help="fp32, bf16 or fp16 (GPU) autocast (default: fp32)",
+        help="fp32, bf16 or fp16 (GPU) autocast",
     )
 
 
 def add_face_flags(parser: Any, detectors: Sequence[str] = ("mtcnn", "cascade")) -> None:
     """How faces are found and which regions are cut from them (``ran predict``, ``ran app``)."""
-    parser.add_argument("--detector", default="mtcnn", choices=list(detectors))
+    parser.add_argument(
+        "--detector",
+        default="mtcnn",
+        choices=list(detectors),
+        help="face detector; mtcnn also finds the eyes, nose and mouth (for --regions landmarks)",
+    )
     parser.add_argument(
         "--regions",
         default="model",
@@ -79,7 +85,7 @@ def add_face_flags(parser: Any, detectors: Sequence[str] = ("mtcnn", "cascade"))
 
 def add_evaluation_flags(parser: Any) -> None:
     """How a model is run over a dataset folder (``ran evaluate``, ``ran compare --models``)."""
-    parser.add_argument("--batch-size", type=integer(1), default=64)
+    parser.add_argument("--batch-size", type=integer(1), default=64, help="faces per forward pass")
     add_device_flags(parser, "--mixed-precision")
     parser.add_argument(
         "--image-size", type=IMAGE_SIDE, help="resize source images to this square size first"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ran.cli.options import add_device_flags, add_face_flags, device_option
+from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help
 from ran.numbers import IMAGE_SIDE, integer, number
 from ran.pipeline.pipeline import DEFAULT_MODEL, MARGIN
 from ran.pipeline.results import InputResult
@@ -50,11 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_face_flags(parser, ("mtcnn", "cascade", "haar"))
     parser.add_argument("--margin", type=MARGIN, default=0.2, help="context around each face box, per side")
     parser.add_argument("--max-faces", type=integer(1), help="at most this many (largest) faces per image")
-    parser.add_argument("--color", default="auto", choices=["auto", "rgb", "gray"])
+    parser.add_argument(
+        "--color",
+        default="auto",
+        choices=["auto", "rgb", "gray"],
+        help="colours the model is fed: auto = what the model was trained on",
+    )
     parser.add_argument(
         "--input-size", type=IMAGE_SIDE, help="resize faces to this side (default: the model's config)"
     )
-    parser.add_argument("--batch-size", type=integer(1), default=16)
+    parser.add_argument("--batch-size", type=integer(1), default=16, help="faces per forward pass")
     add_device_flags(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     sampling = parser.add_mutually_exclusive_group()
@@ -64,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--fps", type=number(above=0), help="videos: sample about F frames per second")
     parser.add_argument("--csv-dir", default=".", help="videos: folder for the per-frame CSV (<video>.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing CSV files / pictures")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return finish_help(parser)
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

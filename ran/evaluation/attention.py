@@ -16,33 +16,7 @@ from typing import Any
 import numpy as np
 
 from ran.evaluation.tables import render_table
-from ran.regions import REGION_PRESETS, Box
-
-# Names of the boxes of the built-in presets (ran.regions); any other box is shown by its coordinates.
-_FERPLUS6_NAMES = ("whole", "top-left", "top-right", "centre-down", "centre 90%", "centre 85%")
-_AFFECTNET8_NAMES = (
-    "whole",
-    "centre-down",
-    "top-left",
-    "top-right",
-    "centre 90%",
-    "centre 80%",
-    "centre 75%",
-    "centre-top",
-)
-REGION_NAMES: dict[Box, str] = {
-    **dict(zip(REGION_PRESETS["ferplus6"], _FERPLUS6_NAMES)),
-    **dict(zip(REGION_PRESETS["affectnet8"], _AFFECTNET8_NAMES)),
-}
-
-
-def region_labels(boxes: Sequence[Sequence[float]]) -> list[str]:
-    """A short label per box: its preset name, else its (x0, y0, x1, y1) fractions."""
-    labels = []
-    for box in boxes:
-        key = tuple(round(float(v), 6) for v in box)
-        labels.append(REGION_NAMES.get(key, "(" + ", ".join(f"{v:g}" for v in key) + ")"))  # type: ignore[arg-type]
-    return labels
+from ran.regions import REGION_NAMES, region_labels
 
 
 def region_statistics(weights: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:

@@ -150,10 +150,39 @@ def plot_confusion(result: Mapping[str, Any], title: str, path: Path) -> None:
                 color="white" if rates[i, j] > 0.5 else "black",
             )
     ax.set_title(f"{title}: {result['accuracy']:.4f} ({result['correct']}/{result['total']})")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class's faces (row)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# The two directions a bin's accuracy can miss its confidence, each with its own colour and legend entry.
+GAPS = (
+    ("over-confident (confidence above accuracy)", "tab:red"),
+    ("under-confident (accuracy above confidence)", "tab:green"),
+)
+
+
+def _draw_gaps(
+    ax: Any, edges: list[float], accuracy: list[float], confidence: list[float], width: float
+) -> None:
+    """The gap between each bin's accuracy and its confidence, drawn upwards from the lower of the two
+    in the colour of its direction (:data:`GAPS`); a direction no bin shows gets no legend entry."""
+    over = [max(c - a, 0.0) for a, c in zip(accuracy, confidence)]
+    under = [max(a - c, 0.0) for a, c in zip(accuracy, confidence)]
+    for (label, colour), heights, bottom in zip(GAPS, (over, under), (accuracy, confidence)):
+        if any(h > 0 for h in heights):
+            ax.bar(
+                edges,
+                heights,
+                bottom=bottom,
+                width=width,
+                align="edge",
+                color=colour,
+                alpha=0.35,
+                label=label,
+            )
 
 
 def plot_reliability(result: Mapping[str, Any], title: str, path: Path) -> None:
@@ -172,16 +201,7 @@ def plot_reliability(result: Mapping[str, Any], title: str, path: Path) -> None:
         2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     ax.bar(edges, accuracy, width=1 / bins, align="edge", edgecolor="black", label="accuracy")
-    ax.bar(
-        edges,
-        [c - a for a, c in zip(accuracy, confidence)],
-        bottom=accuracy,
-        width=1 / bins,
-        align="edge",
-        color="tab:red",
-        alpha=0.3,
-        label="gap to confidence",
-    )
+    _draw_gaps(ax, edges, accuracy, confidence, 1 / bins)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

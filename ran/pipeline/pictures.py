@@ -20,6 +20,7 @@ from PIL import Image
 
 from ran.extras import require
 from ran.files import atomic_path, fault_message
+from ran.regions import region_labels
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -186,7 +187,8 @@ def _draw_regions(
         low, high = low - 1e-3, high + 1e-3
     norm = Normalize(vmin=low, vmax=high)
     colours = colormaps[cmap]
-    handles = []
+    names = region_labels(boxes)
+    handles: dict[int, Rectangle] = {}
     # Heaviest last, so it is drawn on top; thicker lines for larger weights.
     for k in np.argsort(weights, kind="stable"):
         x0, y0, x1, y1 = boxes[k] * [w, h, w, h]
@@ -198,15 +200,19 @@ def _draw_regions(
             fill=False,
             edgecolor=colours(norm(weights[k])),
             linewidth=1.0 + 2.5 * norm(weights[k]),
-            label=f"region {k}: {weights[k]:.3f}" + (" (whole face)" if k == 0 else ""),
+            label=f"{names[k]}: {weights[k]:.3f}",
         )
         ax.add_patch(patch)
-        handles.append(patch)
+        handles[int(k)] = patch
     ax.set_axis_off()
     ax.set_title("regions coloured by attention weight")
-    handles.sort(key=lambda p: p.get_label())
     ax.legend(
-        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=7, frameon=False
+        handles=[handles[k] for k in sorted(handles)],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=2,
+        fontsize=7,
+        frameon=False,
     )
     bar = figure.colorbar(ScalarMappable(norm=norm, cmap=colours), ax=ax, fraction=0.046, pad=0.02)
     bar.set_label("region weight (alpha * beta, normalised)")

@@ -38,6 +38,7 @@ DEFAULT_MODEL = "ran-fer/ran_resnet18.ferplus"
 MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
 _AT_LEAST_ONE = integer(1)
 REGION_MODES = ("model", "landmarks")
+LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the mouth
 COLOR_MODES = ("auto", "rgb", "gray")
 
 
@@ -51,6 +52,17 @@ def resolve_model(model: str | Path | nn.Module | None) -> nn.Module:
             f"got {type(loaded).__name__}"
         )
     return loaded
+
+
+def landmarks_unusable(num_regions: int) -> str | None:
+    """Why landmark regions cannot feed a model with ``num_regions`` regions (None when they can): the
+    detector's landmarks give 5 (whole face, eyes, nose, mouth); ``ran demo``'s model, for one, has 6."""
+    if num_regions == LANDMARK_REGIONS:
+        return None
+    return (
+        f"regions='landmarks' (--regions landmarks) needs a model with {LANDMARK_REGIONS} regions (whole "
+        f"face, eyes, nose, mouth) but the model has {num_regions}; use regions='model'"
+    )
 
 
 def face_transform(model: nn.Module, color: str = "auto", input_size: int | None = None) -> FaceTransform:
@@ -133,11 +145,8 @@ class FacePipeline:
         _check_options(regions, batch_size, margin, max_faces, detect)
         self.precision = resolve_precision(precision)
         net = resolve_model(model)
-        if regions == "landmarks" and net.num_regions != 5:
-            raise ValueError(
-                f"regions='landmarks' gives 5 regions (whole face, eyes, nose, mouth) but the model has "
-                f"{net.num_regions}; use a model built with 5 regions"
-            )
+        if regions == "landmarks" and landmarks_unusable(net.num_regions):
+            raise ValueError(landmarks_unusable(net.num_regions))
         if device is None:
             device = model_device(net) if isinstance(model, nn.Module) else default_device()
         check_device_support(self.precision, device)

@@ -265,11 +265,13 @@ def build_parser(prog: str = "ran train", **kwargs: Any) -> Any:
     ``HfArgumentParser`` as every command's flags (``ran.cli.options``); ``kwargs`` go to argparse."""
     from transformers import HfArgumentParser
 
+    from ran.helptext import finish_help
+
     parser = HfArgumentParser([ConfigFile, *SECTIONS.values()], prog=prog, description=DESCRIPTION, **kwargs)
     apply_number_types(parser, list(SECTIONS.values()))
     for action in parser._actions:  # show --batch-size before its --batch_size alias
         action.option_strings.sort(key=lambda flag: "_" in flag)
-    return parser
+    return finish_help(parser)
 
 
 def _flag_action(parser: argparse.ArgumentParser, name: str) -> argparse.Action:

@@ -33,7 +33,7 @@ import torch
 from ran.files import faults_named
 from ran.models import RANOutput
 from ran.training.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
-from ran.training.config import TrainConfig
+from ran.training.config import RUN_CONFIG_FILE, TrainConfig
 from ran.training.data import augment, step_seed
 from ran.training.outputs import BEST_DIR, HISTORY_FILE, TRACKER_PROJECT, start_output
 from ran.training.setup import Training, determinism, set_up
@@ -90,8 +90,8 @@ def begin(run: Training) -> None:
     run.say(startup_line(accelerator, run.launch["mixed_precision"], run.config))
     if run.main_process:
         run.out.mkdir(parents=True, exist_ok=True)
-        text = start_output(run.out, run.config, run.launch)
-        print("resolved config:\n" + text, flush=True)
+        start_output(run.out, run.config, run.launch)
+        print(f"resolved config: {run.out / RUN_CONFIG_FILE}", flush=True)  # the file, not a 65-line dump
     accelerator.wait_for_everyone()
     accelerator.init_trackers(TRACKER_PROJECT, config=run.config.flat())
 
