@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ran.extras import require
 from ran.files import atomic_path
 from ran.loading import class_names
 from ran.numbers import integer
@@ -40,7 +41,7 @@ MAX_ONNX_BYTES = 2**31  # protobuf's limit: a larger file is no ONNX graph of th
 
 def exported_by_ran(path: Path) -> bool:
     """Whether ``path`` is an ONNX graph :func:`export_onnx` wrote (its metadata holds ``ran_config``)."""
-    import onnx
+    onnx = require("onnx", "ran export")
 
     try:
         if path.stat().st_size > MAX_ONNX_BYTES:
@@ -120,7 +121,7 @@ def export_onnx(
     ``overwrite``, and then only an earlier export: :func:`check_onnx_target`). The model's label names,
     input size, mean/std and region boxes go into the ONNX metadata (``metadata_props``) so a runtime
     can preprocess and label without PyTorch."""
-    import onnx
+    onnx = require("onnx", "ran export")
 
     OPSETS.check(opset, "opset")
     if not hasattr(model, "forward_with_attention"):
@@ -191,7 +192,7 @@ def check_onnx(
     other than the export's, to exercise the dynamic axis), one per face size in ``sizes`` (default: the
     size recorded in the file); return the max absolute difference per output over all sizes and raise
     ValueError if any exceeds ``atol``."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "ran export")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()

@@ -111,6 +111,7 @@ def integer(low: int | None = None, high: int | None = None) -> NumberRange:
 SEED = integer(0, 2**32 - 1)  # what numpy, torch and random all take
 IMAGE_SIDE = integer(8, 4096)  # a side in pixels that a face image is resized to
 REGION_SIDE = integer(8, 1024)  # the side in pixels every region is resampled to
+MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
 
 
 def number_fields(cls: type) -> list[tuple[str, NumberRange]]:
@@ -143,6 +144,7 @@ def check_numbers(instance: Any, name: Any = None) -> None:
 
 __all__ = [
     "IMAGE_SIDE",
+    "MARGIN",
     "MESSAGE_VALUE_CHARS",
     "REGION_SIDE",
     "SEED",

@@ -549,6 +549,15 @@ def test_cli_model_that_does_not_load_exits_2_before_serving(capsys):
     assert err.startswith("ran app: error: model 'no-such-org/no-such-model'") and len(err.splitlines()) == 1
 
 
+def test_cli_without_a_model_says_how_to_get_one(capsys):
+    from ran.cli.app import main
+
+    assert run_main(main, [], "ran app") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ran app: error: --model is required") and len(err.splitlines()) == 1
+    assert "ran demo" in err and "ran train" in err and "Hub id" in err
+
+
 def test_cli_without_gradio_names_the_extra(model_folder, monkeypatch, capsys):
     from ran.cli.app import main
 

@@ -195,10 +195,15 @@ def test_cli_json_pictures_and_exit_codes(model, tmp_path, capsys):
     assert "no input could be used" in err and "Traceback" not in err
 
 
-def test_default_model_offline_error_is_clear(capsys):
+def test_no_model_is_one_line_saying_how_to_get_one(capsys, monkeypatch):
+    """No trained weights are published, so there is no default model to try (and retry) on the Hub."""
+    monkeypatch.setattr("ran.loading.load_model", lambda *a, **k: pytest.fail("no model may be looked up"))
     assert run_main(main, [str(PHOTOS / "astronaut.png")], "ran predict") == 2
     err = capsys.readouterr().err
-    assert "ran-fer/ran_resnet18.ferplus" in err and "--model" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--model is required" in err and "ran demo" in err and "ran train" in err and "Hub id" in err
+    with pytest.raises(ValueError, match="ran demo"):
+        ran.predict(str(PHOTOS / "astronaut.png"))
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:

@@ -1,8 +1,8 @@
 """The ``ran app`` page as a Hugging Face Space.
 
 Environment variables (Space settings -> Variables):
-    RAN_MODEL    the model shown and used by the /predict API endpoint: a Hub id (default: the flagship
-                 checkpoint, ``ran.pipeline.DEFAULT_MODEL``) or a folder inside the Space
+    RAN_MODEL    the model shown and used by the /predict API endpoint: a Hub id or a folder inside the
+                 Space (required: no trained weights are published)
     RAN_CHOICES  more models for the page's picker, separated by commas (optional)
     RAN_DEVICE   cpu, cuda, ... (default: cuda when the Space has a GPU)
 
@@ -16,9 +16,11 @@ from __future__ import annotations
 import os
 
 from ran.app import build_app
-from ran.pipeline import DEFAULT_MODEL
+from ran.constants import HOW_TO_GET_A_MODEL
 
-MODEL = os.environ.get("RAN_MODEL") or DEFAULT_MODEL
+MODEL = os.environ.get("RAN_MODEL")
+if not MODEL:
+    raise SystemExit(f"RAN_MODEL is not set (Space settings -> Variables); {HOW_TO_GET_A_MODEL}")
 CHOICES = [name.strip() for name in os.environ.get("RAN_CHOICES", "").split(",") if name.strip()]
 
 demo = build_app(MODEL, models=CHOICES, device=os.environ.get("RAN_DEVICE") or None, strict=False)

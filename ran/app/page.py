@@ -18,7 +18,6 @@ from ran.app.handlers import WELCOME, PageHandlers
 from ran.app.limits import AppLimits
 from ran.app.predictor import DETECTORS, AppPredictor, OptionError
 from ran.extras import require
-from ran.pipeline import DEFAULT_MODEL
 from ran.pipeline.pipeline import landmarks_unusable
 
 gr = require("gradio", "ran app")
@@ -35,7 +34,7 @@ REGION_CHOICES = [("the model's regions", "model"), ("eyes, nose, mouth (landmar
 
 
 def build_app(
-    model: str = DEFAULT_MODEL,
+    model: str,
     *,
     models: Sequence[str] = (),
     detector: str = "mtcnn",

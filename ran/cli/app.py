@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 
 from ran.app.limits import AppLimits
-from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help
+from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help, require_model
 from ran.numbers import integer, number_fields
-from ran.pipeline.pipeline import DEFAULT_MODEL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder, training checkpoint folder, Hub id or registered name (default: "
-        f"{DEFAULT_MODEL})",
+        help="model folder, training checkpoint folder or Hub id (required: none is published)",
     )
     parser.add_argument(
         "--choices",
@@ -90,6 +87,7 @@ def visitor_limits(args: argparse.Namespace) -> AppLimits:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    require_model(args.model)
     limits = visitor_limits(args)
     from ran.app import build_app
 

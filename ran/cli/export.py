@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ran.extras import require
+
+    for module in ("onnx", "onnxscript") if args.no_check else ("onnx", "onnxscript", "onnxruntime"):
+        require(module, "ran export")  # before anything is loaded
     from ran.export import check_onnx, check_onnx_target, export_onnx
     from ran.loading import load_model
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ran.constants import HOW_TO_GET_A_MODEL
 from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE, apply_number_types, integer
 
@@ -33,6 +34,13 @@ def parse_options(
     types = [dataclass_type] if isinstance(dataclass_type, type) else list(dataclass_type)
     parser = options_parser(types, prog, description)
     return tuple(parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
+
+
+def require_model(model: str | None, flag: str = "--model") -> str:
+    """``model`` as given; none given is one line saying how to get one (there is no default model)."""
+    if not model:
+        raise ValueError(f"{flag} is required; {HOW_TO_GET_A_MODEL}")
+    return model
 
 
 def device_option(requested: str | None, flag: str = "--device") -> Any:

@@ -17,12 +17,13 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help
-from ran.numbers import IMAGE_SIDE, integer, number
-from ran.pipeline.pipeline import DEFAULT_MODEL, MARGIN
-from ran.pipeline.results import InputResult
+from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help, require_model
+from ran.numbers import IMAGE_SIDE, MARGIN, integer, number
+
+if TYPE_CHECKING:  # the parser loads without torch (ran --help); the pipeline loads in main()
+    from ran.pipeline.results import InputResult
 
 EXIT_SOME_FAILED = 1
 
@@ -38,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or videos")
     parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder, Hub id or registered name (default: {DEFAULT_MODEL})",
+        "--model", help="model folder, training checkpoint folder or Hub id (required: none is published)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image / video frame")
     parser.add_argument(
@@ -134,6 +133,7 @@ def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    require_model(args.model)
     from ran.pipeline.results import video_csv_paths
 
     csv_paths = video_csv_paths(args.inputs, args.csv_dir, overwrite=args.overwrite)

@@ -10,11 +10,10 @@
 
 from ran.pipeline.faces import Face, FaceDetector, get_detector
 from ran.pipeline.pictures import face_picture, render_face_picture, save_face_picture
-from ran.pipeline.pipeline import DEFAULT_MODEL, FacePipeline, iter_predictions, predict
+from ran.pipeline.pipeline import FacePipeline, iter_predictions, predict
 from ran.pipeline.results import FacePrediction, InputResult, write_video_csv
 
 __all__ = [
-    "DEFAULT_MODEL",
     "Face",
     "FaceDetector",
     "FacePipeline",

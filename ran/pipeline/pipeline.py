@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ran.constants import HOW_TO_GET_A_MODEL
 from ran.devices import compile_for_inference, default_device, inference_copy, model_device
 from ran.loading import class_names, load_model
-from ran.numbers import integer, number
+from ran.numbers import MARGIN, integer, number
 from ran.pipeline.faces import Face, FaceDetector, crop_face, detect_faces, get_detector, landmark_boxes
 from ran.pipeline.inputs import Frame, InputError, expand_inputs, iter_frames, source_name
 from ran.pipeline.pictures import PictureWriter, picture_crop
@@ -34,8 +35,6 @@ from ran.pipeline.results import FacePrediction, InputResult
 from ran.precision import autocast, check_device_support, resolve_precision
 from ran.transforms import FaceTransform, transform_for
 
-DEFAULT_MODEL = "ran-fer/ran_resnet18.ferplus"
-MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
 _AT_LEAST_ONE = integer(1)
 REGION_MODES = ("model", "landmarks")
 LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the mouth
@@ -45,7 +44,9 @@ COLOR_MODES = ("auto", "rgb", "gray")
 def resolve_model(model: str | Path | nn.Module | None) -> nn.Module:
     """An nn.Module as is; a string through ``ran.loading.load_model`` (model folder, training
     checkpoint, Hub id, or a registered name with random weights, with a warning)."""
-    loaded = model if isinstance(model, nn.Module) else load_model(str(model or DEFAULT_MODEL))
+    if model is None or (isinstance(model, (str, Path)) and not str(model)):
+        raise ValueError(f"model: none given; {HOW_TO_GET_A_MODEL}")
+    loaded = model if isinstance(model, nn.Module) else load_model(str(model))
     if not hasattr(loaded, "forward_with_attention"):
         raise ValueError(
             "model: expected a RAN (RegionAttentionNet with forward_with_attention), "
@@ -103,7 +104,7 @@ class FacePipeline:
     """Find faces, crop them, run a RAN, report per face. Build once, call many times.
 
     Args:
-        model: an nn.Module (RAN) or a name for ``ran.load_model``; default ``DEFAULT_MODEL``. The pipeline
+        model: an nn.Module (RAN) or a name for ``ran.load_model`` (required). The pipeline
             works on its own inference copy (eval mode, channels-last, on ``device``): the caller's model
             is never changed, and later changes to it do not reach the pipeline.
         detector: ``'mtcnn'`` (default, gives landmarks), ``'cascade'``, or any ``FaceDetector``; it sees a
@@ -394,7 +395,7 @@ def predict(
     Args:
         inputs: a path (image, video, or folder searched recursively for images), a PIL image, a numpy
             array (H, W[, C]), a tensor (C, H, W) or (B, C, H, W) of 0..1 floats or uint8, or a list of these.
-        model: an nn.Module (RAN) or a name for ``ran.load_model``; default ``DEFAULT_MODEL``. The
+        model: an nn.Module (RAN) or a name for ``ran.load_model`` (required). The
             caller's model is never changed (device, dtype, memory format, train/eval mode): prediction
             runs on a copy.
         device: default: the given model's own device; for a model given by name,
@@ -430,7 +431,6 @@ def predict(
 
 
 __all__ = [
-    "DEFAULT_MODEL",
     "FaceInput",
     "FaceOutputs",
     "FacePipeline",
