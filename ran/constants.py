@@ -1,9 +1,5 @@
-"""Values the command-line parsers need, in a module that imports nothing heavy.
-
-``ran --help`` and ``ran <command> --help`` build their parsers before torch is imported (see
-``ran_command``); a choice list or default a parser shows lives here, and the library modules that use it
-take it from here too, so there is still one source for each value.
-"""
+"""Values the command-line parsers and the library share, in a module that imports nothing heavy (so a
+parser can show them without importing torch)."""
 
 from __future__ import annotations
 
