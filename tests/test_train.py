@@ -465,26 +465,7 @@ def test_startup_line_and_gpu_expectations(tiny_data, tmp_path, monkeypatch, cap
     from ran import devices
 
     out = tmp_path / "run"
-    assert (
-        ran_main(
-            [
-                "train",
-                "--data",
-                str(tiny_data),
-                "--output-dir",
-                str(out),
-                *TINY,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "16",
-                "--scale-lr",
-                "--mixed-precision",
-                "bf16",
-            ]
-        )
-        == 0
-    )
+    assert ran_main(_one_epoch(tiny_data, out, "--scale-lr", "--mixed-precision", "bf16")) == 0
     printed = capsys.readouterr().out
     assert "ran train: device cpu, precision bf16, 1 process; lr 0.00125 = 0.01 x 16/128" in printed
     import yaml

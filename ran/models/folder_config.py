@@ -152,12 +152,19 @@ BACKBONE_KWARGS: dict[str, Check] = {
 def _backbone_kwargs(where: str, key: str, value: Any) -> None:
     if not isinstance(value, dict):
         raise _fail(where, key, value, f"a mapping of {', '.join(BACKBONE_KWARGS)}")
-    for name, entry in value.items():
-        check = BACKBONE_KWARGS.get(name)
+    _check_entries(where, key, value, BACKBONE_KWARGS, "a model folder's config is data")
+
+
+def _check_entries(
+    where: str, key: str, entries: dict[Any, Any], allowed: dict[str, Check], why: str
+) -> None:
+    """Each entry of the mapping ``key`` through its check in ``allowed``; a name not there is refused
+    (the allowlist is what the package writes, so anything else did not come from it)."""
+    for name, entry in entries.items():
+        check = allowed.get(name)
         if check is None:
             raise ValueError(
-                f"{where}: {key}[{_show(name)}] is not allowed: a model folder's config is data "
-                f"(allowed: {', '.join(BACKBONE_KWARGS)})"
+                f"{where}: {key}[{_show(name)}] is not allowed: {why} (allowed: {', '.join(allowed)})"
             )
         check(where, f"{key}[{name!r}]", entry)
 
@@ -179,15 +186,11 @@ def check_model_args(args: Any, where: str) -> dict[str, Any]:
     arguments this package writes (``MODEL_ARGS``), or a value of the wrong type or out of bounds."""
     if not isinstance(args, dict):
         raise _fail(where, "model_args", args, "a mapping")
-    for key, value in args.items():
-        check = MODEL_ARGS.get(key)
-        if check is None:
-            raise ValueError(
-                f"{where}: model_args[{_show(key)}] is not allowed: a model folder's config is data and "
-                f"names no file, download, device or dtype (allowed: {', '.join(MODEL_ARGS)}; the "
-                "folder's weights already hold the backbone, so remove the key)"
-            )
-        check(where, f"model_args[{key!r}]", value)
+    why = (
+        "a model folder's config is data and names no file, download, device or dtype (the folder's "
+        "weights already hold the backbone, so remove the key)"
+    )
+    _check_entries(where, "model_args", args, MODEL_ARGS, why)
     return args
 
 
