@@ -241,7 +241,10 @@ each face (region 0 is the whole face), runs them through one shared `{{ backbon
 sigmoid-then-softmax{% endif %}).
 
 - Architecture: `{{ architecture }}`; classes ({{ num_classes }}): {{ label_names }}
-- Input: an aligned face image, RGB, pixels scaled to 0..1 without mean/std normalisation
+- Input: an aligned face crop, fed as RGB `(B, 3, H, W)` (`ran.transform_for(model)` prepares it)
+  - colour: {{ colour_text }}
+  - size: {{ size_text }}
+  - pixels: {{ scaling_text }}
 - Training data: {{ dataset_name }}
 
 ## Evaluation results (measured by `ran evaluate`)
@@ -258,12 +261,14 @@ They were **not** measured on these weights and are not part of the model-index 
 ## How to use
 
 ```python
-import ran, timm, torch
+import ran, torch
+from PIL import Image
 
 model = ran.from_pretrained("{{ repo_id }}").eval()
 # the same weights: timm.create_model("hf-hub:{{ repo_id }}", pretrained=True)
-faces = torch.rand(1, 3, 224, 224)  # aligned faces, 0..1 pixels
+faces = ran.transform_for(model)(Image.open("face.jpg")).unsqueeze(0)  # {{ feed_text }}
 probs = model(faces).softmax(-1)
+# or a tensor: faces = torch.rand(1, 3, {{ height }}, {{ width }})  # {{ tensor_text }}
 ```
 
 With transformers (after `import ran`, which registers the architecture in timm):
@@ -306,6 +311,35 @@ RAF-DB and AffectNet are research-only datasets; weights trained on them inherit
 {{ citation }}
 ```
 """
+
+
+def input_facts(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the model takes, from its config.json: the input contract its ``model_args`` record (colour,
+    face size, mean / std; ``RegionAttentionNet.set_input_format``), the face size from ``pretrained_cfg``
+    where the model records none."""
+    args = dict(config.get("model_args") or {})
+    cfg = dict(config.get("pretrained_cfg") or {})
+    face_size = args.get("face_size")
+    height, width = [int(v) for v in (face_size or (cfg.get("input_size") or (3, 224, 224))[-2:])]
+    mean = [float(v) for v in args.get("input_mean") or cfg.get("mean") or (0.0, 0.0, 0.0)]
+    std = [float(v) for v in args.get("input_std") or cfg.get("std") or (1.0, 1.0, 1.0)]
+    plain = not any(mean) and all(v == 1.0 for v in std)
+    gray = args.get("input_color") == "gray"
+    return {
+        "height": height,
+        "width": width,
+        "colour_text": "gray (trained on gray faces: the model makes RGB input gray itself)" if gray else "RGB",
+        "size_text": (
+            f"{height}x{width} px, the face size training used (the model resizes other sizes to it "
+            "itself, bilinear with antialiasing)"
+            if face_size
+            else f"any size (regions are cut from the face as given; {height}x{width} px by default)"
+        ),
+        "scaling_text": "scaled to 0..1"
+        + (" without mean/std normalisation" if plain else f", then normalised with mean {mean} and std {std}"),
+        "feed_text": f"RGB, resized to {height}x{width}, 0..1" + ("" if plain else ", mean/std normalised"),
+        "tensor_text": f"RGB {height}x{width} faces, 0..1 pixels" + ("" if plain else ", then (x - mean) / std"),
+    }
 
 
 def render_model_card(
@@ -356,6 +390,7 @@ def render_model_card(
         repo_id=repo_id,
         training_command=training_command,
         citation=CITATION,
+        **input_facts(config),
     )
 
 
@@ -375,6 +410,7 @@ __all__ = [
     "PUBLISHED_REFERENCES",
     "card_results",
     "eval_results",
+    "input_facts",
     "render_model_card",
     "validate_results",
 ]

@@ -1,17 +1,21 @@
 """ONNX export of a RAN, region cutting included, so deployment needs no PyTorch.
 
-The graph takes uint8 RGB face images (B, 3, H, W) of any size, as a photo stores them (48 px FERPlus
-faces as they are), and does the rest of what training did inside: ``ran.transforms.FaceTransform.normalize``
-(grayscale when the model was trained on gray faces, 0..1, mean/std). It returns ``logits`` (B, classes)
-and, unless disabled, ``weights`` (B, K), the per-region attention weights. The regions are cut
-inside the graph by ONNX ``RoiAlign`` (opset >= 16; ``coordinate_transformation_mode='half_pixel'`` is
-torchvision's ``aligned=True``) from boxes scaled by the image's own height and width.
-With ``boxes_input=True`` the graph also takes ``boxes`` (B, K, 4) fractional boxes (landmark regions).
+The graph takes uint8 RGB face images (B, 3, H, W) of any size, as a photo stores them, and does the rest
+of what the model does with its input inside: ``ran.transforms.FaceTransform.normalize`` (0..1, mean/std),
+then the model's own input contract (``RegionAttentionNet.set_input_format``): gray for a model trained on
+gray faces, and a resize to the face size training used (an ONNX ``Resize``, bilinear with antialiasing,
+opset >= 18) for a model that records one. It returns ``logits`` (B, classes) and, unless disabled,
+``weights`` (B, K), the per-region attention weights. The regions are cut inside the graph by ONNX
+``RoiAlign`` (``coordinate_transformation_mode='half_pixel'`` is torchvision's ``aligned=True``) from boxes
+scaled by the image's own height and width. With ``boxes_input=True`` the graph also takes ``boxes``
+(B, K, 4) fractional boxes (landmark regions).
 
-The batch, height and width axes are dynamic. ``input_size`` (default: the model's) is the face size
-recorded in the metadata -- what the model was trained on, so what a runtime should resize faces to -- and
-the size the export traces and checks at. The export uses the TorchScript-based exporter
-(``dynamo=False``), which maps torchvision's roi_align to RoiAlign.
+The batch, height and width axes are dynamic. The metadata records the face size (``input_size``): the
+graph resizes any other size to it in float, so a runtime that resizes faces to it first (PIL's bilinear,
+as ``ran predict`` does) gets ``ran predict``'s answer exactly and one that feeds a larger crop gets it up
+to the rounding of PIL's uint8 resize. ``input_size`` (default: the model's face size) is the size the
+export traces and checks at. The export uses the TorchScript-based exporter (``dynamo=False``), which
+maps torchvision's roi_align to RoiAlign; the antialiased resize gets its ``Resize`` here.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from ran.numbers import integer
 from ran.transforms import FaceTransform, transform_for
 
 MIN_OPSET = 17  # RoiAlign with half_pixel needs >= 16
+RESIZE_OPSET = 18  # Resize with antialias: the resize to the face size inside the graph
+DEFAULT_OPSET = RESIZE_OPSET
 # The newest opset torch's TorchScript exporter writes (23 in torch 2.9); a newer one fails inside torch.
 MAX_OPSET = int(getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", MIN_OPSET))
 OPSETS = integer(MIN_OPSET, max(MIN_OPSET, MAX_OPSET))
@@ -87,7 +93,7 @@ class OnnxRAN(nn.Module):
         self.boxes_input = boxes_input
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> Any:
-        pixels = self.transform.normalize(images)
+        pixels = self.transform.normalize(images)  # the model makes them gray and resizes them itself
         output = self.model.forward_with_attention(pixels, boxes if self.boxes_input else None)
         if self.attention_weights:
             return output.logits, output.weights
@@ -112,20 +118,25 @@ def export_onnx(
     out: str | Path,
     *,
     input_size: int | None = None,
-    opset: int = MIN_OPSET,
+    opset: int = DEFAULT_OPSET,
     attention_weights: bool = True,
     boxes_input: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Export ``model`` (a RAN) to ``out`` (written atomically; refuses to replace a file unless
     ``overwrite``, and then only an earlier export: :func:`check_onnx_target`). The model's label names,
-    input size, mean/std and region boxes go into the ONNX metadata (``metadata_props``) so a runtime
-    can preprocess and label without PyTorch."""
+    face size, colour, mean/std and region boxes go into the ONNX metadata (``metadata_props``) so a
+    runtime can preprocess and label without PyTorch."""
     onnx = require("onnx", "ran export")
 
     OPSETS.check(opset, "opset")
     if not hasattr(model, "forward_with_attention"):
         raise ValueError(f"model: expected a RAN (RegionAttentionNet), got {type(model).__name__}")
+    if model.face_size is not None and opset < RESIZE_OPSET:
+        raise ValueError(
+            f"opset: {opset} has no antialiased Resize, which the graph needs to resize faces to the model's "
+            f"{model.face_size[0]}x{model.face_size[1]} px face size; use opset >= {RESIZE_OPSET}"
+        )
     path = Path(out)
     check_onnx_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,8 +153,7 @@ def export_onnx(
             "ran_config": json.dumps(model.ran_config()),
             "label_names": json.dumps(class_names(model)),
             "region_boxes": json.dumps([list(b) for b in model.boxes]),
-            # what the graph already does (grayscale, mean / std) and the face size it expects
-            **{key: json.dumps(value) for key, value in transform.data_config().items()},
+            **{key: json.dumps(value) for key, value in _input_metadata(model, transform).items()},
         }
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
@@ -152,12 +162,57 @@ def export_onnx(
     return path
 
 
+def _input_metadata(model: nn.Module, transform: FaceTransform) -> dict[str, Any]:
+    """What the graph does with its input (colour, mean / std) and the face size it works at: the model's
+    face size, which the graph resizes any other size to (``resizes_input``), else the traced size."""
+    face_size = model.face_size or transform.size
+    return {
+        **transform.data_config(),
+        "input_size": [3, *face_size],
+        "input_color": model.input_color,
+        "grayscale": model.input_color == "gray",
+        "resizes_input": model.face_size is not None,
+    }
+
+
+def _antialiased_resize(g: Any, images: Any, output_size: list[int], align_corners: bool, *scales: Any) -> Any:
+    """ONNX ``Resize`` for torch's bilinear antialiased interpolation (``resize_faces``), which the
+    TorchScript exporter has no symbolic for: linear, half-pixel, antialias, out-of-bounds taps excluded
+    (PyTorch renormalises the remaining weights, as ``exclude_outside=1`` does)."""
+    if align_corners:
+        raise ValueError("antialiased resize with align_corners=True has no ONNX form")
+    leading = g.op("Slice", g.op("Shape", images), g.op("Constant", value_t=torch.tensor([0])),
+                   g.op("Constant", value_t=torch.tensor([2])))
+    sizes = g.op("Concat", leading, g.op("Constant", value_t=torch.tensor(output_size)), axis_i=0)
+    empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+    return g.op(
+        "Resize",
+        images,
+        empty,
+        empty,
+        sizes,
+        mode_s="linear",
+        coordinate_transformation_mode_s="half_pixel",
+        antialias_i=1,
+        exclude_outside_i=1,
+    )
+
+
+def _register_resize() -> None:
+    from torch.onnx import register_custom_op_symbolic
+    from torch.onnx.symbolic_helper import parse_args
+
+    symbolic = parse_args("v", "is", "b", "v", "v")(_antialiased_resize)
+    register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", symbolic, RESIZE_OPSET)
+
+
 def _trace(
     wrapper: OnnxRAN, example: tuple, out: Path, input_names: list, output_names: list, opset: int
 ) -> None:
     """torch.onnx.export with a dynamic batch axis; exporter failures become one clear ValueError."""
     dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in input_names + output_names}
     dynamic_axes["images"] = {0: "batch", 2: "height", 3: "width"}
+    _register_resize()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shape checks turned into constants

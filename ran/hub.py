@@ -241,9 +241,13 @@ def render_spec_card(spec_dir: str | Path, results_file: str | Path | None = Non
     """The model card of a checkpoint described in ``hub/<name>/`` (no weights needed): MODEL_CARD.md."""
     import torch
 
+    from ran.models.folder_config import check_model_args
+
     spec = load_spec(spec_dir)
+    # the input contract training will record (FERPlus: 48 px gray faces), so the card states it
+    model_args = check_model_args(spec.get("model_args", {}), f"{spec_dir}/checkpoint.json")
     with torch.device("meta"):
-        model = timm.create_model(spec["architecture"])
+        model = timm.create_model(spec["architecture"], **model_args)
     names = _label_names(model, None)
     config = {
         "architecture": spec["architecture"],

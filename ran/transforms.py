@@ -1,15 +1,17 @@
-"""What a model is fed, decided once: face size, grayscale or colour, scaling and mean/std.
+"""What a model is fed, decided once: face size, scaling and mean/std.
 
-Training records the data config of the faces it saw in the model's ``pretrained_cfg`` (``input_size``,
-``grayscale``, ``mean``, ``std``, ``interpolation``); :func:`transform_for` reads it back, in the manner of
-timm's ``resolve_model_data_config`` and open_clip's ``create_model_and_transforms``. The same
-:class:`FaceTransform` then prepares faces for training, evaluation, prediction, the ONNX graph (which
-contains :meth:`FaceTransform.normalize`) and the image-processor entries of ``config.json``. A config
-that says nothing about colour means RGB: nothing is guessed from the label names.
+The model owns its input contract (``RegionAttentionNet.set_input_format``: colour, face size, mean/std,
+saved with its constructor arguments): a model trained on gray faces makes RGB input gray inside its own
+forward and resizes other sizes to its face size, so every loader (timm, transformers, ONNX, a user's
+``model(x)``) feeds it alike. Training sets the contract from the faces it saw
+(:func:`transform_for_images`, :func:`record_transform`); :func:`transform_for` reads it back, in the
+manner of timm's ``resolve_model_data_config``, and feeds RGB at the face size, as timm's and transformers'
+processors do from the ``pretrained_cfg`` the model writes. Nothing is guessed from the label names.
 
 The work is split in two so that each half runs where it is cheap: :meth:`FaceTransform.prepare` (resize,
-on the CPU, in data-loader workers) gives uint8 RGB, and :meth:`FaceTransform.normalize` (grayscale,
-0..1, mean/std) runs on the batch on the model's device.
+on the CPU, in data-loader workers) gives uint8 RGB, and :meth:`FaceTransform.normalize` (0..1, mean/std;
+gray only when asked, e.g. ``ran predict --color gray`` for an RGB model) runs on the batch on the model's
+device.
 """
 
 from __future__ import annotations
@@ -21,10 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-# PIL's "L" conversion (ITU-R 601-2 luma) in 16-bit fixed point:
-# L = (19595 R + 38470 G + 7471 B + 2^15) >> 16.
-# On integer pixels every intermediate value stays below 2^24, so float32 reproduces PIL exactly.
-_LUMA = (19595.0, 38470.0, 7471.0)
+from ran.models.inputs import gray_pixels
 _INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -37,8 +36,8 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 @dataclass(frozen=True)
 class FaceTransform:
-    """Faces resized to ``size`` (H, W; None keeps the source size), as grayscale-as-RGB when
-    ``grayscale``, scaled to 0..1 and normalised with ``mean`` / ``std``."""
+    """Faces resized to ``size`` (H, W; None keeps the source size), scaled to 0..1, as gray-as-RGB when
+    ``grayscale`` (the luma a gray-trained model computes itself) and normalised with ``mean`` / ``std``."""
 
     size: tuple[int, int] | None = None
     grayscale: bool = False
@@ -72,12 +71,9 @@ class FaceTransform:
         The constants are Python numbers, not tensors: building a tensor on a GPU would copy it from the
         host and make the host wait, once per batch.
         """
-        x = images.float()
+        x = images.float() / 255.0
         if self.grayscale:
-            red, green, blue = x.unbind(dim=-3)
-            luma = torch.floor((red * _LUMA[0] + green * _LUMA[1] + blue * _LUMA[2] + 32768.0) / 65536.0)
-            x = luma.unsqueeze(-3).expand_as(x)
-        x = x / 255.0
+            x = gray_pixels(x, [0.0], [1.0])
         if any(self.mean) or any(s != 1.0 for s in self.std):
             channels = x.unbind(dim=-3)
             x = torch.stack([(c - m) / s for c, m, s in zip(channels, self.mean, self.std)], dim=-3)
@@ -89,7 +85,7 @@ class FaceTransform:
 
     # --- configs -------------------------------------------------------------------------------------
     def data_config(self) -> dict[str, Any]:
-        """The ``pretrained_cfg`` entries that describe this transform (what ``config.json`` stores)."""
+        """The transform as timm's data config entries (the ONNX metadata records them)."""
         config: dict[str, Any] = {
             "grayscale": self.grayscale,
             "mean": tuple(self.mean),
@@ -103,19 +99,22 @@ class FaceTransform:
 
 
 def transform_for(model: torch.nn.Module, input_size: int | None = None) -> FaceTransform:
-    """The transform that feeds ``model`` what it was trained on, from its ``pretrained_cfg``.
+    """The transform that feeds ``model`` what it was trained on: RGB (a gray-trained RAN makes it gray
+    itself) at the model's face size, with its mean/std; from ``pretrained_cfg`` for other models.
 
-    ``input_size`` overrides the recorded face side (a square).
+    ``input_size`` overrides the face side (a square); a RAN that records a face size still resizes
+    to it in its forward.
     """
     cfg = getattr(model, "pretrained_cfg", None) or {}
     cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
-    size = cfg.get("input_size") or (3, 224, 224)
+    size = getattr(model, "face_size", None) or (cfg.get("input_size") or (3, 224, 224))[-2:]
     side = (int(input_size), int(input_size)) if input_size else (int(size[-2]), int(size[-1]))
+    mean = getattr(model, "input_mean", None) or cfg.get("mean") or (0.0, 0.0, 0.0)
+    std = getattr(model, "input_std", None) or cfg.get("std") or (1.0, 1.0, 1.0)
     return FaceTransform(
         size=side,
-        grayscale=bool(cfg.get("grayscale") or False),
-        mean=tuple(float(v) for v in (cfg.get("mean") or (0.0, 0.0, 0.0))),
-        std=tuple(float(v) for v in (cfg.get("std") or (1.0, 1.0, 1.0))),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
         interpolation=cfg.get("interpolation") if cfg.get("interpolation") in _INTERPOLATIONS else "bilinear",
     )
 
@@ -139,11 +138,13 @@ def transform_for_images(
     )
 
 
-def record_transform(model: torch.nn.Module, transform: FaceTransform) -> None:
-    """Write ``transform`` into ``model.pretrained_cfg`` so that saved folders carry it."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
-    model.pretrained_cfg = {**cfg, **transform.data_config()}
+def record_transform(model: torch.nn.Module, transform: FaceTransform) -> FaceTransform:
+    """Make the faces ``transform`` describes (training's: size, gray or not, mean/std) the model's input
+    contract, which saved folders carry; returns the transform that feeds the model from now on (RGB at
+    that size: the model makes it gray itself)."""
+    color = "gray" if transform.grayscale else "rgb"
+    model.set_input_format(color, transform.size, transform.mean, transform.std)
+    return transform_for(model)
 
 
 __all__ = ["FaceTransform", "record_transform", "transform_for", "transform_for_images"]

@@ -16,20 +16,24 @@ def _pixels(seed: int = 0, shape=(9, 11, 3)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-def test_grayscale_is_exactly_pils_conversion():
+def test_grayscale_is_pils_luma_in_float():
+    """Gray is PIL's 'L' weights without its rounding to whole pixels (the gray a gray-trained model
+    computes itself)."""
     image = _pixels()
-    transform = FaceTransform(grayscale=True)
-    fed = transform(image)
-    expected = np.asarray(Image.fromarray(image).convert("L"), dtype=np.float32) / 255.0
-    assert fed.shape == (3, 9, 11)
+    fed = FaceTransform(grayscale=True)(image)
+    luma = image.astype(np.float64) @ np.array([19595, 38470, 7471]) / 65536 / 255
+    pil = np.asarray(Image.fromarray(image).convert("L"), dtype=np.float64) / 255
+    assert fed.shape == (3, 9, 11) and np.abs(luma - pil).max() > 0  # the rounding is gone...
     for channel in fed:
-        assert torch.equal(channel, torch.from_numpy(expected))
+        np.testing.assert_allclose(channel.numpy(), luma, rtol=0, atol=1e-6)
+        assert np.abs(channel.numpy() - pil).max() <= 0.5 / 255 + 1e-6  # ...and was all that differed
 
 
 def test_gray_faces_pass_through_unchanged_and_rgb_stays_rgb():
     gray = Image.fromarray(_pixels(1)[..., 0])  # a stored FERPlus-like "L" face
     expected = torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255.0)
-    assert all(torch.equal(c, expected) for c in FaceTransform(grayscale=True)(gray))
+    for channel in FaceTransform(grayscale=True)(gray):
+        torch.testing.assert_close(channel, expected, rtol=0, atol=1e-6)
     colour = _pixels(2)
     fed = FaceTransform(grayscale=False)(colour)
     assert torch.equal(fed, torch.from_numpy(colour).permute(2, 0, 1).float() / 255.0)
@@ -49,10 +53,12 @@ def test_size_mean_and_std():
 def test_the_model_config_decides_and_nothing_is_guessed():
     model = timm.create_model("ran", backbone="test_resnet", region_size=32)
     assert tuple(model.pretrained_cfg["label_names"])[:2] == ("neutral", "happiness")  # FERPlus names...
-    assert transform_for(model).grayscale is False  # ...but no recorded grayscale: RGB
-    record_transform(model, FaceTransform(size=(48, 48), grayscale=True))
-    transform = transform_for(model)
-    assert transform.grayscale and transform.size == (48, 48)
+    assert model.input_color == "rgb"  # ...but no recorded colour: RGB
+    fed = record_transform(model, FaceTransform(size=(48, 48), grayscale=True))
+    # the model owns the contract (it makes its input gray itself); every path feeds it RGB at 48 px
+    assert (model.input_color, model.face_size) == ("gray", [48, 48])
+    assert fed == transform_for(model) and not fed.grayscale and fed.size == (48, 48)
+    assert model.pretrained_cfg["input_size"] == (3, 48, 48)  # what timm's processors resize to
     assert transform_for(model, input_size=64).size == (64, 64)
 
 

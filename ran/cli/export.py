@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.export import MIN_OPSET, OPSETS
+from ran.export import DEFAULT_OPSET, MIN_OPSET, OPSETS
 from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE
 
@@ -16,13 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="model folder, Hub id or registered name")
     parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     parser.add_argument(
-        "--opset", type=OPSETS, default=MIN_OPSET, help=f"ONNX opset ({MIN_OPSET} to {OPSETS.high})"
+        "--opset",
+        type=OPSETS,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset ({MIN_OPSET} to {OPSETS.high}; {DEFAULT_OPSET}+ for a model with a face size)",
     )
     parser.add_argument(
         "--input-size",
         type=IMAGE_SIDE,
-        help="face side recorded in the metadata and used for the check (default: model config); "
-        "the graph itself takes any height and width",
+        help="face side the export traces and checks at (default: the model's face size, which the "
+        "graph resizes any height and width to; a model without one cuts regions from any size)",
     )
     parser.add_argument("--no-weights", action="store_true", help="output only the logits")
     parser.add_argument("--boxes-input", action="store_true", help="also take (B, K, 4) region boxes")

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--color",
         default="auto",
         choices=["auto", "rgb", "gray"],
-        help="colours the model is fed: auto = what the model was trained on",
+        help="colours the model is fed: auto = what the model was trained on (a gray-trained model makes "
+        "every input gray itself); gray feeds an RGB model gray faces",
     )
     parser.add_argument(
         "--input-size", type=IMAGE_SIDE, help="resize faces to this side (default: the model's config)"

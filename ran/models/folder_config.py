@@ -16,7 +16,7 @@ from typing import Any
 
 import timm
 
-from ran.models.ran import ATTENTION_MODES, GLOBAL_POOLS, RAN_VARIANTS
+from ran.models.ran import ATTENTION_MODES, GLOBAL_POOLS, INPUT_COLORS, RAN_VARIANTS
 from ran.numbers import IMAGE_SIDE, REGION_SIDE
 from ran.regions import REGION_PRESETS, validate_boxes
 
@@ -111,6 +111,11 @@ def _sides(where: str, key: str, value: Any) -> None:
         _int(where, key if single else f"{key}[{i}]", side, REGION_SIDE.low, MAX_SIDE)
 
 
+def _face_sides(where: str, key: str, value: Any) -> None:
+    for i, side in enumerate(_list(where, key, value, 2, 2)):
+        _int(where, f"{key}[{i}]", side, IMAGE_SIDE.low, MAX_IMAGE_SIDE)
+
+
 def _backbone(where: str, key: str, value: Any) -> None:
     plain = isinstance(value, str) and len(value) <= 100 and ":" not in value and "/" not in value
     if not plain or not timm.is_model(value) or value in RAN_VARIANTS:
@@ -178,6 +183,11 @@ MODEL_ARGS: dict[str, Check] = {
     "in_chans": _ints(1, MAX_IN_CHANS),
     "global_pool": _one_of(*GLOBAL_POOLS),
     "backbone_kwargs": _backbone_kwargs,
+    # the input contract (RegionAttentionNet.set_input_format); mean / std are checked apart (in_chans)
+    "input_color": _one_of(*INPUT_COLORS),
+    "face_size": _maybe(_face_sides),
+    "input_mean": lambda where, key, value: None,
+    "input_std": lambda where, key, value: None,
 }
 
 
@@ -191,6 +201,10 @@ def check_model_args(args: Any, where: str) -> dict[str, Any]:
         "weights already hold the backbone, so remove the key)"
     )
     _check_entries(where, "model_args", args, MODEL_ARGS, why)
+    channels = args.get("in_chans", 3)
+    for key, low, above_low in (("input_mean", -1000.0, False), ("input_std", 0.0, True)):
+        if args.get(key) is not None:
+            _numbers_of(where, f"model_args[{key!r}]", args[key], channels, low, above_low)
     return args
 
 
@@ -242,11 +256,14 @@ def _check_sized(cfg: dict[str, Any], where: str, in_chans: int) -> None:
         _int(where, f"{name}[1]", value[1], IMAGE_SIDE.low, MAX_IMAGE_SIDE)
         _int(where, f"{name}[2]", value[2], IMAGE_SIDE.low, MAX_IMAGE_SIDE)
     for key, low, above_low in (("mean", -1000.0, False), ("std", 0.0, True)):
-        name = f"pretrained_cfg[{key!r}]"
-        if key not in cfg:
-            continue
-        for i, v in enumerate(_list(where, name, cfg[key], in_chans, in_chans)):
-            _number(where, f"{name}[{i}]", v, low, 1000.0, above_low)
+        if key in cfg:
+            _numbers_of(where, f"pretrained_cfg[{key!r}]", cfg[key], in_chans, low, above_low)
+
+
+def _numbers_of(where: str, name: str, value: Any, count: int, low: float, above_low: bool) -> None:
+    """``count`` finite numbers in [low, 1000] (above ``low`` when ``above_low``): a mean or a std."""
+    for i, v in enumerate(_list(where, name, value, count, count)):
+        _number(where, f"{name}[{i}]", v, low, 1000.0, above_low)
 
 
 def check_pretrained_cfg(cfg: Any, where: str, in_chans: int = 3) -> dict[str, Any]:

@@ -1,13 +1,16 @@
-"""What a RAN accepts, checked before anything runs: images, per-image boxes, pre-cut regions; and the cut.
+"""What a RAN accepts, checked before anything runs: images, per-image boxes, pre-cut regions; the input
+as training saw it (gray, at the face size); and the cut.
 
 The checks name the argument, the image / region index and what was expected. Box values are checked
 only outside traced or compiled graphs and outside training steps (reading the verdict is a host-device
-sync); shapes always. ``cut_regions`` is a leaf for timm's FX tracing (it branches on shapes).
+sync); shapes always. ``cut_regions`` and ``as_trained`` are leaves for timm's FX tracing (they branch on
+shapes).
 """
 
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
 from ran.regions import crop_regions
@@ -83,6 +86,54 @@ def cut_regions(
     return crops if dtype is None else crops.to(dtype)
 
 
+# The one definition of gray: ITU-R 601 luma with PIL's own weights (19595, 38470, 7471) / 2^16. They are
+# exact in float32 and sum to exactly 1, so gray-as-RGB input keeps its value up to float rounding.
+LUMA = (19595.0 / 65536.0, 38470.0 / 65536.0, 7471.0 / 65536.0)
+
+
+def _luma(red: torch.Tensor, green: torch.Tensor, blue: torch.Tensor) -> torch.Tensor:
+    return red * (19595.0 / 65536.0) + green * (38470.0 / 65536.0) + blue * (7471.0 / 65536.0)
+
+
+def gray_pixels(images: torch.Tensor, mean: List[float], std: List[float]) -> torch.Tensor:
+    """Normalised RGB images (..., 3, H, W) -> the luma (``LUMA``) of their pixels, normalised again per
+    channel, as (..., 3, H, W) in float (no rounding to whole pixels). ``mean`` / ``std`` are the
+    normalisation the input carries (1 or 3 values); where they are the same for every channel the luma
+    of the normalised values is already the normalised luma (the weights sum to 1): no un-normalising."""
+    means = [mean[i % len(mean)] for i in range(3)]
+    stds = [std[i % len(std)] for i in range(3)]
+    channels = [images.select(-3, i) for i in range(3)]
+    if means[0] == means[1] == means[2] and stds[0] == stds[1] == stds[2]:
+        return _luma(channels[0], channels[1], channels[2]).unsqueeze(-3).expand(images.shape)
+    pixels = [channels[i] * stds[i] + means[i] for i in range(3)]
+    luma = _luma(pixels[0], pixels[1], pixels[2])
+    return torch.stack([(luma - means[i]) / stds[i] for i in range(3)], dim=-3)
+
+
+def resize_faces(images: torch.Tensor, size: List[int]) -> torch.Tensor:
+    """Images (B, C, H, W) -> (B, C, size[0], size[1]): bilinear with antialiasing (PIL's BILINEAR
+    resampling, which the processors use, in float), computed in float32 (float64 stays float64)."""
+    work = images if images.dtype == torch.float64 else images.float()
+    return F.interpolate(work, size=(size[0], size[1]), mode="bilinear", align_corners=False, antialias=True)
+
+
+def as_trained(
+    images: torch.Tensor, gray: bool, face_size: Optional[List[int]], mean: List[float], std: List[float]
+) -> torch.Tensor:
+    """The input as training saw it: RGB made gray for a model trained on gray faces, then resized to the
+    face size training used (when it differs, and always inside an ONNX export, whose height and width
+    are dynamic). Input that already is gray-as-RGB at the face size passes through unchanged."""
+    if gray and images.dim() == 4 and images.shape[1] == 3 and images.is_floating_point():
+        images = gray_pixels(images, mean, std)
+    if face_size is not None and images.dim() == 4 and images.is_floating_point():
+        exporting = False
+        if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
+            exporting = torch.onnx.is_in_onnx_export()
+        if exporting or images.shape[-2] != face_size[0] or images.shape[-1] != face_size[1]:
+            images = resize_faces(images, face_size)
+    return images
+
+
 def _check_region_batch(
     regions: torch.Tensor, num_regions: int, in_chans: int, region_size: List[int]
 ) -> None:
@@ -103,4 +154,5 @@ def _check_region_batch(
 
 # FX tracing (timm's feature extraction) treats these as leaves: they branch on shapes.
 register_notrace_function(cut_regions)
+register_notrace_function(as_trained)
 register_notrace_function(_check_region_batch)

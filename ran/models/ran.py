@@ -14,10 +14,11 @@ timm's feature / head contract maps onto RAN like this:
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import timm
 import torch
@@ -28,12 +29,14 @@ from torch import nn
 
 from ran.labels import FERPLUS_CLASSES
 from ran.models.inference import FusedBackbone
-from ran.models.inputs import _check_images, _check_region_batch, cut_regions
+from ran.numbers import IMAGE_SIDE
+from ran.models.inputs import _check_images, _check_region_batch, as_trained, cut_regions
 from ran.regions import REGION_PRESETS, Box, resolve_regions
 
 _logger = logging.getLogger(__name__)
 
 ATTENTION_MODES = ("softmax", "sigmoid")
+INPUT_COLORS = ("rgb", "gray")
 # Crop pixels per backbone call on a CPU (8 crops of 224 px): fastest for ResNet-18 in fp32 and bf16
 # among 8, 16, 24 and all 48 crops (benchmarks/bench_model.py --chunks); larger calls spill the caches.
 CPU_CHUNK_PIXELS = 8 * 224 * 224
@@ -86,6 +89,8 @@ class RegionAttentionNet(nn.Module):
         backbone_file: a local backbone checkpoint (.pth/.pth.tar/.safetensors) to load; missing and
             unexpected keys are logged and kept in ``backbone_load_report``.
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` of the backbone.
+        input_color, face_size, input_mean, input_std: the input contract, what training fed the model
+            (see :meth:`set_input_format`; saved folders record them).
     """
 
     # Speed knobs that never change results beyond float rounding. backbone_chunk: crops per backbone
@@ -96,6 +101,12 @@ class RegionAttentionNet(nn.Module):
     backbone_chunk: Optional[int]
     channels_last_crops: Optional[bool]
     fold_batchnorm: bool
+    # The input contract (set_input_format): forward turns RGB gray for a gray-trained model and resizes
+    # other sizes to face_size, so no loader (timm, transformers, ONNX, a user's model(x)) feeds it wrongly.
+    input_color: str
+    face_size: Optional[List[int]]
+    input_mean: List[float]
+    input_std: List[float]
     __jit_ignored_attributes__ = ["_folded_backbone"]
 
     # Built outside inference mode even inside ``torch.inference_mode()``: inference tensors as weights
@@ -114,6 +125,10 @@ class RegionAttentionNet(nn.Module):
         backbone_pretrained: bool = False,
         backbone_file: str | Path | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        input_color: str = "rgb",
+        face_size: int | Sequence[int] | None = None,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -144,6 +159,7 @@ class RegionAttentionNet(nn.Module):
         self.channels_last_crops = None
         self.fold_batchnorm = True
         self._folded_backbone = FusedBackbone()
+        self.set_input_format(input_color, face_size, input_mean, input_std, sync_cfg=False)
 
         if isinstance(backbone, str):
             self.backbone_name = backbone
@@ -183,6 +199,73 @@ class RegionAttentionNet(nn.Module):
         self.backbone_load_report: dict[str, list[str]] | None = None
         if backbone_file is not None:
             self.backbone_load_report = self.load_backbone(backbone_file)
+
+    # --- the input contract ----------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_input_format(
+        self,
+        color: str = "rgb",
+        face_size: int | Sequence[int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        sync_cfg: bool = True,
+    ) -> None:
+        """What the model takes: ``color`` 'gray' (trained on gray faces: RGB input is made gray inside
+        forward) or 'rgb'; ``face_size`` the face side (or (h, w)) training used (input of another size is
+        resized to it inside forward; None: cut regions from any size as given); ``mean`` / ``std`` the
+        normalisation of the input (default 0 / 1: pixels scaled to 0..1). Also written into
+        ``pretrained_cfg`` (``sync_cfg``), which timm's and transformers' processors read."""
+        if color not in INPUT_COLORS:
+            raise ValueError(f"input_color: expected one of {INPUT_COLORS}, got {color!r}")
+        if face_size is not None:
+            sides = [face_size, face_size] if isinstance(face_size, int) else list(face_size)
+            if len(sides) != 2:
+                raise ValueError(f"face_size: expected an int or (h, w), got {face_size!r}")
+            face_size = [IMAGE_SIDE.check(side, "face_size") for side in sides]
+        stats = {"input_mean": (mean, 0.0), "input_std": (std, 1.0)}
+        for name, (values, default) in stats.items():
+            values = [default] * self.in_chans if values is None else [float(v) for v in values]
+            if len(values) != self.in_chans or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name}: expected {self.in_chans} finite numbers, got {values}")
+            if name == "input_std" and min(values) <= 0:
+                raise ValueError(f"{name}: expected numbers > 0, got {values}")
+            setattr(self, name, values)
+        self.input_color = color
+        self.face_size = face_size
+        if sync_cfg:
+            cfg = getattr(self, "pretrained_cfg", None) or {}
+            self.pretrained_cfg = self.default_cfg = {**cfg, **self.data_config()}
+
+    @torch.jit.ignore
+    def input_format(self) -> dict[str, Any]:
+        """The input contract as constructor arguments (``ran_config`` saves them)."""
+        return {
+            "input_color": self.input_color,
+            "face_size": None if self.face_size is None else list(self.face_size),
+            "input_mean": list(self.input_mean),
+            "input_std": list(self.input_std),
+        }
+
+    @torch.jit.ignore
+    def data_config(self) -> dict[str, Any]:
+        """The input contract as timm's data config (``pretrained_cfg`` entries): processors built from it
+        (``timm.data.create_transform``, transformers' image processor) squash-resize faces to the face
+        size and normalise them as the model expects."""
+        config: dict[str, Any] = {
+            "mean": tuple(self.input_mean),
+            "std": tuple(self.input_std),
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "crop_mode": "squash",
+        }
+        if self.face_size is not None:
+            config["input_size"] = (self.in_chans, *self.face_size)
+        return config
+
+    def _as_trained(self, images: torch.Tensor) -> torch.Tensor:
+        """The input as training saw it (``ran.models.inputs.as_trained``)."""
+        gray = self.input_color == "gray"
+        return as_trained(images, gray, self.face_size, self.input_mean, self.input_std)
 
     # --- timm model API -------------------------------------------------------------------------
     @torch.jit.ignore
@@ -241,7 +324,7 @@ class RegionAttentionNet(nn.Module):
             raise ValueError(f"backbone {self.backbone_name!r} has no forward_intermediates()")
         _check_images(x, self.in_chans)
         return self.backbone.forward_intermediates(
-            x,
+            self._as_trained(x),
             indices=indices,
             norm=norm,
             stop_early=stop_early,
@@ -280,7 +363,9 @@ class RegionAttentionNet(nn.Module):
         return self._cut(images, boxes).unflatten(0, (-1, self.num_regions))
 
     def _cut(self, images: torch.Tensor, boxes: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B*K, C, h, w) crops in the backbone's dtype and, where it pays, its memory layout."""
+        """(B*K, C, h, w) crops of the input as training saw it (gray, at the face size), in the
+        backbone's dtype and, where it pays, its memory layout."""
+        images = self._as_trained(images)
         if torch.jit.is_scripting():
             return cut_regions(images, boxes, self.region_boxes, self.region_size, self.in_chans)
         else:
@@ -493,6 +578,7 @@ class RegionAttentionNet(nn.Module):
             "region_size": list(self.region_size),
             "attention": self.attention,
             "drop_rate": self.drop_rate,
+            **self.input_format(),
         }
 
 
@@ -526,6 +612,7 @@ def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> Region
     before anything is built, however the folder was reached (``local-dir:``, ``hf-hub:``, ran.load_model).
     """
     cfg, extras = _resolve_cfg(variant, kwargs)
+    _input_format_from_cfg(cfg, extras, kwargs)
     if kwargs.get("pretrained_model_args"):
         from ran.models.folder_config import check_model_args
 
@@ -541,9 +628,27 @@ def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> Region
         feature_cfg={"feature_cls": "getter"},
         **kwargs,
     )
-    if extras:
-        model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **extras}
+    # timm set the pretrained_cfg after the constructor: the model's input contract overrides its data
+    # entries, so that processors built from it feed the model what it takes.
+    model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **extras, **model.data_config()}
     return model
+
+
+def _input_format_from_cfg(cfg: PretrainedCfg, extras: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Fill the input contract's constructor arguments the caller left out: mean / std from the data
+    config, and for a folder written before the contract was a constructor argument (its pretrained_cfg
+    records ``grayscale``), the colour and face size from there too. ``grayscale`` is then dropped: the
+    constructor arguments are the one record."""
+    channels = kwargs.get("in_chans", 3)
+    for key, values in (("input_mean", cfg.mean), ("input_std", cfg.std)):
+        if kwargs.get(key) is None and values is not None and len(values) == channels:
+            kwargs[key] = [float(v) for v in values]
+    if "grayscale" not in extras:
+        return
+    gray = extras.pop("grayscale")
+    kwargs.setdefault("input_color", "gray" if gray else "rgb")
+    if kwargs.get("face_size") is None and cfg.input_size:
+        kwargs["face_size"] = [int(v) for v in cfg.input_size[-2:]]
 
 
 def _cfg(

@@ -7,9 +7,10 @@ prepared), ``_forward`` (one batched model call under ``ran.precision.autocast``
 results come back in input order, each as soon as its faces are done.
 
 :func:`predict` (``ran.predict``) and :func:`iter_predictions` are the one-call forms, which can also
-write one picture per face (``visualize``). Faces are fed as the model's recorded data config says
-(``ran.transforms.transform_for``: size, grayscale or RGB, mean/std); ``color='rgb'|'gray'`` overrides
-the colour mode. Nothing is guessed from the label names.
+write one picture per face (``visualize``). Faces are fed as every other loader feeds them
+(``ran.transforms.transform_for``: RGB at the model's face size, its mean/std); a model trained on gray
+faces makes them gray itself. ``color='gray'`` feeds an RGB-trained model gray faces. Nothing is guessed
+from the label names.
 """
 
 from __future__ import annotations
@@ -67,13 +68,19 @@ def landmarks_unusable(num_regions: int) -> str | None:
 
 
 def face_transform(model: nn.Module, color: str = "auto", input_size: int | None = None) -> FaceTransform:
-    """The model's own transform (``ran.transforms.transform_for``); ``color`` 'rgb' / 'gray' overrides
-    the recorded colour mode."""
+    """The model's own transform (``ran.transforms.transform_for``); ``color='gray'`` makes the faces gray
+    for an RGB-trained model. A gray-trained model makes every input gray itself, so ``color='rgb'``
+    cannot reach it and is refused."""
     if color not in COLOR_MODES:
         raise ValueError(f"color: expected 'auto', 'rgb' or 'gray', got {color!r}")
+    if color == "rgb" and getattr(model, "input_color", "rgb") == "gray":
+        raise ValueError(
+            "color='rgb' (--color rgb): the model was trained on gray faces and makes its input gray itself; "
+            "use color='auto'"
+        )
     transform = transform_for(model, input_size)
-    if color != "auto":
-        transform = dataclasses.replace(transform, grayscale=color == "gray")
+    if color == "gray":
+        transform = dataclasses.replace(transform, grayscale=True)
     return transform
 
 

@@ -301,10 +301,9 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
         model = model.to(memory_format=torch.channels_last)
     if resume is not None:
         load_model_weights(model, resume)
-    # Record the faces training sees (48 px gray for FERPlus), so every loader and ran predict / export
-    # feed them the same way (ran.transforms.transform_for reads it back).
-    transform = transform_for_images(splits.train, model, config.data.image_size)
-    record_transform(model, transform)
+    # The faces training sees (48 px gray for FERPlus) become the model's input contract, saved with it:
+    # the model makes RGB gray and resizes to that size itself, so every loader feeds it alike.
+    transform = record_transform(model, transform_for_images(splits.train, model, config.data.image_size))
     options = loader_options(config.data, accelerator.device, accelerator.num_processes)
     rows = _rows_every_process_has(accelerator, len(splits.train)) if splits.train_files else None
     train_loader, val_loader, sampler = build_loaders(config, splits, transform, options, rows)
