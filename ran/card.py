@@ -328,7 +328,9 @@ def input_facts(config: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "height": height,
         "width": width,
-        "colour_text": "gray (trained on gray faces: the model makes RGB input gray itself)" if gray else "RGB",
+        "colour_text": "gray (trained on gray faces: the model makes RGB input gray itself)"
+        if gray
+        else "RGB",
         "size_text": (
             f"{height}x{width} px, the face size training used (the model resizes other sizes to it "
             "itself, bilinear with antialiasing)"
@@ -336,9 +338,14 @@ def input_facts(config: Mapping[str, Any]) -> dict[str, Any]:
             else f"any size (regions are cut from the face as given; {height}x{width} px by default)"
         ),
         "scaling_text": "scaled to 0..1"
-        + (" without mean/std normalisation" if plain else f", then normalised with mean {mean} and std {std}"),
+        + (
+            " without mean/std normalisation"
+            if plain
+            else f", then normalised with mean {mean} and std {std}"
+        ),
         "feed_text": f"RGB, resized to {height}x{width}, 0..1" + ("" if plain else ", mean/std normalised"),
-        "tensor_text": f"RGB {height}x{width} faces, 0..1 pixels" + ("" if plain else ", then (x - mean) / std"),
+        "tensor_text": f"RGB {height}x{width} faces, 0..1 pixels"
+        + ("" if plain else ", then (x - mean) / std"),
     }
 
 

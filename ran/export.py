@@ -175,14 +175,20 @@ def _input_metadata(model: nn.Module, transform: FaceTransform) -> dict[str, Any
     }
 
 
-def _antialiased_resize(g: Any, images: Any, output_size: list[int], align_corners: bool, *scales: Any) -> Any:
+def _antialiased_resize(
+    g: Any, images: Any, output_size: list[int], align_corners: bool, *scales: Any
+) -> Any:
     """ONNX ``Resize`` for torch's bilinear antialiased interpolation (``resize_faces``), which the
     TorchScript exporter has no symbolic for: linear, half-pixel, antialias, out-of-bounds taps excluded
     (PyTorch renormalises the remaining weights, as ``exclude_outside=1`` does)."""
     if align_corners:
         raise ValueError("antialiased resize with align_corners=True has no ONNX form")
-    leading = g.op("Slice", g.op("Shape", images), g.op("Constant", value_t=torch.tensor([0])),
-                   g.op("Constant", value_t=torch.tensor([2])))
+    leading = g.op(
+        "Slice",
+        g.op("Shape", images),
+        g.op("Constant", value_t=torch.tensor([0])),
+        g.op("Constant", value_t=torch.tensor([2])),
+    )
     sizes = g.op("Concat", leading, g.op("Constant", value_t=torch.tensor(output_size)), axis_i=0)
     empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
     return g.op(

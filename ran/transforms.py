@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ran.models.inputs import gray_pixels
+
 _INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,

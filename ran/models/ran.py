@@ -29,8 +29,8 @@ from torch import nn
 
 from ran.labels import FERPLUS_CLASSES
 from ran.models.inference import FusedBackbone
-from ran.numbers import IMAGE_SIDE
 from ran.models.inputs import _check_images, _check_region_batch, as_trained, cut_regions
+from ran.numbers import IMAGE_SIDE
 from ran.regions import REGION_PRESETS, Box, resolve_regions
 
 _logger = logging.getLogger(__name__)
