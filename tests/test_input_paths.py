@@ -106,7 +106,7 @@ def _onnx_paths(model: torch.nn.Module, path: Path, crop: Image.Image) -> dict[s
     return out
 
 
-def _every_path(colour: str, scale: float, tmp_path: Path, monkeypatch, capsys) -> dict[str, list[float]]:
+def _every_path(colour: str, scale: float, tmp_path: Path, monkeypatch, capsys) -> tuple:
     from huggingface_hub import constants
 
     from ran.cli import main as ran_main
@@ -139,9 +139,7 @@ def _every_path(colour: str, scale: float, tmp_path: Path, monkeypatch, capsys) 
     face = json.loads(capsys.readouterr().out.splitlines()[-1])["faces"][0]
     got["ran predict"] = [face["probabilities"][n] for n in names]
     got.update(_onnx_paths(model, tmp_path / "model.onnx", crop))
-    got["crop side"] = [float(crop.width)]
-    got.update(_fed_wrongly(model, crop))
-    return got
+    return got, model, crop
 
 
 def _fed_wrongly(model: torch.nn.Module, crop: Image.Image) -> dict[str, list[float]]:
@@ -162,34 +160,110 @@ def _fed_wrongly(model: torch.nn.Module, crop: Image.Image) -> dict[str, list[fl
     return out
 
 
+PATHS = [
+    "app",
+    "ran predict",
+    "timm local-dir",
+    "timm hf-hub",
+    "transformers AutoModel",
+    "transformers pipeline",
+]
+
+
 @pytest.mark.parametrize("scale", sorted(SCALES), ids=str)
 @pytest.mark.parametrize("colour", sorted(MODELS))
 def test_every_loading_path_gives_the_same_probabilities(colour, scale, tmp_path, monkeypatch, capsys):
-    got = _every_path(colour, SCALES[scale], tmp_path, monkeypatch, capsys)
-    side = got.pop("crop side")[0]
-    assert side != MODELS[colour].size[0], "the crop must need resizing to the face size"
+    got, model, crop = _every_path(colour, SCALES[scale], tmp_path, monkeypatch, capsys)
     reference = torch.tensor(got.pop("ran.load_model"))
-    assert reference.max() - reference.min() > 0.2, "the test model is too flat to tell inputs apart"
-    unresized, as_rgb = (torch.tensor(got.pop(f"fed {n}")) for n in ("unresized", "as RGB"))
-    assert (unresized - reference).abs().max() > 3e-3, "the test must tell an unresized crop"
-    if colour == "gray":
-        assert (as_rgb - reference).abs().max() > 1e-2, "the test must tell RGB from gray"
-    # Raw tensors are resized by the model itself (in float, with antialiasing): the same faces as PIL's
-    # resize up to its rounding to whole pixels.
-    for name in ("model(raw crop)", "onnx raw"):
-        torch.testing.assert_close(torch.tensor(got.pop(name)), reference, rtol=0, atol=1e-3, msg=name)
-    assert sorted(got) == sorted(
-        [
-            "app",
-            "ran predict",
-            "timm local-dir",
-            "timm hf-hub",
-            "transformers AutoModel",
-            "transformers pipeline",
-            "onnx",
-        ]
-    )
-    for name, probabilities in got.items():
+    assert sorted(got) == sorted([*PATHS, "onnx", "onnx raw", "model(raw crop)"])
+    for name in [*PATHS, "onnx"]:
         torch.testing.assert_close(
-            torch.tensor(probabilities), reference, rtol=0, atol=1e-4, msg=f"{colour} {scale}: {name}"
+            torch.tensor(got[name]), reference, rtol=0, atol=1e-4, msg=f"{colour} {scale}: {name}"
         )
+    # Raw tensors are resized by the model itself (in float, with antialiasing): the same faces as PIL's
+    # uint8 resize up to its rounding to whole pixels.
+    for name in ("model(raw crop)", "onnx raw"):
+        torch.testing.assert_close(torch.tensor(got[name]), reference, rtol=0, atol=1e-3, msg=name)
+
+    # The test can tell each mistake: the crop needs resizing, and the model is sharp enough to notice.
+    assert crop.width != MODELS[colour].size[0]
+    assert reference.max() - reference.min() > 0.2, "the test model is too flat to tell inputs apart"
+    wrong = {name: torch.tensor(p) for name, p in _fed_wrongly(model, crop).items()}
+    assert (wrong["fed unresized"] - reference).abs().max() > 3e-3, "the test must tell an unresized crop"
+    if colour == "gray":
+        assert (wrong["fed as RGB"] - reference).abs().max() > 1e-2, "the test must tell RGB from gray"
+
+
+# --- the contract inside the model ------------------------------------------------------------------------
+def _normalised(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    return (pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def test_a_gray_model_makes_rgb_gray_in_float_and_leaves_gray_alone():
+    """Gray is PIL's luma weights on the un-normalised pixels, without rounding, normalised again per
+    channel; gray-as-RGB input (what training on gray faces feeds) passes through unchanged."""
+    from ran.models.inputs import as_trained
+
+    mean, std = IMAGENET["mean"], IMAGENET["std"]
+    rgb = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    luma = (rgb * torch.tensor([19595, 38470, 7471], dtype=torch.float64)[:, None, None] / 65536).sum(1, True)
+    expected = _normalised(luma.expand(-1, 3, -1, -1), mean, std)
+    got = as_trained(_normalised(rgb, mean, std).float(), True, None, list(mean), list(std))
+    torch.testing.assert_close(got, expected.float(), rtol=0, atol=1e-5)
+    gray_as_rgb = _normalised(luma.expand(-1, 3, -1, -1), mean, std).float()
+    torch.testing.assert_close(as_trained(gray_as_rgb, True, None, list(mean), list(std)), gray_as_rgb)
+
+    model = _model("gray")
+    with torch.no_grad():
+        torch.testing.assert_close(model(_normalised(rgb, mean, std).float()), model(expected.float()))
+    single = timm.create_model("ran", backbone="test_resnet", region_size=16, in_chans=1, input_color="gray")
+    assert single(torch.rand(2, 1, 40, 40)).shape == (2, 8)  # one-channel models take one channel
+
+
+def test_the_model_resizes_other_sizes_to_its_face_size():
+    """Input of another size is resized (bilinear, antialiased, in float) to the face size before the
+    regions are cut; input at the face size is used as it is; a model without a face size cuts any size."""
+    import torch.nn.functional as F
+
+    model = _model("rgb")  # 48 px faces
+    big = torch.rand(2, 3, 97, 130, generator=torch.Generator().manual_seed(1))
+    resized = F.interpolate(big, size=(48, 48), mode="bilinear", antialias=True, align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(big), model(resized), rtol=0, atol=1e-6)
+        model.set_input_format("rgb", None)
+        assert (model(big) - model(resized)).abs().max() > 1e-3  # any size, as given
+    with pytest.raises(ValueError, match="face_size: expected an integer in"):
+        model.set_input_format("rgb", 4)
+    with pytest.raises(ValueError, match="input_color: expected one of"):
+        model.set_input_format("grey", 48)
+
+
+def test_the_contract_is_saved_with_the_constructor_arguments(tmp_path):
+    """config.json records the contract in model_args (what transformers builds from) and writes timm's data
+    config from it (what the processors read); a folder's contract is checked as data."""
+    folder = ran.save_pretrained(_model("gray"), tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    args, cfg = config["model_args"], config["pretrained_cfg"]
+    assert (args["input_color"], args["face_size"]) == ("gray", [40, 40])
+    assert args["input_mean"] == list(IMAGENET["mean"]) and cfg["mean"] == list(IMAGENET["mean"])
+    assert cfg["input_size"] == [3, 40, 40] and cfg["crop_mode"] == "squash" and "grayscale" not in cfg
+    args["input_color"] = "sepia"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError, match=r"model_args\['input_color'\] = 'sepia'; expected one of 'rgb', 'gray'"
+    ):
+        ran.load_model(folder)
+
+
+def test_folders_written_before_the_contract_load_with_their_recorded_colour_and_size(tmp_path):
+    """A folder whose pretrained_cfg records ``grayscale`` (written before the contract was a constructor
+    argument) loads as the gray, 40 px model it describes, through ran and timm alike."""
+    folder = ran.save_pretrained(_model("gray"), tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("input_color", "face_size", "input_mean", "input_std"):
+        del config["model_args"][key]
+    config["pretrained_cfg"]["grayscale"] = True
+    (folder / "config.json").write_text(json.dumps(config))
+    for model in (ran.load_model(folder), timm.create_model(f"local-dir:{folder}", pretrained=True)):
+        assert (model.input_color, model.face_size) == ("gray", [40, 40])
+        assert model.input_mean == list(IMAGENET["mean"]) and "grayscale" not in model.pretrained_cfg
