@@ -88,21 +88,26 @@ def _colour_face(seed: int = 5) -> np.ndarray:
 
 
 def _as_training_fed(face: np.ndarray) -> torch.Tensor:
-    """Independently of ran.transforms: what training feeds for this face (48 px, PIL's gray, as RGB)."""
-    gray = Image.fromarray(face).resize((48, 48), Image.Resampling.BILINEAR).convert("L")
-    pixels = torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255.0)
-    return pixels.expand(3, -1, -1)[None]
+    """Independently of ran.transforms: what training feeds for this face (48 px, PIL's luma weights
+    without rounding, as RGB)."""
+    resized = np.asarray(Image.fromarray(face).resize((48, 48), Image.Resampling.BILINEAR), dtype=np.float64)
+    gray = resized @ np.array([19595, 38470, 7471]) / 65536 / 255.0
+    return torch.from_numpy(gray).float().expand(3, -1, -1)[None]
 
 
 def test_grayscale_training_is_recorded_and_fed_back_by_predict_and_onnx(trained, tmp_path, capsys):
     best = trained / "best"
-    assert json.loads((best / "config.json").read_text())["pretrained_cfg"]["grayscale"] is True
+    args = json.loads((best / "config.json").read_text())["model_args"]
+    assert (args["input_color"], args["face_size"]) == ("gray", [48, 48])
     model = ran.load_model(best)
     face = _colour_face()
     Image.fromarray(face).save(tmp_path / "face.png")
+    rgb_model = ran.load_model(best)
+    rgb_model.set_input_format("rgb", 48)
+    resized = Image.fromarray(face).resize((48, 48), Image.Resampling.BILINEAR)
     with torch.no_grad():
         expected = model(_as_training_fed(face)).softmax(-1)[0]
-        as_rgb = model(torch.from_numpy(face).permute(2, 0, 1)[None].float() / 255.0).softmax(-1)[0]
+        as_rgb = rgb_model(torch.from_numpy(np.array(resized)).permute(2, 0, 1)[None] / 255.0).softmax(-1)[0]
     assert not torch.allclose(expected, as_rgb, atol=1e-4), "the test photo must tell gray from colour"
 
     assert (
@@ -110,7 +115,7 @@ def test_grayscale_training_is_recorded_and_fed_back_by_predict_and_onnx(trained
     )
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     got = torch.tensor([line["faces"][0]["probabilities"][n] for n in ran.loading.class_names(model)])
-    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
     onnxruntime = pytest.importorskip("onnxruntime")
     from ran.export import export_onnx

@@ -69,40 +69,41 @@ def test_faces_found_in_portraits_and_none_elsewhere(model):
         assert face.crop_box[3] - face.crop_box[1] == pytest.approx(side, abs=1)
 
 
-def amplified(model: torch.nn.Module, **cfg) -> torch.nn.Module:
-    """A copy whose logits are 50x larger, so that small input differences move the probabilities, with
-    ``cfg`` entries added to its pretrained_cfg."""
+def amplified(model: torch.nn.Module, color: str = "rgb") -> torch.nn.Module:
+    """A copy whose logits are 50x larger, so that small input differences move the probabilities, trained
+    (as far as its input contract says) on ``color`` faces."""
     sharp = copy.deepcopy(model).eval()
     with torch.no_grad():
         sharp.fc.weight.mul_(50.0)
         sharp.fc.bias.mul_(50.0)
-    sharp.pretrained_cfg = {**sharp.pretrained_cfg, **cfg}
+    sharp.set_input_format(color)
     return sharp
 
 
 def by_hand(model: torch.nn.Module, crop: np.ndarray, gray: bool) -> torch.Tensor:
-    """The model's probabilities on ``crop`` preprocessed with PIL alone: resize to the configured side,
-    then grayscale-as-RGB when asked (PIL's own 'L' conversion), scaled to 0..1."""
-    face = Image.fromarray(crop).resize((224, 224), Image.Resampling.BILINEAR)
-    face = face.convert("L").convert("RGB") if gray else face
-    pixels = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    """The model's probabilities on ``crop`` preprocessed with PIL and numpy alone: resize to the
+    configured side, then gray-as-RGB when asked (PIL's luma weights, unrounded), scaled to 0..1."""
+    face = np.asarray(Image.fromarray(crop).resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float64)
+    if gray:
+        face = (face @ np.array([19595, 38470, 7471]) / 65536)[..., None].repeat(3, -1)
+    pixels = torch.from_numpy(face / 255.0).float().permute(2, 0, 1)[None]
     with torch.no_grad():
         return model(pixels).softmax(-1)[0]
 
 
 def test_predictions_match_direct_model_call(model, astronaut):
-    """The pipeline's probabilities equal the model on the same crop, preprocessed by hand as the model's
-    config says: RGB when the config records nothing, gray-as-RGB when it records grayscale=True."""
+    """The pipeline's probabilities equal the model on the same crop, preprocessed by hand: the RGB model
+    tells the colours apart, the gray-trained one makes RGB gray itself (so fed either, it answers alike)."""
     assert inspect.isfunction(ran.predict) and ran.predict is predict  # a plain function, no module swap
     for gray in (False, True):
-        sharp = amplified(model, grayscale=True) if gray else amplified(model)
+        sharp = amplified(model, "gray" if gray else "rgb")
         [result] = ran.predict(astronaut, model=sharp, progress=False)
         face = result.faces[0]
         x0, y0, x1, y1 = (int(v) for v in face.crop_box)
         crop = astronaut[y0:y1, x0:x1]  # inside the image here, so no padding
         got = torch.tensor(list(face.probabilities.values()))
         assert torch.allclose(got, by_hand(sharp, crop, gray), atol=1e-4)
-        assert not torch.allclose(got, by_hand(sharp, crop, not gray), atol=1e-3)  # the colour mode matters
+        assert torch.allclose(got, by_hand(sharp, crop, not gray), atol=1e-3) == gray  # colour matters to RGB
 
 
 def test_input_kinds(model, astronaut, tmp_path):
@@ -295,8 +296,8 @@ def test_crop_face_pads_outside_the_image():
 
 
 def test_color_follows_the_model_config(monkeypatch):
-    """What reaches the model: gray-as-RGB when the config records grayscale=True, RGB with color='rgb',
-    RGB when the config has no grayscale key (even with FERPlus label names, nothing is guessed)."""
+    """What reaches the model: RGB (a gray-trained model makes it gray itself, even with FERPlus label names
+    nothing is guessed), gray-as-RGB with color='gray'; color='rgb' cannot reach a gray-trained model."""
     seen = []
     original = ran.RegionAttentionNet.forward_with_attention
 
@@ -306,15 +307,15 @@ def test_color_follows_the_model_config(monkeypatch):
 
     monkeypatch.setattr(ran.RegionAttentionNet, "forward_with_attention", spy)
     small = timm.create_model("ran", backbone="test_resnet", region_size=32).eval()
-    assert "grayscale" not in small.pretrained_cfg and "happiness" in small.pretrained_cfg["label_names"]
+    assert small.input_color == "rgb" and "happiness" in small.pretrained_cfg["label_names"]
     gray_model = copy.deepcopy(small)
-    gray_model.pretrained_cfg = {**small.pretrained_cfg, "grayscale": True}
+    gray_model.set_input_format("gray")
     red = np.zeros((64, 64, 3), np.uint8)
     red[..., 0] = 255
-    luma = ((19595 * 255 + 32768) >> 16) / 255  # PIL's 'L' of pure red
+    luma = 19595 / 65536  # the gray of pure red
     for net, color, expected in [
-        (gray_model, "auto", [luma, luma, luma]),
-        (gray_model, "rgb", [1.0, 0.0, 0.0]),
+        (gray_model, "auto", [1.0, 0.0, 0.0]),
+        (gray_model, "gray", [luma, luma, luma]),
         (small, "auto", [1.0, 0.0, 0.0]),
         (small, "gray", [luma, luma, luma]),
     ]:
@@ -323,6 +324,8 @@ def test_color_follows_the_model_config(monkeypatch):
         [images] = seen
         assert images.shape == (1, 3, 48, 48)
         assert images[0].mean(dim=(1, 2)).tolist() == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="trained on gray faces and makes its input gray itself"):
+        predict(red, gray_model, detect=False, color="rgb", progress=False)
 
 
 # --- issue 10: hostile and careless inputs ---------------------------------------------------------------
