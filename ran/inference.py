@@ -13,9 +13,9 @@ calls while the caller may go on changing it (a pipeline), is copied once, by :f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -27,6 +27,16 @@ from ran.transforms import FaceTransform, transform_for
 # The precision every reported number is measured in unless a user asks otherwise: ``ran evaluate``,
 # ``ran demo``'s evaluation (so the demo's card and ``ran evaluate`` give the same counts) and prediction.
 REPORTED_PRECISION = "fp32"
+
+
+def precision_note(results: Mapping[str, Any]) -> str:
+    """The sentence that says which precision measured ``results`` (``{subset: {..., 'precision'}}``, as
+    ``ran evaluate`` writes them), for results.md, the terminal and model cards ('' for no results)."""
+    entries = [r for r in results.values() if isinstance(r, Mapping) and "accuracy" in r]
+    if not entries:
+        return ""
+    named = dict.fromkeys(str(r.get("precision") or "not recorded") for r in entries)
+    return f"Precision: {' / '.join(named)} (the model's forward pass; `ran evaluate --mixed-precision`)."
 
 
 class Inference(NamedTuple):
@@ -142,6 +152,17 @@ def inference_copy(
     return work.eval()
 
 
+def compile_for_inference(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """``model`` compiled in place (``nn.Module.compile``: its calls, :func:`infer`'s included, run the
+    compiled graph) for inference on ``device``. On a CPU with inductor's freezing, which folds the weights
+    into the graph as constants (BatchNorm into convolutions, prepacked oneDNN kernels): ResNet-18, 8 crops
+    of 224 px, fp32, 2 cores: 1.23x eager, where compiling without freezing gives 1.05x. Only for models
+    whose weights no longer change (an :func:`inference_copy`)."""
+    options = {"freezing": True} if torch.device(device).type == "cpu" else None
+    model.compile(options=options)
+    return model
+
+
 def _exact(device: torch.device) -> torch.device:
     """``cuda`` -> ``cuda:N`` (the current device), so that it compares equal to a tensor's device."""
     if device.type == "cuda" and device.index is None:
@@ -149,4 +170,13 @@ def _exact(device: torch.device) -> torch.device:
     return device
 
 
-__all__ = ["REPORTED_PRECISION", "Inference", "eval_mode", "infer", "inference_copy", "on_device"]
+__all__ = [
+    "REPORTED_PRECISION",
+    "Inference",
+    "compile_for_inference",
+    "eval_mode",
+    "infer",
+    "inference_copy",
+    "on_device",
+    "precision_note",
+]
