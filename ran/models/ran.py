@@ -412,8 +412,10 @@ class RegionAttentionNet(nn.Module):
         if self.global_pool == "":
             return self.forward_features(x, boxes)
         output = self._attend(self._region_features(self._cut(x, boxes)))
-        if with_attention and not torch.jit.is_scripting():
-            return output  # eager only: TorchScript skips this branch
+        # Eager mode only: TorchScript skips the branch, and torch.fx traces ``with_attention`` as a
+        # placeholder (not a bool), so scripted and traced graphs keep the plain logits.
+        if isinstance(with_attention, bool) and with_attention and not torch.jit.is_scripting():
+            return output
         return output.logits
 
     @torch.jit.ignore
