@@ -72,7 +72,7 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
     assert named and "results/results.md" in named
     assert [path for path in sorted(named) if not (out / path).exists()] == []
 
-    # the saved model reproduces the reported numbers
+    # the saved model reproduces the reported numbers with evaluation's defaults
     from ran.data.batches import load_splits
     from ran.evaluation import evaluate
     from ran.loading import from_pretrained
@@ -81,7 +81,6 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
         from_pretrained(out / "best"),
         load_splits(out / "data"),
         ["pose45"],
-        mixed_precision="bf16",
         progress=False,
     )
     assert again["pose45"]["correct"] == results["pose45"]["correct"]
@@ -91,3 +90,30 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
     assert ran_main(["demo", "--output-dir", str(out), "--quick"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "results" / "results.json").read_bytes() == before
+
+
+def test_the_cards_numbers_are_what_ran_evaluate_gives_with_its_defaults(tmp_path, capsys):
+    """The demo states the precision its numbers were measured in, and ``ran evaluate`` with no
+    precision or batch flag reproduces its card, its results.json and its results.md count for count."""
+    out, again = tmp_path / "demo", tmp_path / "again"
+    sizes = ["--train-size", "64", "--test-size", "64", "--epochs", "1", "--no-progress"]
+    assert ran_main(["demo", "--output-dir", str(out), *sizes]) == 0
+    card = (out / "best" / "README.md").read_text()
+    demo_results = json.loads((out / "results" / "results.json").read_text())
+    evaluate = ["evaluate", "--model", str(out / "best"), "--data", str(out / "data"), "--no-progress"]
+    assert ran_main([*evaluate, "--output-dir", str(again)]) == 0
+    capsys.readouterr()
+    results = json.loads((again / "results.json").read_text())
+    assert list(results) == list(demo_results) == ["test", "occlusion", "pose30", "pose45"]
+    precision = {r["precision"] for r in results.values()}
+    assert precision == {r["precision"] for r in demo_results.values()} == {"fp32"}
+    assert "Precision: fp32 " in card and "Precision: fp32 " in (out / "results" / "results.md").read_text()
+    from huggingface_hub import ModelCard
+
+    from ran.card import card_results
+
+    stated = card_results(ModelCard.load(out / "best" / "README.md"))
+    for name, r in results.items():
+        assert (r["correct"], r["total"]) == (demo_results[name]["correct"], demo_results[name]["total"])
+        assert stated[name] == round(r["accuracy"], 6)
+        assert f"| {r['accuracy']:.4f} | " in card and f" {r['correct']}/{r['total']} |" in card

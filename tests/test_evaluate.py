@@ -388,6 +388,28 @@ def test_card_states_intervals_method_and_resamples(splits, tmp_path):
         save_pretrained(model, tmp_path / "m2", results=broken)
 
 
+def test_the_precision_is_stated_with_every_number(tiny_data, splits, tmp_path, capsys):
+    """results.json, results.md, the terminal and the model card say which precision measured them."""
+    from huggingface_hub import ModelCard
+
+    from ran.evaluation.samples import read_predictions
+
+    model_dir = save_pretrained(_small_model(seed=3), tmp_path / "model")
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--no-progress"]
+    for flags, precision in [([], "fp32"), (["--mixed-precision", "bf16"], "bf16")]:
+        out = tmp_path / f"eval_{precision}"
+        assert ran_main([*args, "--output-dir", str(out), "--subsets", "test", "pose30", *flags]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert {r["precision"] for r in results.values()} == {precision}
+        assert f"Precision: {precision} " in (out / "results.md").read_text()
+        assert f"Precision: {precision} " in capsys.readouterr().out
+        assert {s.precision for s in read_predictions(out).values()} == {precision}
+        card = ModelCard.load(
+            save_pretrained(load_model(str(model_dir)), tmp_path / precision, results=results) / "README.md"
+        )
+        assert f"Precision: {precision} " in card.text
+
+
 # --- cross-dataset evaluation -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def renamed_data(tmp_path_factory) -> Path:
