@@ -9,7 +9,7 @@ masks are nested), so accuracy against severity measures covered area, not luck.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -145,11 +145,11 @@ def occlude(images: torch.Tensor, mask: torch.Tensor, fill: str, keys: torch.Ten
     return torch.where(mask.unsqueeze(1), filled, images)
 
 
-def covered_fraction(mask: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+def covered_fraction(mask: torch.Tensor, boxes: torch.Tensor | Sequence[Sequence[float]]) -> torch.Tensor:
     """(B, K): the share of each region box (K, 4) of fractional (x0, y0, x1, y1) that ``mask`` (B, H, W)
     covers, counted over the pixel centres inside the box (a box no centre falls in counts as uncovered)."""
     ys, xs = pixel_grid(tuple(mask.shape[-2:]), mask.device)
-    boxes = boxes.to(device=mask.device, dtype=torch.float64).view(-1, 4, 1, 1)
+    boxes = torch.as_tensor(boxes, dtype=torch.float64, device=mask.device).view(-1, 4, 1, 1)
     inside = (
         (xs >= boxes[:, 0]) & (xs < boxes[:, 2]) & (ys >= boxes[:, 1]) & (ys < boxes[:, 3])
     ).double()  # (K, H, W)
