@@ -23,8 +23,8 @@ from ran.evaluation.classes import ClassMatch, match_classes
 from ran.evaluation.metrics import summarize
 from ran.evaluation.samples import SubsetSamples, row_ids
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resamples
+from ran.inference import infer
 from ran.loading import class_names
-from ran.precision import autocast
 from ran.transforms import FaceTransform, transform_for
 
 NOT_EVALUATED = ("train", "validation")
@@ -94,7 +94,8 @@ def predict_split(
     description: str = "",
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities (n, C), region weights (n, K)) of ``model`` on one split, on the CPU.
+    """(probabilities (n, C), region weights (n, K); K = 0 for a plain classifier) of ``model`` on one split,
+    on the CPU, through the one inference step (:func:`ran.inference.infer`).
 
     ``logit_index`` restricts the logits to those classes (in that order) before the softmax. The
     batches' results stay on the model's device until the end and move to the CPU once.
@@ -103,20 +104,16 @@ def predict_split(
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    index = None if logit_index is None else torch.as_tensor(list(logit_index), device=device)
     loader = DataLoader(
         FaceImages(split, transform), batch_size=batch_size, shuffle=False, collate_fn=collate_faces
     )
     probabilities, weights = [], []
-    with torch.inference_mode(), autocast(device, precision):
-        for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
-            images = transform.normalize(batch["images"].to(device, non_blocking=True))
-            output = model.forward_with_attention(images)
-            logits = output.logits.float()
-            logits = logits if index is None else logits.index_select(1, index)
-            probabilities.append(logits.softmax(dim=1))
-            share = output.weights.float()  # under bf16 / fp16 its rows sum to 1 only within ~1e-3
-            weights.append(share / share.sum(dim=1, keepdim=True))
+    for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
+        faces = batch["images"].to(device, non_blocking=True)
+        result = infer(model, faces, transform=transform, precision=precision, classes=logit_index)
+        probabilities.append(result.probabilities)
+        # a plain classifier has no region weights: zero columns
+        weights.append(result.weights if result.weights is not None else result.probabilities[:, :0])
     return torch.cat(probabilities).cpu(), torch.cat(weights).cpu()
 
 
@@ -142,12 +139,11 @@ def evaluate_samples(
     ``ran.transforms.transform_for(model)`` says (``image_size`` overrides the side). Runs on ``device``
     (default: the model's own); the caller's model is left as it was (device, memory format, mode).
     """
-    if not hasattr(model, "forward_with_attention"):
-        raise ValueError(f"model: expected a RAN (forward_with_attention), got {type(model).__name__}")
     names = _subset_names(dataset_dict, subsets)
     match = match_classes(class_names(model), _data_classes(dataset_dict, names), cross_dataset=cross_dataset)
     logit_index = None if list(match.model_index) == list(range(model.num_classes)) else match.model_index
-    transform, regions = transform_for(model, image_size), region_labels(model.boxes)
+    transform = transform_for(model, image_size)
+    regions = region_labels(model.boxes) if hasattr(model, "forward_with_attention") else []
     samples: dict[str, SubsetSamples] = {}
     with inference_model(model, device) as net:
         for name in names:
