@@ -192,3 +192,25 @@ def test_missing_model_and_existing_output_are_refused(lab, robustness_run, caps
     ]
     assert ran_main([*argv, "--perturbations", "jpeg"]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_data_perturb_writes_the_faces_perturb_makes(lab):
+    from ran.data.batches import load_splits
+    from ran.robustness import perturb
+    from ran.transforms import FaceTransform
+
+    out = lab["root"] / "perturbed"
+    argv = ["data", "perturb", "--data", str(lab["data"]), "--out", str(out)]
+    assert ran_main([*argv, "--perturbations", "hand:noise", "--severities", "2", "--seed", "9"]) == 0
+    written = load_splits(out)
+    assert sorted(written) == ["hand_noise_2", "test"]
+    source = load_splits(lab["data"])["test"]
+    faces = torch.stack([FaceTransform().prepare(image) for image in source["image"]])
+    expected = perturb(faces, "hand:noise", 2, 9, ids=torch.arange(len(faces)))
+    got = torch.stack([FaceTransform().prepare(image) for image in written["hand_noise_2"]["image"]])
+    assert torch.equal(got, expected) and list(written["hand_noise_2"]["label"]) == list(source["label"])
+    card = (out / "README.md").read_text()
+    assert "seed 9" in card and "`hand:noise`" in card
+    other = ["data", "perturb", "--data", str(lab["data"]), "--out", str(lab["root"] / "fog")]
+    assert ran_main([*other, "--perturbations", "fog"]) == 2
+    assert not (lab["root"] / "fog").exists()
