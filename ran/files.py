@@ -213,6 +213,7 @@ WRITERS = {
     "evaluation": "ran evaluate",
     "comparison": "ran compare",
     "demo": "ran demo",
+    "robustness": "ran robustness",
 }
 SMALL_JSON_BYTES = 1 << 20  # markers, locks and the files writers recognise are far smaller
 BOOKKEEPING = re.compile(r"\.ran[.-].*")  # markers and locks (ran.locks): no content of a folder

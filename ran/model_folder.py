@@ -145,7 +145,7 @@ def _mismatch(name: str, got: tuple[int, ...] | None, expected: tuple[int, ...] 
 def check_weights_fit(weights: Path, config: dict[str, Any], shapes: Shapes) -> None:
     """Refuse weights whose tensors or shapes differ from the model ``config`` describes (built on the meta
     device: no memory, no weights). BatchNorm step counters may be absent (frozen BatchNorm has none)."""
-    args = dict(config.get("model_args") or {})
+    args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
     with torch.device("meta"):
         model = timm.create_model(config["architecture"], num_classes=config["num_classes"], **args)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

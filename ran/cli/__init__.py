@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": "train a RAN model (runs under accelerate launch)",
     "evaluate": "accuracy of a model on every test subset",
     "compare": "paired comparison of two models on the same faces",
+    "robustness": "accuracy and attention under occlusion, pose-like warps and corruptions",
     "demo": "the main job end to end on the generated default dataset",
     "predict": "find faces in photos / videos and predict their expression",
     "app": "a web page for trying a model on photos and webcam snapshots (Gradio)",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ran.data.ferplus import LABEL_MODES
 from ran.helptext import finish_help
-from ran.numbers import SEED, integer
+from ran.numbers import IMAGE_SIDE, SEED, integer
 
 
 def _lists_argument(value: str | None) -> str | bool | None:
@@ -78,6 +78,26 @@ def _affectnet(args: argparse.Namespace) -> int:
         _lists_argument(args.lists),
         crop_faces=not args.no_crop,
         **options,
+    )
+    return _print_counts(counts, args.out)
+
+
+def _perturb(args: argparse.Namespace) -> int:
+    from ran.data.batches import load_splits
+    from ran.data.perturbed import write_perturbed
+    from ran.robustness import PERTURBATIONS
+
+    _check_out(args)
+    counts = write_perturbed(
+        args.out,
+        load_splits(args.data),
+        args.perturbations or list(PERTURBATIONS),
+        source=str(args.data),
+        split=args.split,
+        severities=args.severities,
+        seed=args.seed,
+        image_size=args.image_size,
+        overwrite=args.overwrite,
     )
     return _print_counts(counts, args.out)
 
@@ -157,7 +177,7 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
         prog=prog, description="Build FERPlus / RAF-DB / AffectNet / synthetic datasets as Parquet folders."
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{ferplus,rafdb,affectnet,synthetic,push}"
+        dest="command", required=True, metavar="{ferplus,rafdb,affectnet,synthetic,perturb,push}"
     )
 
     ferplus = commands.add_parser("ferplus", help="FERPlus from fer2013.csv and the FERPlus labels")
@@ -195,6 +215,22 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
     synthetic.add_argument("--test-size", type=integer(1), help="test images (default: the generator's)")
     _add_output(synthetic)
     synthetic.set_defaults(handler=_synthetic)
+
+    perturb = commands.add_parser(
+        "perturb", help="a fixed perturbed test set (ran.robustness) from a dataset"
+    )
+    perturb.add_argument("--data", required=True, help="dataset folder written by 'ran data' (or a Hub id)")
+    perturb.add_argument("--split", default="test", help="the split perturbed")
+    perturb.add_argument(
+        "--perturbations", nargs="+", metavar="KIND", help="see 'ran robustness --list' (default: all)"
+    )
+    perturb.add_argument(
+        "--severities", nargs="+", type=integer(1, 5), default=[1, 2, 3, 4, 5], help="severities 1-5"
+    )
+    perturb.add_argument("--seed", type=SEED, default=0, help="seed of the perturbations")
+    perturb.add_argument("--image-size", type=IMAGE_SIDE, help="resize faces to this square side first")
+    _add_output(perturb)
+    perturb.set_defaults(handler=_perturb)
 
     push = commands.add_parser("push", help="upload a folder built by 'ran data' to a Hub dataset repo")
     push.add_argument("folder", type=Path, help="the folder (its README.md and Parquet files)")

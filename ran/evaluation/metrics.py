@@ -64,7 +64,8 @@ def subset_summary(samples: SubsetSamples, *, resamples: int, seed: int) -> dict
         labels, predictions, len(samples.classes), resamples=resamples, seed=seed
     )
     result["calibration"] = calibration(samples.confidence, samples.correct)
-    result["attention"] = region_statistics(samples.weights, samples.regions)
+    if samples.regions:  # a plain classifier has no regions: no attention entry
+        result["attention"] = region_statistics(samples.weights, samples.regions)
     if samples.cross_dataset:
         result["classes"] = dict(samples.cross_dataset)
     if samples.unlabelled:

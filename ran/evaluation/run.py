@@ -94,7 +94,8 @@ def predict_split(
     description: str = "",
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities (n, C), region weights (n, K)) of ``model`` on one split, on the CPU.
+    """(probabilities (n, C), region weights (n, K); K = 0 for a plain classifier) of ``model`` on one split,
+    on the CPU, through the one inference step (:func:`ran.inference.infer`).
 
     ``logit_index`` restricts the logits to those classes (in that order) before the softmax. The
     batches' results stay on the model's device until the end and move to the CPU once.
@@ -109,7 +110,8 @@ def predict_split(
     for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
         output = infer(model, batch["images"], transform=transform, precision=precision, classes=logit_index)
         probabilities.append(output.probabilities)
-        weights.append(output.weights)
+        # a plain classifier has no region weights: zero columns
+        weights.append(output.weights if output.weights is not None else output.probabilities[:, :0])
     return torch.cat(probabilities).cpu(), torch.cat(weights).cpu()
 
 
@@ -135,12 +137,11 @@ def evaluate_samples(
     ``ran.transforms.transform_for(model)`` says (``image_size`` overrides the side). Runs on ``device``
     (default: the model's own); the caller's model is left as it was (device, memory format, mode).
     """
-    if not hasattr(model, "forward_with_attention"):
-        raise ValueError(f"model: expected a RAN (forward_with_attention), got {type(model).__name__}")
     names = _subset_names(dataset_dict, subsets)
     match = match_classes(class_names(model), _data_classes(dataset_dict, names), cross_dataset=cross_dataset)
     logit_index = None if list(match.model_index) == list(range(model.num_classes)) else match.model_index
-    transform, regions = transform_for(model, image_size), region_labels(model.boxes)
+    transform = transform_for(model, image_size)
+    regions = region_labels(model.boxes) if hasattr(model, "forward_with_attention") else []
     samples: dict[str, SubsetSamples] = {}
     net = on_device(model, device)  # the caller's own model when it is already there
     for name in names:

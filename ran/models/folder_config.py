@@ -285,6 +285,31 @@ def check_pretrained_cfg(cfg: Any, where: str, in_chans: int = 3) -> dict[str, A
     return cfg
 
 
+def _is_timm_classifier(architecture: str) -> bool:
+    """A plain image classifier registered in timm (``resnet18``): built from its name, no arguments.
+    Only registered names, so a config never names code to run."""
+    import timm
+
+    return timm.is_model(architecture) and not architecture.startswith("ran")
+
+
+# What timm's save_for_hf writes into a plain classifier's model_args; nothing else is taken.
+PLAIN_MODEL_ARGS: dict[str, Check] = {
+    "num_classes": _ints(0, MAX_CLASSES),
+    "in_chans": _ints(1, MAX_IN_CHANS),
+    "global_pool": _one_of("avg", "max", "avgmax", "catavgmax", ""),
+}
+
+
+def _plain_model_args(args: Any, where: str) -> dict[str, Any]:
+    if not isinstance(args, dict):
+        raise _fail(where, "model_args", args, "a mapping")
+    _check_entries(
+        where, "model_args", args, PLAIN_MODEL_ARGS, "a plain timm classifier is built from its name"
+    )
+    return args
+
+
 def check_config(config: Any, where: str) -> dict[str, Any]:
     """A whole config.json: a RAN architecture, ``num_classes`` in bounds (timm lets it override
     ``pretrained_cfg``'s), ``model_args`` and ``pretrained_cfg`` as :func:`check_model_args` and
@@ -294,14 +319,19 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
     architecture = config.get("architecture")
     if not architecture:
         raise ValueError(f"{where}: no 'architecture' entry (expected timm's config.json)")
-    if architecture not in RAN_VARIANTS:
+    plain = (
+        isinstance(architecture, str)
+        and architecture not in RAN_VARIANTS
+        and _is_timm_classifier(architecture)
+    )
+    if architecture not in RAN_VARIANTS and not plain:
         raise ValueError(
-            f"{where}: unknown architecture {_show(architecture)}: not a RAN architecture "
-            f"(expected one of {', '.join(sorted(RAN_VARIANTS))})"
+            f"{where}: unknown architecture {_show(architecture)}: neither a RAN architecture "
+            f"({', '.join(sorted(RAN_VARIANTS))}) nor a timm image classifier"
         )
     _int(where, "num_classes", config.get("num_classes"), 0, MAX_CLASSES)
     _maybe(_ints(0, 1 << 20))(where, "num_features", config.get("num_features"))
-    args = check_model_args(config.get("model_args", {}), where)
+    args = (_plain_model_args if plain else check_model_args)(config.get("model_args", {}), where)
     check_pretrained_cfg(config.get("pretrained_cfg"), where, args.get("in_chans", 3))
     _maybe(_texts)(where, "label_names", config.get("label_names"))
     return config

@@ -1,0 +1,158 @@
+"""``ran robustness``: models on one split under occluders, pose-like warps and corruptions, severities 1-5.
+
+Per model and perturbation: accuracy and mean class accuracy per severity with bootstrap 95 % intervals,
+ECE, ImageNet-C's corruption error and relative corruption error against a reference model, and for
+occluders the attention shift (does region attention move to what stays visible?). The perturbed faces are
+the same for every model and every run with the same ``--seed`` (``ran.robustness.perturb``). Writes
+results.json, results.md, models/<name>/predictions.parquet (for ``ran compare``) and pictures.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ran.cli.options import add_evaluation_flags, device_option, finish_help
+from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ran.numbers import SEED
+
+
+def build_parser(prog: str = "ran robustness") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Accuracy, calibration and region attention of models under occlusion, pose-like "
+        "geometry and corruptions, severities 1-5.",
+    )
+    parser.add_argument(
+        "--model", nargs="+", help="model folders, Hub ids or RAN names (plain timm classifiers too)"
+    )
+    parser.add_argument("--data", help="dataset folder written by 'ran data' (or a Hub dataset id)")
+    parser.add_argument("--split", default="test", help="the split evaluated")
+    parser.add_argument(
+        "--output-dir", type=Path, help="where results.json / .md / pictures / predictions go"
+    )
+    parser.add_argument(
+        "--perturbations",
+        nargs="+",
+        metavar="KIND",
+        help="which (NAME or occluder NAME:FILL; default: all, solid fill)",
+    )
+    parser.add_argument(
+        "--seed", type=SEED, default=DEFAULT_SEED, help="seed of the perturbations and the bootstrap"
+    )
+    parser.add_argument("--reference", help="the model CE is measured against (default: the first --model)")
+    parser.add_argument(
+        "--list", action="store_true", help="print the perturbations and what severity means; exit"
+    )
+    add_evaluation_flags(parser)
+    parser.add_argument(
+        "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the intervals"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an OUTPUT_DIR 'ran robustness' wrote"
+    )
+    return finish_help(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ran.robustness import PERTURBATIONS, describe_perturbations
+
+    if args.list:
+        print(describe_perturbations())
+        return 0
+    for flag, value in (("--model", args.model), ("--data", args.data), ("--output-dir", args.output_dir)):
+        if not value:
+            raise ValueError(f"{flag} is required (or --list to see the perturbations)")
+    from ran.evaluation.robustness import canonical_kind
+    from ran.evaluation.statistics import check_resamples
+
+    check_resamples(args.resamples)
+    kinds = list(dict.fromkeys(canonical_kind(k) for k in (args.perturbations or PERTURBATIONS)))
+    names = model_names(args.model)
+    reference = _reference(args.reference, args.model, names)
+    return _run(args, kinds, names, reference)
+
+
+def model_names(models: list[str]) -> list[str]:
+    """A short, unique, file-safe name per model: the folder's or repo's last part (``-2``, ... if taken)."""
+    import re
+
+    names: list[str] = []
+    for model in models:
+        base = re.sub(r"[^\w.-]+", "_", Path(model.rstrip("/")).name) or "model"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _reference(reference: str | None, models: list[str], names: list[str]) -> str:
+    if reference is None:
+        return names[0]
+    for model, name in zip(models, names):
+        if reference in (model, name):
+            return name
+    raise ValueError(f"--reference {reference!r}: not one of the --model values ({', '.join(models)})")
+
+
+def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference: str) -> int:
+    from ran.data.batches import load_splits
+    from ran.evaluation.robustness import perturbation_grid, robustness_samples
+    from ran.evaluation.robustness_metrics import corruption_errors, model_summary
+    from ran.evaluation.robustness_report import ROBUSTNESS, print_robustness, write_robustness
+    from ran.files import check_overwrite
+    from ran.loading import load_model, resolve_model_source
+    from ran.robustness import PERTURBATIONS, parse_kind
+
+    out = args.output_dir.expanduser()
+    check_overwrite(out, overwrite=args.overwrite, kind=ROBUSTNESS)
+    for source in args.model:  # a model that cannot be found is refused before any other runs
+        resolve_model_source(source)
+    dataset_dict = load_splits(args.data)
+    device = device_option(args.device)
+    runs, models, grid = {}, {}, None
+    for source, name in zip(args.model, names):
+        model = load_model(source)
+        runs[name] = robustness_samples(
+            model,
+            dataset_dict,
+            kinds,
+            split=args.split,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            precision=args.mixed_precision,
+            device=device,
+            image_size=args.image_size,
+            cross_dataset=args.cross_dataset,
+            progress=not args.no_progress,
+            description=f"{name} under {len(kinds)} perturbations",
+        )
+        models[name] = {
+            "model": source,
+            **model_summary(runs[name], resamples=args.resamples, seed=args.seed),
+        }
+        if grid is None:
+            grid = perturbation_grid(
+                model, dataset_dict[args.split], kinds, seed=args.seed, image_size=args.image_size
+            )
+    corruption_errors(models, reference)
+    results = {
+        "data": str(args.data),
+        "split": args.split,
+        "seed": args.seed,
+        "reference": reference,
+        "perturbations": {k: PERTURBATIONS[parse_kind(k)[0]].severity for k in kinds},
+        "models": models,
+    }
+    print_robustness(results)
+    written = write_robustness(results, runs, out, grid=grid, overwrite=args.overwrite)
+    print(f"\nwrote {', '.join(p.name for p in written)} to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from ran.cli import run_module
+
+    run_module(main, "ran robustness")
