@@ -124,6 +124,8 @@ def _model_kwargs(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         kwargs["backbone"] = spec.backbone
     if spec.region_size:
         kwargs["region_size"] = spec.region_size
+    if not spec.relation_attention:
+        kwargs["relation_attention"] = False
     if spec.backbone_file:
         if not Path(spec.backbone_file).is_file():
             raise FileNotFoundError(f"--backbone-file {spec.backbone_file}: no such file")
