@@ -18,7 +18,11 @@ WHOLE_FACE: Box = (0.0, 0.0, 1.0, 1.0)
 # RAN.md "Regions". The original AffectNet loader put the whole face last; here it comes first, which
 # changes nothing in the logits (the attention pooling is permutation-equivariant) and keeps the
 # loss's "region 0 is the whole face" rule.
+# ``whole``: the whole face alone (K = 1), the paper's baseline. With one region both attention weights
+# are 1, so the network is its backbone plus a linear classifier, and the region-biased loss (which
+# needs a crop to compare with the whole face) is zero.
 REGION_PRESETS: dict[str, tuple[Box, ...]] = {
+    "whole": (WHOLE_FACE,),
     "ferplus6": (
         WHOLE_FACE,
         (0.0, 0.0, 0.75, 0.75),  # top-left

@@ -55,6 +55,7 @@ class FaceImages(Dataset):
             item = {
                 "image": self.transform.prepare(rows["image"][position]),
                 "label": self._label(rows["label"][position], index),
+                "id": index,
             }
             if self.soft_labels:
                 item["soft_label"] = self._soft_label(rows, position, index)
@@ -83,7 +84,8 @@ class FaceImages(Dataset):
 
 
 def collate_faces(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack source images (uint8) and their targets."""
+    """Stack source images (uint8) and their targets; ``ids``: each face's row, as plain integers, so
+    that they stay on the host when the batch moves to the device (``ran train --augment`` plans there)."""
     sizes = {tuple(item["image"].shape) for item in items}
     if len(sizes) > 1:
         raise ValueError(f"images of different sizes {sorted(sizes)} in one batch; pass --image-size N")
@@ -91,6 +93,8 @@ def collate_faces(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "images": torch.stack([item["image"] for item in items]),
         "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),
     }
+    if "id" in items[0]:
+        batch["ids"] = [item["id"] for item in items]
     if "soft_label" in items[0]:
         batch["soft_labels"] = torch.stack([item["soft_label"] for item in items])
     return batch

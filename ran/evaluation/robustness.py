@@ -99,30 +99,15 @@ def _run_batches(
 
 
 def _with_ids(rows: np.ndarray) -> Any:
-    """collate_faces plus each face's row number (its perturbation id), in the batch's order."""
+    """collate_faces with each face's id its row number in the split (its perturbation id): the batch's
+    ids count the kept rows, which ``rows`` maps back to the split's."""
 
-    def collate(items: list[tuple[int, dict[str, Any]]]) -> dict[str, torch.Tensor]:
-        batch = collate_faces([item for _, item in items])
-        batch["ids"] = torch.as_tensor([int(rows[i]) for i, _ in items], dtype=torch.int64)
+    def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = collate_faces(items)
+        batch["ids"] = torch.as_tensor([int(rows[i]) for i in batch["ids"]], dtype=torch.int64)
         return batch
 
     return collate
-
-
-class _Numbered(torch.utils.data.Dataset):
-    """A dataset's items with their position, so the collate function can name each face's row."""
-
-    def __init__(self, images: FaceImages) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[int, dict[str, Any]]:
-        return index, self.images[index]
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[int, dict[str, Any]]]:
-        return list(zip(indices, self.images.__getitems__(indices)))
 
 
 def robustness_samples(
@@ -158,7 +143,7 @@ def robustness_samples(
     data, rows, labels, unlabelled = _kept_rows(dataset_dict[split], match, split)
     transform = transform_for(model, image_size)
     loader = DataLoader(
-        _Numbered(FaceImages(data, transform)),
+        FaceImages(data, transform),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=_with_ids(rows),

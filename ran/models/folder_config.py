@@ -179,6 +179,7 @@ MODEL_ARGS: dict[str, Check] = {
     "region_size": _sides,
     "regions": _regions,
     "attention": _one_of(*ATTENTION_MODES),
+    "relation_attention": _one_of(True, False),
     "drop_rate": _numbers(0.0, 0.99),
     "in_chans": _ints(1, MAX_IN_CHANS),
     "global_pool": _one_of(*GLOBAL_POOLS),

@@ -86,6 +86,8 @@ class RegionAttentionNet(nn.Module):
         region_size: side (or (h, w)) every region is resampled to before the backbone.
         attention: ``'softmax'`` (the original code: sigmoid then softmax over regions) or
             ``'sigmoid'`` (the paper's formulas).
+        relation_attention: False pools with the self-attention weights alone (beta = 1), the
+            ablation's "self-attention" network; the relation-attention layer then stays unused.
         drop_rate: dropout before the classifier.
         global_pool: ``'attention'`` (RAN pooling) or ``''`` (return the (B, 2C, K, 1) region map).
         backbone_pretrained: load timm's pretrained weights for the backbone where timm has them.
@@ -124,6 +126,7 @@ class RegionAttentionNet(nn.Module):
         attention: str = "softmax",
         drop_rate: float = 0.0,
         global_pool: str = "attention",
+        relation_attention: bool = True,
         in_chans: int = 3,
         backbone_pretrained: bool = False,
         backbone_file: str | Path | None = None,
@@ -153,6 +156,7 @@ class RegionAttentionNet(nn.Module):
         self.num_regions = len(self.boxes)
         self.region_size = region_size
         self.attention = attention
+        self.use_relation = bool(relation_attention)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -456,7 +460,10 @@ class RegionAttentionNet(nn.Module):
         return torch.cat([feats, global_feat.unsqueeze(1).expand_as(feats)], dim=-1)
 
     def _relation_pool(self, pairs: torch.Tensor, alpha: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        beta = _normalise(self.relation_attention(pairs).squeeze(-1), self.attention)
+        if self.use_relation:
+            beta = _normalise(self.relation_attention(pairs).squeeze(-1), self.attention)
+        else:
+            beta = torch.ones_like(alpha)
         weights = alpha * beta
         pooled = (weights.unsqueeze(-1) * pairs).sum(1) / weights.sum(1, keepdim=True)
         return pooled, beta
@@ -600,6 +607,7 @@ class RegionAttentionNet(nn.Module):
             "attention": self.attention,
             "drop_rate": self.drop_rate,
             **self.input_format(),
+            **({} if self.use_relation else {"relation_attention": False}),
         }
 
 

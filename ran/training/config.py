@@ -67,11 +67,16 @@ class ModelConfig:
     backbone_file: str | None = _opt(
         None, "local backbone weights (.pth/.pth.tar/.safetensors) to start from"
     )
-    regions: str = _opt("ferplus6", "region preset (ferplus6, affectnet8)")
+    regions: str = _opt(
+        "ferplus6", "region preset (ferplus6, affectnet8; whole: the whole face alone, the baseline)"
+    )
     region_size: int | None = _opt(
         None, "side in px every region is resampled to (default: the model's)", numbers=REGION_SIDE
     )
     attention: str = _opt("softmax", "attention normalisation", ATTENTION_MODES)
+    relation_attention: bool = _opt(
+        True, "relation attention (--no-relation-attention: self-attention alone, as in the ablation)"
+    )
     drop_rate: float = _opt(0.0, "dropout before the classifier", numbers=number(0, below=1))
     freeze: str | None = _opt(
         None, "freeze the backbone up to a stage: stem, layer1..layer4, an index, or all"
@@ -137,6 +142,12 @@ class DataConfig:
     box_jitter: bool = _opt(True, "jitter region boxes (scale +-2 %%, shift +-1 %%) as the original")
     hflip: bool = _opt(True, "random horizontal flip")
     random_crop_regions: bool = _opt(False, "train on random crops instead of the preset regions")
+    augment: str | None = _opt(
+        None,
+        "perturbations as augmentation, comma-separated (occlusion, geometry, corruption or kinds such as "
+        "eye_band:texture, gaussian_noise; 'ran robustness --list'): a random kind and severity per face",
+    )
+    augment_probability: float = _opt(0.5, "share of training faces --augment perturbs", numbers=number(0, 1))
     image_size: int | None = _opt(
         None, "resize source images to this square size (needed for mixed sizes)", numbers=IMAGE_SIDE
     )
@@ -226,6 +237,13 @@ class TrainConfig:
                     _refuse(self, f.name, f"one of {list(choices)}")
         if self.run.mixed_precision is not None:
             self.run.mixed_precision = resolve_precision(self.run.mixed_precision, "mixed_precision")
+        if self.data.augment is not None:
+            from ran.robustness.augment import augment_kinds
+
+            try:
+                augment_kinds(self.data.augment)
+            except ValueError as err:
+                raise ValueError(f"{_option_name('data', 'augment')}: {err}") from None
         if self.data.data is None:
             raise ValueError("data (--data): a dataset folder is required")
         if self.run.output_dir is None:

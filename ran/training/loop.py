@@ -144,7 +144,7 @@ def training_step(run: Training, batch: dict[str, torch.Tensor], seed: int) -> d
     accelerator = run.accelerator
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
     generator = torch.Generator(device=run.sums.device).manual_seed(seed)
-    images = run.transform.normalize(batch["images"])
+    images = run.transform.normalize(perturbed_faces(run, batch))
     images, boxes = augment(images, run.base_boxes, run.config.data, generator)
     target = batch["soft_labels"] if run.config.loss.label_mode == "soft" else batch["labels"]
     with accelerator.accumulate(run.wrapped):
@@ -160,6 +160,23 @@ def training_step(run: Training, batch: dict[str, torch.Tensor], seed: int) -> d
     run.sums[:3] += detached.to(run.sums.dtype) * count
     run.sums[3] += (output.logits.detach().argmax(dim=1) == batch["labels"]).sum().to(run.sums.dtype)
     return losses
+
+
+def perturbed_faces(run: Training, batch: dict[str, Any]) -> torch.Tensor:
+    """The batch's uint8 faces, with ``--augment``'s perturbations drawn from (seed, epoch, row id):
+    the same face meets the same perturbation in a resumed run, whatever its batch or process."""
+    data = run.config.data
+    if not data.augment:
+        return batch["images"]
+    from ran.robustness.augment import augment_kinds, epoch_seed, random_perturb
+
+    ids = batch["ids"]
+    if run.splits.train_files:  # --shard-data: rows are numbered within each process's shard
+        ids = [run.rank << 40 | i for i in ids]
+    seed = epoch_seed(run.config.run.seed, run.progress.epoch)
+    return random_perturb(
+        batch["images"], augment_kinds(data.augment), seed, ids=ids, probability=data.augment_probability
+    )
 
 
 def after_update(run: Training, losses: dict[str, torch.Tensor], bar: Any, at_epoch_end: bool) -> bool:

@@ -114,6 +114,8 @@ def _model_kwargs(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         kwargs["backbone"] = spec.backbone
     if spec.region_size:
         kwargs["region_size"] = spec.region_size
+    if not spec.relation_attention:
+        kwargs["relation_attention"] = False
     if spec.backbone_file:
         if not Path(spec.backbone_file).is_file():
             raise FileNotFoundError(f"--backbone-file {spec.backbone_file}: no such file")
@@ -274,6 +276,12 @@ def set_up(config: TrainConfig, held: ExitStack) -> Training:
     return run
 
 
+ONE_REGION_NOTE = (
+    "note: one region (the whole face, the baseline): the region-biased loss is off, as it compares crops "
+    "with the whole face (rb stays 0); attention over one region is 1"
+)
+
+
 def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState | None) -> Training:
     """Data, model (with the checkpoint's weights), optimizer and schedule, prepared by accelerate."""
     from ran.losses import RANCriterion
@@ -287,6 +295,8 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
     if note and accelerator.is_main_process:
         print(note)
     model = build_model(config, splits.class_names)
+    if model.num_regions == 1 and config.loss.rb_weight and accelerator.is_main_process:
+        print(ONE_REGION_NOTE)
     if config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if resume is not None:
