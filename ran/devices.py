@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ran.errors import UserError
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); CPU for a model without tensors."""
@@ -80,15 +82,15 @@ def resolve_device(requested: str | None, name: str = "device") -> torch.device:
     try:
         device = torch.device(str(requested).lower())
     except RuntimeError:
-        raise ValueError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}") from None
+        raise UserError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}") from None
     if device.type == "cuda":
         reason = cuda_unusable_reason()
         if reason is not None:
-            raise ValueError(f"{name} {requested}: CUDA is not usable here: {reason}")
+            raise UserError(f"{name} {requested}: CUDA is not usable here: {reason}")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"{name} {requested}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise UserError(f"{name} {requested}: only {torch.cuda.device_count()} CUDA device(s) visible")
     elif device.type != "cpu":
-        raise ValueError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}")
+        raise UserError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}")
     return device
 
 

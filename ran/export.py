@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ran.errors import UserError
 from ran.extras import require
 from ran.files import atomic_path
 from ran.loading import class_names
@@ -125,7 +126,7 @@ def export_onnx(
 
     OPSETS.check(opset, "opset")
     if not hasattr(model, "forward_with_attention"):
-        raise ValueError(f"model: expected a RAN (RegionAttentionNet), got {type(model).__name__}")
+        raise UserError(f"model: expected a RAN (RegionAttentionNet), got {type(model).__name__}")
     path = Path(out)
     check_onnx_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,7 @@ def _trace(
     except torch.onnx.errors.OnnxExporterError as err:
         model = wrapper.model
         reason = str(err).split("[Caused by")[0].strip().splitlines()[0]
-        raise ValueError(
+        raise UserError(
             f"cannot export {model.backbone_name} RAN at region size {model.region_size} to ONNX: {reason}"
         ) from None
 
@@ -200,7 +201,7 @@ def check_onnx(
     recorded = session.get_modelmeta().custom_metadata_map.get("input_size")
     if sizes is None:
         if recorded is None:
-            raise ValueError(f"{path}: no input_size in the ONNX metadata; pass sizes=[(H, W)]")
+            raise UserError(f"{path}: no input_size in the ONNX metadata; pass sizes=[(H, W)]")
         sizes = [tuple(json.loads(recorded)[-2:])]
     wrapper = OnnxRAN(
         model, transform_for(model), attention_weights="weights" in names, boxes_input=len(inputs) > 1
@@ -213,11 +214,11 @@ def check_onnx(
         expected = expected if isinstance(expected, tuple) else (expected,)
         for name, e in zip(names, expected):
             if not torch.isfinite(e).all():
-                raise ValueError(f"PyTorch output {name!r} has NaN/inf values; the model cannot be checked")
+                raise UserError(f"PyTorch output {name!r} has NaN/inf values; the model cannot be checked")
         got = session.run(names, {i.name: t.numpy() for i, t in zip(inputs, example)})
         for name, g, e in zip(names, got, expected):
             diffs[name] = max(diffs[name], float(np.abs(g - e.numpy()).max()))
     worst = max(diffs.values())
     if not worst <= atol:  # also catches NaN
-        raise ValueError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} > {atol} ({diffs})")
+        raise UserError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} > {atol} ({diffs})")
     return diffs

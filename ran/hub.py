@@ -21,6 +21,7 @@ from timm.models._hub import save_config_for_hf
 
 import ran.models  # noqa: F401  (registers the architectures)
 from ran.card import render_model_card, validate_results
+from ran.errors import UserError
 from ran.files import staging_dir
 from ran.loading import CONFIG_NAME, REPO_ID, WEIGHTS_NAME, class_names, load_model
 from ran.models import RegionAttentionNet
@@ -50,7 +51,7 @@ def _label_names(model: RegionAttentionNet, label_names: Sequence[str] | None) -
         return class_names(model)
     names = [str(n) for n in label_names]
     if len(names) != int(getattr(model, "num_classes", 0)):
-        raise ValueError(f"label_names: the model has {model.num_classes} classes, got {len(names)} names")
+        raise UserError(f"label_names: the model has {model.num_classes} classes, got {len(names)} names")
     return names
 
 
@@ -85,7 +86,7 @@ def write_model_files(
     Not atomic by itself: callers write into a staging folder (``build_hub_folder``, training checkpoints).
     """
     if not hasattr(model, "ran_config"):
-        raise ValueError(
+        raise UserError(
             f"model: expected a RegionAttentionNet (ran / timm 'ran_*'), got {type(model).__name__}"
         )
     measured = validate_results(results)
@@ -184,7 +185,7 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     if not REPO_ID.match(repo_id):
-        raise ValueError(f"repo_id: expected 'ORG/NAME', got {repo_id!r}")
+        raise UserError(f"repo_id: expected 'ORG/NAME', got {repo_id!r}")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="ran-hub-") as tmp:
         folder = build_hub_folder(
@@ -220,7 +221,7 @@ def load_spec(spec_dir: str | Path) -> dict[str, Any]:
     spec = json.loads(path.read_text())
     for key in ("repo_id", "architecture", "dataset", "training_command"):
         if not spec.get(key):
-            raise ValueError(f"{path}: no {key!r}")
+            raise UserError(f"{path}: no {key!r}")
     return spec
 
 
@@ -274,7 +275,7 @@ def assemble_checkpoint(
     model_dir = Path(model_dir or spec.get("training_output", ""))
     model = load_model(model_dir)
     if model.pretrained_cfg.get("architecture", spec["architecture"]) != spec["architecture"]:
-        raise ValueError(
+        raise UserError(
             f"{model_dir}: architecture {model.pretrained_cfg.get('architecture')!r}, but {spec_dir} "
             f"describes {spec['architecture']!r}"
         )

@@ -25,6 +25,7 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
+from ran.errors import UserError
 from ran.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_folder
 from ran.models import RAN_VARIANTS, RegionAttentionNet
 
@@ -47,9 +48,9 @@ def resolve_model_source(name_or_path: str | Path, revision: str | None = None) 
     name = str(name_or_path)
     if path.is_dir():
         if revision:
-            raise ValueError(f"revision={revision!r}: a local folder ({path}) has no revisions")
+            raise UserError(f"revision={revision!r}: a local folder ({path}) has no revisions")
         if (path / LEGACY_CHECKPOINT_FILE).is_file() and not (path / CONFIG_NAME).is_file():
-            raise ValueError(
+            raise UserError(
                 f"{path}: a training checkpoint from ran 0.1, whose resume state is pickled; this version "
                 f"neither loads nor resumes it. Use the run's best/ folder, or train again"
             )
@@ -105,7 +106,7 @@ def _create_from_folder(folder: Path, **kwargs: Any) -> RegionAttentionNet:
         text = str(err)
         if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
             details = "; ".join(line.strip() for line in text.splitlines()[1:6] if line.strip())
-            raise ValueError(
+            raise UserError(
                 f"{folder / WEIGHTS_NAME}: the weights do not fit the model that {CONFIG_NAME} "
                 f"describes: {details}"
             ) from None

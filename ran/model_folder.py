@@ -24,6 +24,7 @@ from typing import Any
 import timm
 import torch
 
+from ran.errors import UserError
 from ran.models.folder_config import check_config
 
 CONFIG_NAME = "config.json"
@@ -53,15 +54,15 @@ def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     if size > limit or len(data) > limit:
-        raise ValueError(f"{path}: {size} bytes; a model folder's JSON files are at most {limit} bytes")
+        raise UserError(f"{path}: {size} bytes; a model folder's JSON files are at most {limit} bytes")
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())[:120]})") from None
+        raise UserError(f"{path}: not valid JSON ({' '.join(str(err).split())[:120]})") from None
 
 
-def _corrupt(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path}: unreadable safetensors file, truncated or corrupt ({why})")
+def _corrupt(path: Path, why: str) -> UserError:
+    return UserError(f"{path}: unreadable safetensors file, truncated or corrupt ({why})")
 
 
 def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int, tuple[int, ...]]:
@@ -119,7 +120,7 @@ def check_folder_files(folder: Path) -> dict[str, Shapes]:
     """
     pickles = pickle_files(folder)
     if pickles:
-        raise ValueError(
+        raise UserError(
             f"{pickles[0]}: a pickle in a model folder; this package never loads pickles and refuses the "
             "folder (model folders hold only JSON and safetensors files)"
         )
@@ -154,7 +155,7 @@ def check_weights_fit(weights: Path, config: dict[str, Any], shapes: Shapes) -> 
     if wrong:
         details = "; ".join(_mismatch(k, shapes.get(k), expected.get(k)) for k in wrong[:4])
         more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
-        raise ValueError(
+        raise UserError(
             f"{weights}: the weights do not fit the model that {CONFIG_NAME} describes: {details}{more}"
         )
 

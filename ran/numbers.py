@@ -15,6 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ran.errors import UserError
+from ran.vocabulary import MIN_FACE_SIDE
+
 MESSAGE_VALUE_CHARS = 200  # a value quoted in an error message is cut to this many characters
 
 
@@ -71,7 +74,7 @@ class NumberRange:
     def check(self, value: Any, name: str) -> Any:
         """``value`` if it holds, else a ValueError naming ``name``, the value and the range."""
         if not self.holds(value):
-            raise ValueError(f"{name}: expected {self.describe()}, got {brief(value)}")
+            raise UserError(f"{name}: expected {self.describe()}, got {brief(value)}")
         return value
 
     def __call__(self, text: str) -> int | float:
@@ -109,8 +112,8 @@ def integer(low: int | None = None, high: int | None = None) -> NumberRange:
 
 
 SEED = integer(0, 2**32 - 1)  # what numpy, torch and random all take
-IMAGE_SIDE = integer(8, 4096)  # a side in pixels that a face image is resized to
-REGION_SIDE = integer(8, 1024)  # the side in pixels every region is resampled to
+IMAGE_SIDE = integer(MIN_FACE_SIDE, 4096)  # a side in pixels that a face image is resized to
+REGION_SIDE = integer(MIN_FACE_SIDE, 1024)  # the side in pixels every region is resampled to
 MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
 
 
@@ -139,7 +142,7 @@ def check_numbers(instance: Any, name: Any = None) -> None:
         label = name(field_name) if name else f"--{field_name.replace('_', '-')}"
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if item is not None and not bounds.holds(item):
-                raise ValueError(f"{label}: expected {bounds.describe()}, got {brief(item)}")
+                raise UserError(f"{label}: expected {bounds.describe()}, got {brief(item)}")
 
 
 __all__ = [

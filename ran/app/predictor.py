@@ -31,15 +31,15 @@ from torch import nn
 
 from ran.app.limits import AppLimits, SharedDetector, Turns
 from ran.devices import default_device
+from ran.errors import UserError
 from ran.loading import load_model
 from ran.pipeline import FacePipeline, InputResult
 from ran.pipeline.faces import get_detector
 from ran.pipeline.inputs import Frame, InputError, read_image
 from ran.pipeline.pipeline import FaceInput
 from ran.precision import resolve_precision
+from ran.vocabulary import DETECTOR_CHOICES, REGION_MODES, resolve_detector
 
-DETECTORS = ("mtcnn", "cascade")
-REGION_MODES = ("model", "landmarks")
 NOT_OFFERED = "model: not offered by this server; choose one of the listed models"
 SHOWN_CHARS = 200  # values from visitors are cut to this many characters in messages
 
@@ -55,7 +55,7 @@ class Prediction:
     seconds: float
 
 
-class OptionError(ValueError):
+class OptionError(UserError):
     """A model or an option chosen in the page or the API cannot be used; the message names it and why."""
 
 
@@ -96,8 +96,9 @@ class AppPredictor:
     def pipeline(self, model: Any, detector: Any, regions: Any) -> FacePipeline:
         """The pipeline for these options, built on first use; :class:`OptionError` if it cannot be."""
         name = self._allowed(model)
-        _check_choice("detector", detector, DETECTORS)
+        _check_choice("detector", detector, DETECTOR_CHOICES)
         _check_choice("regions", regions, REGION_MODES)
+        detector = resolve_detector(detector)
         key = (name, detector, regions)
         with self._cache_lock:
             if key in self._pipelines:
@@ -253,9 +254,7 @@ def _one_line(err: object) -> str:
 
 
 __all__ = [
-    "DETECTORS",
     "NOT_OFFERED",
-    "REGION_MODES",
     "AppPredictor",
     "OptionError",
     "Prediction",

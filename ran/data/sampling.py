@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from ran.errors import UserError
+
 
 def _labels_of(labels_or_dataset: Sequence[int] | np.ndarray | torch.Tensor | object) -> np.ndarray:
     if hasattr(labels_or_dataset, "column_names") and "label" in labels_or_dataset.column_names:  # datasets
@@ -21,9 +23,9 @@ def class_balanced_weights(
     """Per-sample weight 1 / (size of its class): each class is drawn equally often in expectation."""
     labels = _labels_of(labels_or_dataset)
     if labels.size == 0:
-        raise ValueError("class-balanced sampling needs at least one labelled sample")
+        raise UserError("class-balanced sampling needs at least one labelled sample")
     if labels.min() < 0:
-        raise ValueError(f"labels must be non-negative, got {labels.min()}")
+        raise UserError(f"labels must be non-negative, got {labels.min()}")
     counts = np.bincount(labels, minlength=num_classes or 0)
     return torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ran.errors import UserError
+
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
@@ -28,23 +30,23 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+            raise UserError(f"{path}: not a readable safetensors file ({err})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         needs = f" ({found.group(1)})" if found else ""
-        raise ValueError(
+        raise UserError(
             f"{path}: refused to load: the file needs pickled Python code{needs}, which this package never "
             "runs; expected a checkpoint of plain tensors (a state dict, optionally under 'state_dict')"
         ) from None
     except (RuntimeError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
     if isinstance(obj, dict):
         for key in STATE_DICT_KEYS:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (optionally under 'state_dict')")
+        raise UserError(f"{path}: expected a state dict of tensors (optionally under 'state_dict')")
     return dict(obj)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ran.errors import UserError
 from ran.files import atomic_path
 from ran.pipeline.inputs import is_video
 
@@ -99,7 +100,7 @@ def video_csv_paths(
     videos = [Path(p) for p in inputs if is_video(p) and Path(p).is_file()]
     paths = {str(v): Path(csv_dir) / f"{v.stem}.csv" for v in videos}
     if len(set(paths.values())) < len(paths):
-        raise ValueError("two videos share a file name; predict them in separate runs or rename one")
+        raise UserError("two videos share a file name; predict them in separate runs or rename one")
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it or choose --csv-dir")

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ran.errors import UserError
 from ran.numbers import (
     IMAGE_SIDE,
     REGION_SIDE,
@@ -28,14 +29,13 @@ from ran.numbers import (
     integer,
     number,
 )
-from ran.precision import CHOICES as PRECISION_CHOICES
 from ran.precision import resolve_precision
 from ran.safeyaml import read_yaml
+from ran.vocabulary import ATTENTION_MODES, PRECISION_CHOICES
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
 LABEL_MODES = ("hard", "soft")
-ATTENTION_MODES = ("softmax", "sigmoid")
 DEVICES = ("cpu", "cuda")
 REFERENCE_BATCH = 128  # the recipe's total batch size, the reference of --scale-lr
 RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
@@ -227,9 +227,9 @@ class TrainConfig:
         if self.run.mixed_precision is not None:
             self.run.mixed_precision = resolve_precision(self.run.mixed_precision, "mixed_precision")
         if self.data.data is None:
-            raise ValueError("data (--data): a dataset folder is required")
+            raise UserError("data (--data): a dataset folder is required")
         if self.run.output_dir is None:
-            raise ValueError("output_dir (--output-dir): an output folder is required")
+            raise UserError("output_dir (--output-dir): an output folder is required")
         return self
 
 
@@ -241,7 +241,7 @@ def _option_name(section: str, name: str) -> str:
 def _refuse(config: TrainConfig, name: str, expected: str) -> None:
     section = _SECTION_OF[name]
     value = getattr(getattr(config, section), name)
-    raise ValueError(f"{_option_name(section, name)}: expected {expected}, got {brief(value)}")
+    raise UserError(f"{_option_name(section, name)}: expected {expected}, got {brief(value)}")
 
 
 # --- parsing -----------------------------------------------------------------------------------------
@@ -312,23 +312,23 @@ def _parse_value(parser: argparse.ArgumentParser, section: str, name: str, value
     if value is None:
         if action.default is None:  # an optional option
             return None
-        raise ValueError(problem)
+        raise UserError(problem)
     tokens = _yaml_tokens(action, value)
     if tokens is None:
-        raise ValueError(problem)
+        raise UserError(problem)
     try:
         namespace, rest = parser.parse_known_args(tokens, argparse.Namespace())
     except (argparse.ArgumentError, ValueError, TypeError):
-        raise ValueError(problem) from None
+        raise UserError(problem) from None
     if rest:
-        raise ValueError(problem)
+        raise UserError(problem)
     return getattr(namespace, name)
 
 
 def _mapping_items(data: Any, source: str) -> list[tuple[str, str, Any]]:
     """(section, option, value) of a ``{section: {name: value}}`` (or flat ``{name: value}``) mapping."""
     if not isinstance(data, dict):
-        raise ValueError(
+        raise UserError(
             f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}"
         )
     items = []
@@ -339,13 +339,13 @@ def _mapping_items(data: Any, source: str) -> list[tuple[str, str, Any]]:
             name = str(key).replace("-", "_")
             pairs = [(_SECTION_OF[name], name, value)]
         else:
-            raise ValueError(
+            raise UserError(
                 f"{source}: unknown key {key!r}; expected a section ({', '.join(SECTIONS)}) or an option name"
             )
         for section, name, _ in pairs:
             if _SECTION_OF.get(name) != section:
                 known = ", ".join(f.name for f in fields(SECTIONS[section]))
-                raise ValueError(f"{source}: unknown option {section}.{name}; expected one of: {known}")
+                raise UserError(f"{source}: unknown option {section}.{name}; expected one of: {known}")
         items += pairs
     return items
 

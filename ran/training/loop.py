@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ran.errors import UserError
 from ran.files import faults_named
 from ran.models import RANOutput
 from ran.training.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
@@ -212,7 +213,7 @@ def _epoch_totals(run: Training) -> list[float]:
 def _diverged(run: Training, what: str) -> None:
     """End a run whose numbers overflowed, before its model is saved anywhere."""
     progress = run.progress
-    raise ValueError(
+    raise UserError(
         f"training diverged at update {progress.global_step} (epoch {progress.epoch + 1}): {what}; "
         f"nothing of it was saved as a checkpoint or best model. Try a lower --lr or --max-grad-norm"
     )

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler
+from ran.errors import UserError
 from ran.training.checkpoints import Progress, ResumeState
 from ran.training.config import TrainConfig
 from ran.training.data import Splits
@@ -95,7 +96,7 @@ def build_model(config: TrainConfig, class_names: list[str]) -> nn.Module:
             print(f"model {spec.model}: new {len(class_names)}-class classifier (it had {model.num_classes})")
             model.reset_classifier(len(class_names))
     elif spec.model not in registered:
-        raise ValueError(
+        raise UserError(
             f"--model {spec.model!r}: not a registered RAN name nor a folder; "
             f"expected one of {registered} or a save_pretrained folder"
         )
