@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ran.errors import UserError
+from ran.errors import UserError, one_line
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -54,7 +54,7 @@ def cuda_unusable_reason() -> str | None:
     try:
         torch.cuda.init()
     except (RuntimeError, AssertionError) as err:
-        return " ".join(str(err).split())
+        return one_line(err)
     return "torch.cuda.is_available() is False (no usable device)"
 
 

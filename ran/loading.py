@@ -26,10 +26,9 @@ import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
 from ran.errors import UserError
-from ran.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_folder
+from ran.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_folder, refuse_pickles
 from ran.models import RAN_VARIANTS, RegionAttentionNet
 
-LEGACY_CHECKPOINT_FILE = "ran_model.json"  # ran 0.1 training checkpoints (accelerate pickles beside it)
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -49,11 +48,7 @@ def resolve_model_source(name_or_path: str | Path, revision: str | None = None) 
     if path.is_dir():
         if revision:
             raise UserError(f"revision={revision!r}: a local folder ({path}) has no revisions")
-        if (path / LEGACY_CHECKPOINT_FILE).is_file() and not (path / CONFIG_NAME).is_file():
-            raise UserError(
-                f"{path}: a training checkpoint from ran 0.1, whose resume state is pickled; this version "
-                f"neither loads nor resumes it. Use the run's best/ folder, or train again"
-            )
+        refuse_pickles(path)
         return ModelSource("folder", str(path))
     if path.exists():
         raise NotADirectoryError(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from ran.cli import main as ran_main
@@ -348,7 +349,7 @@ def test_config_layers_saved_run_then_yaml_then_flags(tmp_path):
     saved = TrainConfig()
     saved.data.data, saved.run.output_dir, saved.run.epochs = "d", str(run), 7
     saved.optim.lr, saved.loss.rb_weight, saved.run.stop_after_steps = 0.5, 0.25, 3
-    (run / "config.yaml").write_text(saved.to_yaml() + "launch: {num_processes: 1}\n")
+    (run / "config.yaml").write_text(yaml.safe_dump(saved.to_dict()) + "launch: {num_processes: 1}\n")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("optim: {lr: 0.2}\nrun: {mixed_precision: no}\n")
     config = resolve_config(["--resume", str(run / "checkpoints" / "step_0000003"), "--config", str(recipe)])

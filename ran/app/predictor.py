@@ -31,7 +31,7 @@ from torch import nn
 
 from ran.app.limits import AppLimits, SharedDetector, Turns
 from ran.devices import default_device
-from ran.errors import UserError
+from ran.errors import UserError, one_line
 from ran.loading import load_model
 from ran.pipeline import FacePipeline, InputResult
 from ran.pipeline.faces import get_detector
@@ -173,7 +173,7 @@ class AppPredictor:
                 max_faces=self.limits.max_faces,
             )
         except (ValueError, RuntimeError, ImportError) as err:
-            raise OptionError(f"model {_shown(name)} with regions={regions!r}: {_one_line(err)}") from None
+            raise OptionError(f"model {_shown(name)} with regions={regions!r}: {one_line(err)}") from None
         with self._cache_lock:
             if name in self._models:  # keep the pipeline's copy (on the device) instead of a second one
                 self._models[name] = (pipe.model, self._models[name][1])
@@ -194,8 +194,8 @@ class AppPredictor:
                 warnings.simplefilter("always", UserWarning)
                 net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
         except (ValueError, OSError, RuntimeError, ImportError) as err:
-            raise OptionError(f"model {_shown(name)} could not be loaded: {_one_line(err)}") from None
-        notes = [_one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]
+            raise OptionError(f"model {_shown(name)} could not be loaded: {one_line(err)}") from None
+        notes = [one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]
         with self._cache_lock:
             self._models[name] = (net, "; ".join(notes) or None)
             while len(self._models) > self.limits.max_models:
@@ -247,10 +247,6 @@ def _shown(value: str) -> str:
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise OptionError(f"{name}: expected one of {', '.join(choices)}, got {_shown(str(value))}")
-
-
-def _one_line(err: object) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ran.errors import UserError
+from ran.errors import UserError, one_line
 
 T = TypeVar("T")
 
@@ -27,9 +27,8 @@ _REBUILD = "rebuild the folder with 'ran data' or restore the file"
 
 
 def _reason(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    text = text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    text = one_line(err, _MESSAGE_CHARS)
+    return text if text == type(err).__name__ else f"{type(err).__name__}: {text}"
 
 
 def damaged(file: Path, err: BaseException) -> UserError:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ran.errors import one_line
 from ran.extras import require
 from ran.vocabulary import MIN_IMAGE_SIDE
 
@@ -55,11 +56,6 @@ class Frame:
     warning: str | None = None
 
 
-def one_line(text: object) -> str:
-    """Messages from PIL, OpenCV or numpy, on one line."""
-    return " ".join(str(text).split())
-
-
 # --- in-memory images ---------------------------------------------------------------------------------
 
 
@@ -78,11 +74,6 @@ def to_image(image: Any) -> Image.Image:
         side = MIN_IMAGE_SIDE
         raise InputError(f"image too small: {width}x{height} pixels; expected at least {side}x{side}")
     return converted
-
-
-def to_rgb_uint8(image: Any) -> np.ndarray:
-    """Any accepted image -> RGB uint8 array (H, W, 3) (grayscale repeated)."""
-    return np.asarray(to_image(image).convert("RGB"))
 
 
 def _pil_to_image(image: Image.Image) -> Image.Image:
@@ -289,5 +280,4 @@ __all__ = [
     "read_video",
     "source_name",
     "to_image",
-    "to_rgb_uint8",
 ]

@@ -65,15 +65,6 @@ class InputResult:
     image_size: list[int] | None = None
     warning: str | None = None
 
-    @property
-    def message(self) -> str | None:
-        """What to tell the user about this input (an error, or that no face was found)."""
-        if self.error:
-            return self.error
-        if not self.faces:
-            return "no face found"
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         """The ``ran predict --json`` line of this input: ``frame`` / ``time_s`` only for video frames,
         ``error`` / ``warning`` only when set."""

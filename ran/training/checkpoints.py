@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from ran.errors import UserError
+from ran.errors import UserError, one_line
 from ran.files import staging_dir, write_json
-from ran.loading import CONFIG_NAME, LEGACY_CHECKPOINT_FILE, WEIGHTS_NAME, check_folder
-from ran.model_folder import pickle_files, read_json, read_safetensors_header
+from ran.loading import CONFIG_NAME, WEIGHTS_NAME, check_folder
+from ran.model_folder import read_json, read_safetensors_header, refuse_pickles
 
 CHECKPOINTS = "checkpoints"
 PROGRESS_FILE = "progress.json"
@@ -180,23 +180,6 @@ def prune_checkpoints(root: Path, keep: int) -> list[Path]:
 
 
 # --- reading ---------------------------------------------------------------------------------------
-def refuse_unsafe_files(path: Path) -> None:
-    """A ran 0.1 checkpoint (pickled accelerate state) or any pickle in the folder: refused, never read."""
-    pickles = [p.name for p in pickle_files(path)]
-    if (path / LEGACY_CHECKPOINT_FILE).is_file():
-        raise UserError(
-            f"--resume {path}: a training checkpoint from ran 0.1, whose resume state is pickled "
-            f"({', '.join(pickles) or LEGACY_CHECKPOINT_FILE}); this version never loads pickles, so it "
-            "cannot continue it. Start a new run from the old run's best/ folder (--model OUT/best) or "
-            "train again"
-        )
-    if pickles:
-        raise UserError(
-            f"--resume {path}: holds pickle files ({', '.join(pickles)}), which no checkpoint of this "
-            "version contains and which are never loaded; expected only JSON and safetensors files"
-        )
-
-
 def _read_json(path: Path) -> Any:
     try:
         return read_json(path)
@@ -211,7 +194,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path}: unreadable safetensors file ({' '.join(str(err).split())})") from None
+        raise UserError(f"{path}: unreadable safetensors file ({one_line(err)})") from None
 
 
 def _check_optimizer_size(path: Path) -> None:
@@ -257,7 +240,7 @@ def read_checkpoint(path: str | Path) -> ResumeState:
     path = Path(path).expanduser().absolute()
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {path}: no such checkpoint folder")
-    refuse_unsafe_files(path)
+    refuse_pickles(path, "--resume")
     missing = [name for name in RESUME_FILES if not (path / name).is_file()]
     if missing:
         raise UserError(
@@ -309,7 +292,7 @@ def load_training_state(state: ResumeState, optimizer: Any, scheduler: Any, scal
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise UserError(
             f"--resume {state.path}: the optimizer state does not fit this run "
-            f"({type(err).__name__}: {' '.join(str(err).split())})"
+            f"({type(err).__name__}: {one_line(err)})"
         ) from None
     _keep_memory_format(getattr(optimizer, "optimizer", optimizer))
 
@@ -325,6 +308,5 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "read_checkpoint",
-    "refuse_unsafe_files",
     "write_checkpoint",
 ]

@@ -15,8 +15,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ran.errors import UserError
 from ran.numbers import (
     IMAGE_SIDE,
@@ -199,9 +197,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def flat(self) -> dict[str, Any]:
         """``section.name -> value`` with lists as strings (tensorboard hparams take scalars only)."""

@@ -322,7 +322,6 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
     updates_per_epoch = -(-len(train_loader) // config.optim.gradient_accumulation)
     scheduler = build_scheduler(config, optimizer.optimizer, updates_per_epoch)
     device = accelerator.device
-    sums_dtype = torch.float32 if device.type == "mps" else torch.float64
     return Training(
         config=config,
         accelerator=accelerator,
@@ -338,7 +337,7 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
         splits=splits,
         out=out,
         base_boxes=model.region_boxes.detach().to(device),
-        sums=torch.zeros(4, dtype=sums_dtype, device=device),
+        sums=torch.zeros(4, dtype=torch.float64, device=device),
         progress=Progress(num_processes=accelerator.num_processes),
     )
 
