@@ -50,7 +50,7 @@ class Training:
     model: nn.Module
     wrapped: nn.Module
     optimizer: Any
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: Any  # ran.training.schedule.Schedule (timm scheduler underneath)
     criterion: nn.Module
     train_loader: DataLoader
     val_loader: DataLoader
