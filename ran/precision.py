@@ -17,7 +17,7 @@ from ran.vocabulary import PRECISION_ALIASES as ALIASES
 from ran.vocabulary import PRECISION_CHOICES as CHOICES
 from ran.vocabulary import PRECISIONS
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))
 
 
 def resolve_precision(value: str | None, name: str = "precision") -> str:

@@ -22,7 +22,6 @@ from ran.cli import main as ran_main
 from ran.data.batches import EpochSampler
 from ran.training.config import TrainConfig, load_yaml_config, resolve_config
 from ran.training.loop import train
-from ran.training.schedule import build_optimizer, build_scheduler, current_lr
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_FILES = sorted(
@@ -85,6 +84,8 @@ def test_config_yaml_errors_name_the_key(tmp_path, text, message):
 
 def _lrs_per_update(config: TrainConfig, updates_per_epoch: int) -> list[float]:
     """The learning rate of every update of a run, as the training loop drives the schedule."""
+    from ran.training.schedule import build_optimizer, build_scheduler, current_lr
+
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     optimizer = build_optimizer(config, model, 0.1)
     schedule = build_scheduler(config, optimizer, updates_per_epoch)
@@ -121,6 +122,8 @@ def test_cosine_schedule_warms_up_then_reaches_zero_at_the_last_update():
 
 
 def test_weight_decay_is_off_for_norms_and_biases_and_sgd_is_plain_momentum():
+    from ran.training.schedule import build_optimizer
+
     config = TrainConfig()
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
     model[0].bias.requires_grad_(False)  # frozen parameters are not optimised at all
