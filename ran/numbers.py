@@ -4,7 +4,7 @@ A :class:`NumberRange` is at once an argparse ``type`` (``--lr inf`` is refused 
 before anything is written), the check of a value set in code or read from YAML (:meth:`NumberRange.check`)
 and the words of the error (``expected a finite number > 0, got inf``). Dataclass options carry theirs as
 ``metadata={'type': ...}``: transformers' ``HfArgumentParser`` ignores that key (it sets the field's own
-type), :func:`apply_number_types` puts it on the parsed flag and :func:`check_numbers` checks an instance.
+type), :func:`dataclass_parser` puts it on the parsed flag and :func:`check_numbers` checks an instance.
 """
 
 from __future__ import annotations
@@ -126,12 +126,22 @@ def number_fields(cls: type) -> list[tuple[str, NumberRange]]:
     ]
 
 
-def apply_number_types(parser: argparse.ArgumentParser, dataclass_types: list[type]) -> None:
-    """Make the flags of ``dataclass_types`` that carry a range parse through it (``HfArgumentParser``
-    gives each flag its field's plain type)."""
-    for cls in dataclass_types:
-        for name, bounds in number_fields(cls):
-            parser._option_string_actions[f"--{name}"].type = bounds
+def dataclass_parser(dataclass_types: list[type], **kwargs: Any) -> argparse.ArgumentParser:
+    """transformers' ``HfArgumentParser`` over ``dataclass_types`` (``kwargs`` go to argparse), whose flags
+    that carry a range parse through it (``HfArgumentParser`` gives each flag its field's plain type) and
+    show their ``--dash-spelling`` before the ``--underscore_spelling`` alias."""
+    from transformers import HfArgumentParser
+
+    ranges = {name: bounds for cls in dataclass_types for name, bounds in number_fields(cls)}
+
+    class RangedParser(HfArgumentParser):
+        def add_argument(self, *flags: Any, **options: Any) -> argparse.Action:
+            name = flags[0].lstrip("-") if flags else ""
+            if name in ranges and "type" in options:
+                options["type"] = ranges[name]
+            return super().add_argument(*sorted(flags, key=lambda flag: "_" in flag), **options)
+
+    return RangedParser(dataclass_types, **kwargs)
 
 
 def check_numbers(instance: Any, name: Any = None) -> None:
@@ -152,7 +162,7 @@ __all__ = [
     "REGION_SIDE",
     "SEED",
     "NumberRange",
-    "apply_number_types",
+    "dataclass_parser",
     "brief",
     "check_numbers",
     "integer",

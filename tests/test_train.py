@@ -63,6 +63,12 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
     assert config.run.epochs == 3 and config.data.batch_size == 4 and config.optim.milestones == [0.5]
     assert config.data.hflip is False and config.data.box_jitter is True  # default kept
     assert config.optim.momentum == TrainConfig().optim.momentum
+    yaml_file.write_text(
+        "optim: {lr: 1e-4, milestones: 0.5}\ndata: {hflip: 'no'}\nrun: {mixed_precision: no}\n"
+    )
+    config = load_yaml_config(yaml_file)  # YAML reads 1e-4 as text and 'no' as false: read as the flags do
+    assert (config.optim.lr, config.optim.milestones, config.data.hflip) == (1e-4, [0.5], False)
+    assert config.run.mixed_precision == "no"
 
 
 @pytest.mark.parametrize(
@@ -72,6 +78,8 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
         ("bogus: 1\n", "unknown key 'bogus'"),
         ("run:\n  epochs: many\n", "run.epochs: expected an integer >= 1, got 'many'"),
         ("optim:\n  optimizer: adam\n", "expected one of ['sgd', 'adamw']"),
+        ("data:\n  hflip: maybe\n", "data.hflip: expected bool, got 'maybe'"),
+        ("optim:\n  milestones: []\n", "optim.milestones: expected a list, each a number in (0, 1], got []"),
     ],
 )
 def test_config_yaml_errors_name_the_key(tmp_path, text, message):

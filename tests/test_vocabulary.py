@@ -182,3 +182,15 @@ def test_a_ran_0_1_checkpoint_is_refused_by_loading_and_resuming_alike(saved, tm
     for load in (ran.load_model, read_checkpoint):
         with pytest.raises(ValueError, match="a training checkpoint from ran 0.1"):
             load(folder)
+
+
+def test_flags_and_yaml_reach_into_no_private_argparse_table():
+    """Flags get their number types through ``add_argument`` and YAML goes through ``parse_dict``: neither
+    looks actions up in argparse's private ``_option_string_actions``."""
+    users = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "_option_string_actions"
+    ]
+    assert users == []

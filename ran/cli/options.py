@@ -14,18 +14,13 @@ from typing import Any
 from ran.constants import HOW_TO_GET_A_MODEL
 from ran.errors import UserError
 from ran.helptext import finish_help
-from ran.numbers import IMAGE_SIDE, apply_number_types, integer
+from ran.numbers import IMAGE_SIDE, dataclass_parser, integer
 from ran.vocabulary import DETECTOR_CHOICES, PRECISION_CHOICES, REGION_MODES
 
 
 def options_parser(dataclass_types: Sequence[type], prog: str, description: str) -> Any:
     """An ``HfArgumentParser`` for ``dataclass_types`` (one flag per field)."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(list(dataclass_types), prog=prog, description=description)
-    apply_number_types(parser, list(dataclass_types))
-    for action in parser._actions:  # show --batch-size before its --batch_size alias
-        action.option_strings.sort(key=lambda flag: "_" in flag)
+    parser = dataclass_parser(list(dataclass_types), prog=prog, description=description)
     return finish_help(parser)
 
 
