@@ -24,6 +24,7 @@ from ran.card import render_model_card, validate_results
 from ran.errors import UserError
 from ran.files import staging_dir
 from ran.loading import CONFIG_NAME, REPO_ID, WEIGHTS_NAME, class_names, load_model
+from ran.model_folder import read_json
 from ran.models import RegionAttentionNet
 from ran.models.folder_config import INITIALISATION_ARGS, check_config
 
@@ -218,7 +219,9 @@ def load_spec(spec_dir: str | Path) -> dict[str, Any]:
     path = Path(spec_dir) / SPEC_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (each hub/<name>/ folder describes one checkpoint)")
-    spec = json.loads(path.read_text())
+    spec = read_json(path)  # one clear line naming the file when it is not JSON
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: expected a JSON object")
     for key in ("repo_id", "architecture", "dataset", "training_command"):
         if not spec.get(key):
             raise UserError(f"{path}: no {key!r}")
@@ -232,7 +235,9 @@ def spec_results(spec_dir: str | Path, results_file: str | Path | None = None) -
     path = Path(results_file) if results_file else default
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
     if isinstance(data.get("results"), dict):
         data = data["results"]
     return validate_results(data)
