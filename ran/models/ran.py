@@ -129,9 +129,7 @@ class RegionAttentionNet(nn.Module):
             region_size = (region_size, region_size)
         region_size = [int(s) for s in region_size]
         if len(region_size) != 2 or min(region_size) < MIN_FACE_SIDE:
-            raise UserError(
-                f"region_size: expected an int or (h, w) of at least {MIN_FACE_SIDE} px, got {region_size}"
-            )
+            raise UserError(f"region_size: expected an int or (h, w) >= {MIN_FACE_SIDE}, got {region_size}")
         dd = {"device": device, "dtype": dtype}
 
         self.boxes: tuple[Box, ...] = resolve_regions(regions)
