@@ -18,9 +18,6 @@ from ran.errors import UserError
 from ran.numbers import brief
 from ran.training.config import REFERENCE_BATCH, TrainConfig
 
-# ran's optimizer names -> timm's: timm's "sgd" is Nesterov SGD; the original RAN used plain momentum SGD.
-TIMM_OPTIMIZERS = {"sgd": "momentum", "adamw": "adamw"}
-
 
 def total_batch(config: TrainConfig, num_processes: int) -> int:
     """Images per optimizer update: ``batch_size`` is per process and per accumulated batch."""
@@ -52,10 +49,11 @@ def build_optimizer(config: TrainConfig, model: nn.Module, lr: float) -> Any:
     from timm.optim import create_optimizer_v2
 
     optim = config.optim
-    extra = {"momentum": optim.momentum} if optim.optimizer == "sgd" else {}
-    return create_optimizer_v2(
-        model, opt=TIMM_OPTIMIZERS[optim.optimizer], lr=lr, weight_decay=optim.weight_decay, **extra
-    )
+    if optim.optimizer == "sgd":  # timm's "sgd" is Nesterov's; the original RAN used plain momentum SGD
+        return create_optimizer_v2(
+            model, opt="momentum", lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+        )
+    return create_optimizer_v2(model, opt=optim.optimizer, lr=lr, weight_decay=optim.weight_decay)
 
 
 class Schedule:
@@ -133,7 +131,6 @@ def current_lr(optimizer: Any) -> float:
 
 
 __all__ = [
-    "TIMM_OPTIMIZERS",
     "Schedule",
     "build_optimizer",
     "build_scheduler",
