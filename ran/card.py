@@ -13,6 +13,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ran.errors import UserError
 from ran.inference import precision_note
 
 CITATION = """@article{wang2020region,
@@ -122,9 +123,9 @@ def _check_interval(subset: str, interval: Any) -> None:
     """A bootstrap ``interval`` entry (ran evaluate): its method, resamples and [lo, hi] fractions."""
     where = f"results[{subset!r}]['interval']"
     if not isinstance(interval, Mapping):
-        raise ValueError(f"{where}: expected a mapping with method, resamples and accuracy, got {interval!r}")
+        raise UserError(f"{where}: expected a mapping with method, resamples and accuracy, got {interval!r}")
     if not isinstance(interval.get("method"), str) or not isinstance(interval.get("resamples"), int):
-        raise ValueError(f"{where}: expected 'method' (text) and 'resamples' (an integer)")
+        raise UserError(f"{where}: expected 'method' (text) and 'resamples' (an integer)")
     for key in ("accuracy", "mean_class_accuracy"):
         bounds = interval.get(key)
         if bounds is None and key == "mean_class_accuracy":
@@ -132,7 +133,7 @@ def _check_interval(subset: str, interval: Any) -> None:
         ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2
         ok = ok and all(isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0 for v in bounds)
         if not ok or float(bounds[0]) > float(bounds[1]):
-            raise ValueError(f"{where}[{key!r}]: expected [low, high] fractions in 0..1, got {bounds!r}")
+            raise UserError(f"{where}[{key!r}]: expected [low, high] fractions in 0..1, got {bounds!r}")
 
 
 def validate_results(results: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -148,12 +149,10 @@ def validate_results(results: Mapping[str, Any] | None) -> dict[str, dict[str, A
             continue
         accuracy = entry["accuracy"]
         if not isinstance(accuracy, (int, float)) or not 0.0 <= float(accuracy) <= 1.0:
-            raise ValueError(
-                f"results[{subset!r}]['accuracy']: expected a fraction in 0..1, got {accuracy!r}"
-            )
+            raise UserError(f"results[{subset!r}]['accuracy']: expected a fraction in 0..1, got {accuracy!r}")
         correct, total = entry.get("correct"), entry.get("total")
         if correct is not None and total is not None and not 0 <= int(correct) <= int(total):
-            raise ValueError(f"results[{subset!r}]: correct={correct} is not within 0..total={total}")
+            raise UserError(f"results[{subset!r}]: correct={correct} is not within 0..total={total}")
         if "interval" in entry:
             _check_interval(str(subset), entry["interval"])
         out[str(subset)] = dict(entry)

@@ -24,6 +24,7 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
+from ran.errors import UserError
 from ran.labels import DATASET_CLASSES
 from ran.models import RAN_VARIANTS
 from ran.models.checkpoint import load_state_dict_file
@@ -105,13 +106,13 @@ def infer_layout(state: dict[str, torch.Tensor], source: str = "checkpoint") -> 
     beta = _first_present(state, RELATION_ATTENTION_NAMES)
     if alpha is None or beta is None or "conv1.weight" not in state:
         sample = ", ".join(list(state)[:6])
-        raise ValueError(
+        raise UserError(
             f"{source}: unknown checkpoint layout: expected a RAN state dict with 'conv1.weight', "
             f"'alpha.0.weight' and 'beta.0.weight' (optionally under 'module.'), found keys: {sample}, ..."
         )
     feature_dim = int(state[f"{alpha}.weight"].shape[-1])
     if tuple(state[f"{beta}.weight"].shape) != (1, 2 * feature_dim):
-        raise ValueError(
+        raise UserError(
             f"{source}: shape mismatch: {beta}.weight is {tuple(state[f'{beta}.weight'].shape)}, expected "
             f"(1, {2 * feature_dim}) for {alpha}.weight {tuple(state[f'{alpha}.weight'].shape)}"
         )
@@ -126,7 +127,7 @@ def infer_layout(state: dict[str, torch.Tensor], source: str = "checkpoint") -> 
         None,
     )
     if classifier is None:
-        raise ValueError(
+        raise UserError(
             f"{source}: no classifier Linear({2 * feature_dim}, classes) under any of {CLASSIFIER_NAMES}"
         )
     num_classes = int(state[f"{classifier}.weight"].shape[0])
@@ -140,17 +141,17 @@ def infer_layout(state: dict[str, torch.Tensor], source: str = "checkpoint") -> 
         family, table = "resnet", RESNET_BOTTLENECK_DEPTHS if bottleneck else RESNET_BASIC_DEPTHS
         expected_dim = 2048 if bottleneck else 512
     else:
-        raise ValueError(
+        raise UserError(
             f"{source}: unknown backbone: conv1.weight {tuple(state['conv1.weight'].shape)} matches neither "
             "a torchvision ResNet (7x7 stem) nor an arcface IResNet (3x3 stem + prelu)"
         )
     if depths not in table:
-        raise ValueError(
+        raise UserError(
             f"{source}: unknown {family} depth: blocks per stage {depths}, known: "
             + ", ".join(f"{d}: {b}" for b, d in table.items())
         )
     if feature_dim != expected_dim:
-        raise ValueError(
+        raise UserError(
             f"{source}: shape mismatch: {alpha}.weight expects {feature_dim}-d region features, "
             f"a {family}{table[depths]} backbone gives {expected_dim}"
         )
@@ -197,7 +198,7 @@ def convert_state_dict(
     layout = infer_layout(state, source)
     architecture = arch or layout.architecture
     if architecture not in RAN_VARIANTS:
-        raise ValueError(
+        raise UserError(
             f"{source}: unknown architecture {architecture!r} "
             f"({'given with --arch' if arch else 'inferred from the keys'}); "
             f"registered RAN architectures: {', '.join(sorted(RAN_VARIANTS))}"
@@ -219,14 +220,14 @@ def convert_state_dict(
             f"{k}: checkpoint {tuple(mapped[k].shape)} vs {architecture} {tuple(own[k].shape)}"
             for k in mismatched[:5]
         )
-        raise ValueError(f"{source}: shape mismatch for {len(mismatched)} tensors ({details})")
+        raise UserError(f"{source}: shape mismatch for {len(mismatched)} tensors ({details})")
     unexpected += [k for k in mapped if k not in own]
     usable = {k: v for k, v in mapped.items() if k in own}
     result = model.load_state_dict(usable, strict=False)
     # BatchNorm step counters are absent from old checkpoints and do not affect the output.
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing and not allow_missing:
-        raise ValueError(
+        raise UserError(
             f"{source}: {len(missing)} weights of {architecture} are not in the checkpoint "
             f"({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''}); pass --allow-missing to "
             "keep them randomly initialised"
@@ -273,12 +274,12 @@ def convert(
     )
     if labels is not None:
         if labels not in LABEL_SETS:
-            raise ValueError(f"--labels: expected one of {', '.join(LABEL_SETS)}, got {labels!r}")
+            raise UserError(f"--labels: expected one of {', '.join(LABEL_SETS)}, got {labels!r}")
         label_names: tuple[str, ...] | None = LABEL_SETS[labels]
     else:
         label_names = next((names for names in LABEL_SETS.values() if len(names) == report.num_classes), None)
     if label_names is not None and len(label_names) != report.num_classes:
-        raise ValueError(
+        raise UserError(
             f"--labels {labels}: {len(label_names)} class names, but the checkpoint has {report.num_classes}"
         )
     build_hub_folder(

@@ -12,6 +12,8 @@ import os
 import torch
 from torch import nn
 
+from ran.errors import UserError, one_line
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); CPU for a model without tensors."""
@@ -46,7 +48,7 @@ def cuda_unusable_reason() -> str | None:
     try:
         torch.cuda.init()
     except (RuntimeError, AssertionError) as err:
-        return " ".join(str(err).split())
+        return one_line(err)
     return "torch.cuda.is_available() is False (no usable device)"
 
 
@@ -74,15 +76,15 @@ def resolve_device(requested: str | None, name: str = "device") -> torch.device:
     try:
         device = torch.device(str(requested).lower())
     except RuntimeError:
-        raise ValueError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}") from None
+        raise UserError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}") from None
     if device.type == "cuda":
         reason = cuda_unusable_reason()
         if reason is not None:
-            raise ValueError(f"{name} {requested}: CUDA is not usable here: {reason}")
+            raise UserError(f"{name} {requested}: CUDA is not usable here: {reason}")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"{name} {requested}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise UserError(f"{name} {requested}: only {torch.cuda.device_count()} CUDA device(s) visible")
     elif device.type != "cpu":
-        raise ValueError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}")
+        raise UserError(f"{name}: expected cpu, cuda or cuda:N, got {requested!r}")
     return device
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ran.errors import UserError
 from ran.extras import require
 from ran.files import atomic_path
 from ran.inference import infer, inference_copy
@@ -132,9 +133,9 @@ def export_onnx(
 
     OPSETS.check(opset, "opset")
     if not hasattr(model, "forward_with_attention"):
-        raise ValueError(f"model: expected a RAN (RegionAttentionNet), got {type(model).__name__}")
+        raise UserError(f"model: expected a RAN (RegionAttentionNet), got {type(model).__name__}")
     if model.face_size is not None and opset < RESIZE_OPSET:
-        raise ValueError(
+        raise UserError(
             f"opset: {opset} has no antialiased Resize, which the graph needs to resize faces to the model's "
             f"{model.face_size[0]}x{model.face_size[1]} px face size; use opset >= {RESIZE_OPSET}"
         )
@@ -236,7 +237,7 @@ def _trace(
     except torch.onnx.errors.OnnxExporterError as err:
         model = wrapper.model
         reason = str(err).split("[Caused by")[0].strip().splitlines()[0]
-        raise ValueError(
+        raise UserError(
             f"cannot export {model.backbone_name} RAN at region size {model.region_size} to ONNX: {reason}"
         ) from None
 
@@ -263,7 +264,7 @@ def check_onnx(
     recorded = session.get_modelmeta().custom_metadata_map.get("input_size")
     if sizes is None:
         if recorded is None:
-            raise ValueError(f"{path}: no input_size in the ONNX metadata; pass sizes=[(H, W)]")
+            raise UserError(f"{path}: no input_size in the ONNX metadata; pass sizes=[(H, W)]")
         sizes = [tuple(json.loads(recorded)[-2:])]
     boxes_input = len(inputs) > 1
     reference = inference_copy(model, "cpu", dtype=torch.float32, channels_last=False)
@@ -277,11 +278,11 @@ def check_onnx(
         expected = {"logits": output.logits, "weights": output.weights}
         for name in names:
             if not torch.isfinite(expected[name]).all():
-                raise ValueError(f"PyTorch output {name!r} has NaN/inf values; the model cannot be checked")
+                raise UserError(f"PyTorch output {name!r} has NaN/inf values; the model cannot be checked")
         got = session.run(names, {i.name: t.numpy() for i, t in zip(inputs, example)})
         for name, g in zip(names, got):
             diffs[name] = max(diffs[name], float(np.abs(g - expected[name].numpy()).max()))
     worst = max(diffs.values())
     if not worst <= atol:  # also catches NaN
-        raise ValueError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} > {atol} ({diffs})")
+        raise UserError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} > {atol} ({diffs})")
     return diffs

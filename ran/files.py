@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ran.errors import one_line
+
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:tmp|partial|old)$")
 # Errors of the file system, not of the command: disk full, quota, file too big, read-only, no permission.
 FAULT_ERRNOS = frozenset(
@@ -270,7 +272,7 @@ def written_by(folder: Path, kind: str | None, recognise: Callable[[Path], bool]
 def describe_contents(folder: Path, shown: int = 3, limit: int = 1000) -> str:
     """'3 items such as notes.txt, photos/': what a refusal names (counting stops at ``limit``)."""
     entries = _contents(folder, limit)
-    names = sorted(" ".join(e.name.split())[:80] + ("/" if e.is_dir() else "") for e in entries[:shown])
+    names = sorted(one_line(e.name, 80) + ("/" if e.is_dir() else "") for e in entries[:shown])
     count, more = len(entries), "+" if len(entries) >= limit else ""
     return f"{count}{more} item{'s' if count != 1 else ''} such as {', '.join(names)}"
 

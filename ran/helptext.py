@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ran.errors import DEBUG_FLAG
+
 
 class HelpFormatter(argparse.HelpFormatter):
     """argparse's help with ``(default: X)`` appended from the flag's real default, only where it says
@@ -34,10 +36,23 @@ def shown_default(action: argparse.Action) -> Any:
     return default
 
 
+class _DebugFlag(argparse.Action):
+    """``--debug``: read by ``ran.cli.run_main`` from the command line itself; nothing in the namespace."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 def finish_help(parser: Any) -> Any:
-    """Give ``parser`` (and its sub-commands' parsers) the one help style; an ``--no-X`` switch that
-    ``HfArgumentParser`` adds for a boolean ``--X`` gets its own help line. Returns ``parser``."""
+    """Give ``parser`` (and its sub-commands' parsers) the one help style and ``--debug``; an ``--no-X``
+    switch that ``HfArgumentParser`` adds for a boolean ``--X`` gets its own help line. Returns ``parser``."""
     parser.formatter_class = HelpFormatter
+    if not any(DEBUG_FLAG in action.option_strings for action in parser._actions):
+        parser.add_argument(DEBUG_FLAG, action=_DebugFlag, help="on any error, show its full traceback")
     by_dest = {a.dest: a for a in parser._actions if a.option_strings and a.nargs != 0}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -21,8 +21,10 @@ from timm.models._hub import save_config_for_hf
 
 import ran.models  # noqa: F401  (registers the architectures)
 from ran.card import render_model_card, validate_results
+from ran.errors import UserError
 from ran.files import staging_dir
 from ran.loading import CONFIG_NAME, REPO_ID, WEIGHTS_NAME, class_names, load_model
+from ran.model_folder import read_json
 from ran.models import RegionAttentionNet
 from ran.models.folder_config import INITIALISATION_ARGS, check_config
 
@@ -50,7 +52,7 @@ def _label_names(model: RegionAttentionNet, label_names: Sequence[str] | None) -
         return class_names(model)
     names = [str(n) for n in label_names]
     if len(names) != int(getattr(model, "num_classes", 0)):
-        raise ValueError(f"label_names: the model has {model.num_classes} classes, got {len(names)} names")
+        raise UserError(f"label_names: the model has {model.num_classes} classes, got {len(names)} names")
     return names
 
 
@@ -85,7 +87,7 @@ def write_model_files(
     Not atomic by itself: callers write into a staging folder (``build_hub_folder``, training checkpoints).
     """
     if not hasattr(model, "ran_config"):
-        raise ValueError(
+        raise UserError(
             f"model: expected a RegionAttentionNet (ran / timm 'ran_*'), got {type(model).__name__}"
         )
     measured = validate_results(results)
@@ -184,7 +186,7 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     if not REPO_ID.match(repo_id):
-        raise ValueError(f"repo_id: expected 'ORG/NAME', got {repo_id!r}")
+        raise UserError(f"repo_id: expected 'ORG/NAME', got {repo_id!r}")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="ran-hub-") as tmp:
         folder = build_hub_folder(
@@ -217,10 +219,12 @@ def load_spec(spec_dir: str | Path) -> dict[str, Any]:
     path = Path(spec_dir) / SPEC_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (each hub/<name>/ folder describes one checkpoint)")
-    spec = json.loads(path.read_text())
+    spec = read_json(path)  # one clear line naming the file when it is not JSON
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: expected a JSON object")
     for key in ("repo_id", "architecture", "dataset", "training_command"):
         if not spec.get(key):
-            raise ValueError(f"{path}: no {key!r}")
+            raise UserError(f"{path}: no {key!r}")
     return spec
 
 
@@ -231,7 +235,9 @@ def spec_results(spec_dir: str | Path, results_file: str | Path | None = None) -
     path = Path(results_file) if results_file else default
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
     if isinstance(data.get("results"), dict):
         data = data["results"]
     return validate_results(data)
@@ -278,7 +284,7 @@ def assemble_checkpoint(
     model_dir = Path(model_dir or spec.get("training_output", ""))
     model = load_model(model_dir)
     if model.pretrained_cfg.get("architecture", spec["architecture"]) != spec["architecture"]:
-        raise ValueError(
+        raise UserError(
             f"{model_dir}: architecture {model.pretrained_cfg.get('architecture')!r}, but {spec_dir} "
             f"describes {spec['architecture']!r}"
         )

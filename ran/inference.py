@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ran.devices import model_device
+from ran.errors import UserError
 from ran.precision import autocast
 from ran.transforms import FaceTransform, transform_for
 
@@ -78,7 +79,7 @@ def infer(
     target = model_device(net)
     attention = hasattr(net, "forward_with_attention")
     if boxes is not None and not attention:
-        raise ValueError(f"boxes: {type(model).__name__} has no regions; boxes are for a RAN")
+        raise UserError(f"boxes: {type(model).__name__} has no regions; boxes are for a RAN")
     transform = transform if transform is not None else transform_for(model)
     with torch.inference_mode(), eval_mode(net), autocast(target, precision):
         images = transform.normalize(faces.to(target, non_blocking=True))
@@ -104,9 +105,9 @@ def _renormalised(weights: torch.Tensor) -> torch.Tensor:
 def _check_faces(faces: torch.Tensor) -> None:
     if not isinstance(faces, torch.Tensor) or faces.dtype != torch.uint8:
         kind = faces.dtype if isinstance(faces, torch.Tensor) else type(faces).__name__
-        raise ValueError(f"faces: expected a uint8 tensor (B, 3, H, W) of 0..255 pixels, got {kind}")
+        raise UserError(f"faces: expected a uint8 tensor (B, 3, H, W) of 0..255 pixels, got {kind}")
     if faces.dim() != 4 or faces.shape[1] != 3:
-        raise ValueError(f"faces: expected a uint8 tensor (B, 3, H, W), got shape {tuple(faces.shape)}")
+        raise UserError(f"faces: expected a uint8 tensor (B, 3, H, W), got shape {tuple(faces.shape)}")
 
 
 @contextmanager

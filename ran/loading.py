@@ -25,10 +25,10 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
-from ran.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_folder
+from ran.errors import UserError
+from ran.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_folder, refuse_pickles
 from ran.models import RAN_VARIANTS, RegionAttentionNet
 
-LEGACY_CHECKPOINT_FILE = "ran_model.json"  # ran 0.1 training checkpoints (accelerate pickles beside it)
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -47,12 +47,8 @@ def resolve_model_source(name_or_path: str | Path, revision: str | None = None) 
     name = str(name_or_path)
     if path.is_dir():
         if revision:
-            raise ValueError(f"revision={revision!r}: a local folder ({path}) has no revisions")
-        if (path / LEGACY_CHECKPOINT_FILE).is_file() and not (path / CONFIG_NAME).is_file():
-            raise ValueError(
-                f"{path}: a training checkpoint from ran 0.1, whose resume state is pickled; this version "
-                f"neither loads nor resumes it. Use the run's best/ folder, or train again"
-            )
+            raise UserError(f"revision={revision!r}: a local folder ({path}) has no revisions")
+        refuse_pickles(path)
         return ModelSource("folder", str(path))
     if path.exists():
         raise NotADirectoryError(
@@ -105,7 +101,7 @@ def _create_from_folder(folder: Path, **kwargs: Any) -> RegionAttentionNet:
         text = str(err)
         if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
             details = "; ".join(line.strip() for line in text.splitlines()[1:6] if line.strip())
-            raise ValueError(
+            raise UserError(
                 f"{folder / WEIGHTS_NAME}: the weights do not fit the model that {CONFIG_NAME} "
                 f"describes: {details}"
             ) from None

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ran.errors import UserError, one_line
 from ran.files import _alive, _temp_name, read_small_json, remove_leftovers
 
 _held: dict[Path, int] = {}  # locks this process holds -> nesting depth
@@ -30,7 +31,7 @@ def lock_path(out: str | Path, *, inside: bool) -> Path:
     replaced whole (so the lock outlives the swap)."""
     out = Path(os.path.abspath(Path(out).expanduser()))  # '..' resolved, so the lock sits beside OUT
     if not out.name:
-        raise ValueError(f"{out}: not a folder to write into")
+        raise UserError(f"{out}: not a folder to write into")
     return out / ".ran.lock" if inside else out.with_name(f".{out.name}.ran.lock")
 
 
@@ -97,7 +98,7 @@ def _take_over(lock: Path, stale: Any) -> None:
 
 def _busy_error(out: Path, lock: Path, owner: dict) -> FileExistsError:
     def field(key: str) -> str:  # a lock file is data: its values are cut, never printed whole
-        return " ".join(str(owner.get(key)).split())[:100]
+        return one_line(owner.get(key), 100)
 
     host = "" if owner.get("host") == socket.gethostname() else f" on {field('host')}"
     return FileExistsError(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ran.errors import UserError
 from ran.models.ran import RANOutput
 
 
@@ -20,12 +21,12 @@ class RegionBiasedLoss(nn.Module):
     def __init__(self, margin: float = 0.1) -> None:
         super().__init__()
         if margin < 0:
-            raise ValueError(f"margin: expected >= 0, got {margin}")
+            raise UserError(f"margin: expected >= 0, got {margin}")
         self.margin = margin
 
     def forward(self, alpha: torch.Tensor) -> torch.Tensor:
         if alpha.dim() != 2 or alpha.shape[1] < 2:
-            raise ValueError(f"alpha: expected (B, K) weights with K >= 2 regions, got {tuple(alpha.shape)}")
+            raise UserError(f"alpha: expected (B, K) weights with K >= 2 regions, got {tuple(alpha.shape)}")
         gap = alpha[:, 1:].max(dim=1).values - alpha[:, 0]
         return F.relu(self.margin - gap).mean()
 
@@ -44,12 +45,12 @@ class RANCriterion(nn.Module):
         logits = output.logits
         if target.dim() == 2:
             if target.shape != logits.shape:
-                raise ValueError(
+                raise UserError(
                     f"target: soft targets {tuple(target.shape)} do not match logits {tuple(logits.shape)}"
                 )
             target = target.to(logits.dtype)
         elif target.dim() != 1:
-            raise ValueError(
+            raise UserError(
                 f"target: expected (B,) class indices or (B, C) probabilities, got {tuple(target.shape)}"
             )
         ce = F.cross_entropy(

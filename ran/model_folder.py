@@ -24,12 +24,14 @@ from typing import Any
 import timm
 import torch
 
+from ran.errors import UserError, one_line
 from ran.models.folder_config import check_config
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 # What torch.save / accelerate's save_state / pickle write: never part of a folder this package writes.
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".tar")
+LEGACY_CHECKPOINT_FILE = "ran_model.json"  # ran 0.1 training checkpoints (accelerate pickles beside it)
 MAX_JSON_BYTES = 4 << 20  # a RAN's config.json is about 2 KB, a checkpoint's optimizer.json tens of KB
 MAX_HEADER_BYTES = 16 << 20  # ResNet-101's safetensors header is about 60 KB
 DTYPE_BYTES = {
@@ -46,6 +48,26 @@ def pickle_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
 
 
+def refuse_pickles(folder: Path, flag: str = "") -> None:
+    """The one folder-safety check, for model folders and training checkpoints alike, before anything in
+    ``folder`` is read: a ran 0.1 checkpoint (its resume state is pickled) or any pickle (by suffix, in any
+    case) refuses the folder. ``flag`` names the option that gave it (``--resume``) in the message."""
+    pickles = [p.name for p in pickle_files(folder)]
+    given = f"{flag} " if flag else ""
+    if (folder / LEGACY_CHECKPOINT_FILE).is_file():
+        raise UserError(
+            f"{given}{folder}: a training checkpoint from ran 0.1, whose resume state is "
+            f"pickled ({', '.join(pickles) or LEGACY_CHECKPOINT_FILE}); this version never loads pickles, so "
+            "it neither loads nor continues it. Use the old run's best/ folder (--model OUT/best), or train "
+            "again"
+        )
+    if pickles:
+        raise UserError(
+            f"{given}{folder / pickles[0]}: a pickle in a model folder; this package never loads pickles and "
+            "refuses the folder (model folders and training checkpoints hold only JSON and safetensors files)"
+        )
+
+
 def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
     """A JSON file of a model folder, refused unread when it is over ``limit`` bytes."""
     size = path.stat().st_size
@@ -53,15 +75,15 @@ def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     if size > limit or len(data) > limit:
-        raise ValueError(f"{path}: {size} bytes; a model folder's JSON files are at most {limit} bytes")
+        raise UserError(f"{path}: {size} bytes; a model folder's JSON files are at most {limit} bytes")
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())[:120]})") from None
+        raise UserError(f"{path}: not valid JSON ({one_line(err, 120)})") from None
 
 
-def _corrupt(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path}: unreadable safetensors file, truncated or corrupt ({why})")
+def _corrupt(path: Path, why: str) -> UserError:
+    return UserError(f"{path}: unreadable safetensors file, truncated or corrupt ({why})")
 
 
 def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int, tuple[int, ...]]:
@@ -117,12 +139,7 @@ def check_folder_files(folder: Path) -> dict[str, Shapes]:
     A model folder (and a training checkpoint, which is one) holds only JSON and safetensors; a pickle in
     it, or a tampered file, means it did not come from this package as it is, so nothing in it is trusted.
     """
-    pickles = pickle_files(folder)
-    if pickles:
-        raise ValueError(
-            f"{pickles[0]}: a pickle in a model folder; this package never loads pickles and refuses the "
-            "folder (model folders hold only JSON and safetensors files)"
-        )
+    refuse_pickles(folder)
     headers: dict[str, Shapes] = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         suffix = path.suffix.lower()
@@ -154,7 +171,7 @@ def check_weights_fit(weights: Path, config: dict[str, Any], shapes: Shapes) -> 
     if wrong:
         details = "; ".join(_mismatch(k, shapes.get(k), expected.get(k)) for k in wrong[:4])
         more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
-        raise ValueError(
+        raise UserError(
             f"{weights}: the weights do not fit the model that {CONFIG_NAME} describes: {details}{more}"
         )
 
@@ -180,12 +197,14 @@ def check_folder(folder: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "CONFIG_NAME",
+    "LEGACY_CHECKPOINT_FILE",
     "MAX_HEADER_BYTES",
     "MAX_JSON_BYTES",
     "WEIGHTS_NAME",
     "check_folder",
     "check_folder_files",
     "pickle_files",
+    "refuse_pickles",
     "read_json",
     "read_safetensors_header",
 ]

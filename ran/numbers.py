@@ -4,7 +4,7 @@ A :class:`NumberRange` is at once an argparse ``type`` (``--lr inf`` is refused 
 before anything is written), the check of a value set in code or read from YAML (:meth:`NumberRange.check`)
 and the words of the error (``expected a finite number > 0, got inf``). Dataclass options carry theirs as
 ``metadata={'type': ...}``: transformers' ``HfArgumentParser`` ignores that key (it sets the field's own
-type), :func:`apply_number_types` puts it on the parsed flag and :func:`check_numbers` checks an instance.
+type), :func:`dataclass_parser` puts it on the parsed flag and :func:`check_numbers` checks an instance.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from ran.errors import UserError
+from ran.vocabulary import MIN_FACE_SIDE
 
 MESSAGE_VALUE_CHARS = 200  # a value quoted in an error message is cut to this many characters
 
@@ -71,7 +74,7 @@ class NumberRange:
     def check(self, value: Any, name: str) -> Any:
         """``value`` if it holds, else a ValueError naming ``name``, the value and the range."""
         if not self.holds(value):
-            raise ValueError(f"{name}: expected {self.describe()}, got {brief(value)}")
+            raise UserError(f"{name}: expected {self.describe()}, got {brief(value)}")
         return value
 
     def __call__(self, text: str) -> int | float:
@@ -109,8 +112,8 @@ def integer(low: int | None = None, high: int | None = None) -> NumberRange:
 
 
 SEED = integer(0, 2**32 - 1)  # what numpy, torch and random all take
-IMAGE_SIDE = integer(8, 4096)  # a side in pixels that a face image is resized to
-REGION_SIDE = integer(8, 1024)  # the side in pixels every region is resampled to
+IMAGE_SIDE = integer(MIN_FACE_SIDE, 4096)  # a side in pixels that a face image is resized to
+REGION_SIDE = integer(MIN_FACE_SIDE, 1024)  # the side in pixels every region is resampled to
 MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
 
 
@@ -123,12 +126,22 @@ def number_fields(cls: type) -> list[tuple[str, NumberRange]]:
     ]
 
 
-def apply_number_types(parser: argparse.ArgumentParser, dataclass_types: list[type]) -> None:
-    """Make the flags of ``dataclass_types`` that carry a range parse through it (``HfArgumentParser``
-    gives each flag its field's plain type)."""
-    for cls in dataclass_types:
-        for name, bounds in number_fields(cls):
-            parser._option_string_actions[f"--{name}"].type = bounds
+def dataclass_parser(dataclass_types: list[type], **kwargs: Any) -> argparse.ArgumentParser:
+    """transformers' ``HfArgumentParser`` over ``dataclass_types`` (``kwargs`` go to argparse), whose flags
+    that carry a range parse through it (``HfArgumentParser`` gives each flag its field's plain type) and
+    show their ``--dash-spelling`` before the ``--underscore_spelling`` alias."""
+    from transformers import HfArgumentParser
+
+    ranges = {name: bounds for cls in dataclass_types for name, bounds in number_fields(cls)}
+
+    class RangedParser(HfArgumentParser):
+        def add_argument(self, *flags: Any, **options: Any) -> argparse.Action:
+            name = flags[0].lstrip("-") if flags else ""
+            if name in ranges and "type" in options:
+                options["type"] = ranges[name]
+            return super().add_argument(*sorted(flags, key=lambda flag: "_" in flag), **options)
+
+    return RangedParser(dataclass_types, **kwargs)
 
 
 def check_numbers(instance: Any, name: Any = None) -> None:
@@ -139,7 +152,7 @@ def check_numbers(instance: Any, name: Any = None) -> None:
         label = name(field_name) if name else f"--{field_name.replace('_', '-')}"
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if item is not None and not bounds.holds(item):
-                raise ValueError(f"{label}: expected {bounds.describe()}, got {brief(item)}")
+                raise UserError(f"{label}: expected {bounds.describe()}, got {brief(item)}")
 
 
 __all__ = [
@@ -149,7 +162,7 @@ __all__ = [
     "REGION_SIDE",
     "SEED",
     "NumberRange",
-    "apply_number_types",
+    "dataclass_parser",
     "brief",
     "check_numbers",
     "integer",

@@ -1,4 +1,4 @@
-"""One precision vocabulary for every command: ``fp32``, ``bf16``, ``fp16``.
+"""One precision vocabulary for every command: ``fp32``, ``bf16``, ``fp16`` (``ran.vocabulary``).
 
 Training hands the choice to accelerate (which calls full precision ``no``); evaluation, prediction and
 benchmarks use :func:`autocast`. ``no`` and the torch dtype names are accepted as aliases so that
@@ -12,16 +12,12 @@ from typing import Any
 
 import torch
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-ALIASES: dict[str, str] = {
-    "no": "fp32",
-    "float32": "fp32",
-    "bfloat16": "bf16",
-    "float16": "fp16",
-    "half": "fp16",
-}
-CHOICES: tuple[str, ...] = (*PRECISIONS, *ALIASES)
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ran.errors import UserError
+from ran.vocabulary import PRECISION_ALIASES as ALIASES
+from ran.vocabulary import PRECISION_CHOICES as CHOICES
+from ran.vocabulary import PRECISIONS
+
+DTYPES: dict[str, torch.dtype] = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))
 
 
 def resolve_precision(value: str | None, name: str = "precision") -> str:
@@ -29,7 +25,7 @@ def resolve_precision(value: str | None, name: str = "precision") -> str:
     key = "fp32" if value is None else str(value).lower()
     key = ALIASES.get(key, key)
     if key not in PRECISIONS:
-        raise ValueError(f"{name}: expected one of {', '.join(PRECISIONS)}, got {value!r}")
+        raise UserError(f"{name}: expected one of {', '.join(PRECISIONS)}, got {value!r}")
     return key
 
 
@@ -42,7 +38,7 @@ def accelerate_precision(value: str | None) -> str:
 def check_device_support(precision: str, device: torch.device | str) -> None:
     """fp16 autocast needs a GPU here; say so before anything runs."""
     if resolve_precision(precision) == "fp16" and torch.device(device).type == "cpu":
-        raise ValueError("precision fp16 needs a GPU; use bf16 on a CPU")
+        raise UserError("precision fp16 needs a GPU; use bf16 on a CPU")
 
 
 def autocast(device: torch.device | str, precision: str | None) -> Any:

@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 from torchvision.ops import roi_align
 
+from ran.errors import UserError
+
 Box = tuple[float, float, float, float]
 
 WHOLE_FACE: Box = (0.0, 0.0, 1.0, 1.0)
@@ -77,20 +79,20 @@ def region_labels(boxes: Sequence[Sequence[float]]) -> list[str]:
 def validate_boxes(boxes: Sequence[Sequence[float]], name: str = "regions") -> tuple[Box, ...]:
     """Check a list of fractional boxes; raise a ValueError naming ``name`` and the bad box."""
     if isinstance(boxes, str):
-        raise ValueError(f"{name}: expected a preset name or a list of boxes, got {boxes!r}")
+        raise UserError(f"{name}: expected a preset name or a list of boxes, got {boxes!r}")
     boxes = list(boxes)
     if not boxes:
-        raise ValueError(f"{name}: expected at least one box (x0, y0, x1, y1), got an empty list")
+        raise UserError(f"{name}: expected at least one box (x0, y0, x1, y1), got an empty list")
     out = []
     for i, box in enumerate(boxes):
         try:
             x0, y0, x1, y1 = (float(v) for v in box)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}[{i}]: expected 4 numbers (x0, y0, x1, y1), got {box!r}") from None
+            raise UserError(f"{name}[{i}]: expected 4 numbers (x0, y0, x1, y1), got {box!r}") from None
         if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
-            raise ValueError(f"{name}[{i}]: box {box!r} must lie within [0, 1] (fractions of the image size)")
+            raise UserError(f"{name}[{i}]: box {box!r} must lie within [0, 1] (fractions of the image size)")
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"{name}[{i}]: box {box!r} must have x1 > x0 and y1 > y0")
+            raise UserError(f"{name}[{i}]: box {box!r} must have x1 > x0 and y1 > y0")
         out.append((x0, y0, x1, y1))
     return tuple(out)
 
@@ -101,7 +103,7 @@ def resolve_regions(regions: str | Sequence[Sequence[float]] | None) -> tuple[Bo
         regions = DEFAULT_PRESET
     if isinstance(regions, str):
         if regions not in REGION_PRESETS:
-            raise ValueError(f"regions: unknown preset {regions!r}; expected one of {sorted(REGION_PRESETS)}")
+            raise UserError(f"regions: unknown preset {regions!r}; expected one of {sorted(REGION_PRESETS)}")
         return REGION_PRESETS[regions]
     return validate_boxes(regions)
 
@@ -210,9 +212,9 @@ def landmark_regions(
     right eye, the nose and the mouth centre, shifted to stay inside the image.
     """
     if landmarks.dim() != 3 or landmarks.shape[1:] != (5, 2):
-        raise ValueError(f"landmarks: expected shape (B, 5, 2), got {tuple(landmarks.shape)}")
+        raise UserError(f"landmarks: expected shape (B, 5, 2), got {tuple(landmarks.shape)}")
     if not 0.0 < box_fraction <= 1.0:
-        raise ValueError(f"box_fraction: expected a value in (0, 1], got {box_fraction}")
+        raise UserError(f"box_fraction: expected a value in (0, 1], got {box_fraction}")
     h, w = image_size
     pts = landmarks.float() / torch.tensor([w, h], dtype=torch.float32, device=landmarks.device)
     mouth = pts[:, 3:5].mean(dim=1, keepdim=True)
@@ -256,7 +258,7 @@ def random_crop_boxes(
     """The paper's random-crop regions: region 0 the whole face, the others random squares with a side
     in [min_size, max_size] of the face. Returns (B, K, 4)."""
     if num_regions < 1:
-        raise ValueError(f"num_regions: expected >= 1, got {num_regions}")
+        raise UserError(f"num_regions: expected >= 1, got {num_regions}")
     k = num_regions - 1
     side = min_size + (max_size - min_size) * torch.rand(
         (batch_size, k, 1), generator=generator, device=device

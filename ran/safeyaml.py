@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from ran.errors import UserError
+
 MAX_YAML_BYTES = 1 << 20  # a training config is a few kB
 
 
@@ -36,9 +38,9 @@ def load_yaml(text: str, source: str, first_line: int = 1) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + first_line}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or type(err).__name__
-        raise ValueError(f"{source}: not valid YAML{where}: {problem}") from None
+        raise UserError(f"{source}: not valid YAML{where}: {problem}") from None
     except RecursionError:
-        raise ValueError(f"{source}: not valid YAML: nested too deeply") from None
+        raise UserError(f"{source}: not valid YAML: nested too deeply") from None
 
 
 def read_yaml(path: str | Path, what: str, max_bytes: int = MAX_YAML_BYTES) -> Any:
@@ -49,11 +51,11 @@ def read_yaml(path: str | Path, what: str, max_bytes: int = MAX_YAML_BYTES) -> A
     with path.open("rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes:,} bytes; {what} is a small YAML file")
+        raise UserError(f"{path}: larger than {max_bytes:,} bytes; {what} is a small YAML file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not valid YAML: not UTF-8 text") from None
+        raise UserError(f"{path}: not valid YAML: not UTF-8 text") from None
     return load_yaml(text, str(path))
 
 

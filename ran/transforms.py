@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ran.errors import UserError
 from ran.models.inputs import gray_pixels
+from ran.vocabulary import MIN_FACE_SIDE
 
 _INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -31,7 +33,6 @@ _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "area": Image.Resampling.BOX,
 }
-MIN_SIDE = 8
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
@@ -48,11 +49,11 @@ class FaceTransform:
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(
+            raise UserError(
                 f"interpolation: expected one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}"
             )
-        if self.size is not None and min(self.size) < MIN_SIDE:
-            raise ValueError(f"input size: expected at least {MIN_SIDE} px, got {self.size}")
+        if self.size is not None and min(self.size) < MIN_FACE_SIDE:
+            raise UserError(f"input size: expected at least {MIN_FACE_SIDE} px, got {self.size}")
 
     # --- CPU side ------------------------------------------------------------------------------------
     def prepare(self, image: Image.Image | np.ndarray) -> torch.Tensor:
@@ -127,7 +128,7 @@ def transform_for_images(
     size (or ``image_size``), gray when the stored images are gray (checked on ``samples`` rows spread
     over the split), the model's mean / std."""
     if not len(images):
-        raise ValueError("the training split has no images")
+        raise UserError("the training split has no images")
     rows = np.unique(np.linspace(0, len(images) - 1, num=min(samples, len(images))).round().astype(int))
     sample = [images[int(i)]["image"] for i in rows]
     gray = all(image.mode in _GRAY_MODES for image in sample)

@@ -25,6 +25,7 @@ import ran
 import ran.cli.predict
 from ran.cli import main as ran_main
 from ran.cli import run_main
+from ran.errors import UserError
 
 LEFTOVER = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.(tmp|partial|old)$")
 REASONS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system"}
@@ -229,7 +230,7 @@ def test_the_error_is_the_last_line_after_an_open_progress_bar(capsys):
     def command(argv):
         bar = tqdm(total=10, desc="working", file=sys.stderr, mininterval=0)
         bar.update(3)
-        raise ValueError("the input went wrong")
+        raise UserError("the input went wrong")
 
     assert run_main(command, [], "ran x") == 2
     err = capsys.readouterr().err
@@ -239,7 +240,7 @@ def test_the_error_is_the_last_line_after_an_open_progress_bar(capsys):
 
 def test_an_error_never_embeds_an_unbounded_value(capsys):
     def command(argv):
-        raise ValueError("bad value: " + "x" * 10_000_000)
+        raise UserError("bad value: " + "x" * 10_000_000)
 
     assert run_main(command, [], "ran x") == 2
     err = capsys.readouterr().err

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from ran.cli import main as ran_main
 from ran.data.batches import EpochSampler
 from ran.training.config import TrainConfig, load_yaml_config, resolve_config
 from ran.training.loop import train
-from ran.training.schedule import lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_FILES = sorted(
@@ -63,6 +63,12 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
     assert config.run.epochs == 3 and config.data.batch_size == 4 and config.optim.milestones == [0.5]
     assert config.data.hflip is False and config.data.box_jitter is True  # default kept
     assert config.optim.momentum == TrainConfig().optim.momentum
+    yaml_file.write_text(
+        "optim: {lr: 1e-4, milestones: 0.5}\ndata: {hflip: 'no'}\nrun: {mixed_precision: no}\n"
+    )
+    config = load_yaml_config(yaml_file)  # YAML reads 1e-4 as text and 'no' as false: read as the flags do
+    assert (config.optim.lr, config.optim.milestones, config.data.hflip) == (1e-4, [0.5], False)
+    assert config.run.mixed_precision == "no"
 
 
 @pytest.mark.parametrize(
@@ -72,6 +78,8 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
         ("bogus: 1\n", "unknown key 'bogus'"),
         ("run:\n  epochs: many\n", "run.epochs: expected an integer >= 1, got 'many'"),
         ("optim:\n  optimizer: adam\n", "expected one of ['sgd', 'adamw']"),
+        ("data:\n  hflip: maybe\n", "data.hflip: expected bool, got 'maybe'"),
+        ("optim:\n  milestones: []\n", "optim.milestones: expected a list, each a number in (0, 1], got []"),
     ],
 )
 def test_config_yaml_errors_name_the_key(tmp_path, text, message):
@@ -82,17 +90,62 @@ def test_config_yaml_errors_name_the_key(tmp_path, text, message):
     assert message in str(info.value)
 
 
-def test_lr_schedules():
+def _lrs_per_update(config: TrainConfig, updates_per_epoch: int) -> list[float]:
+    """The learning rate of every update of a run, as the training loop drives the schedule."""
+    from ran.training.schedule import build_optimizer, build_scheduler, current_lr
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    optimizer = build_optimizer(config, model, 0.1)
+    schedule = build_scheduler(config, optimizer, updates_per_epoch)
+    lrs = []
+    for epoch in range(config.run.epochs):
+        schedule.start_epoch(epoch)
+        for _ in range(updates_per_epoch):
+            lrs.append(current_lr(optimizer))
+            schedule.update_done()
+        schedule.end_epoch(epoch)
+    return lrs
+
+
+def test_the_recipe_schedule_drops_lr_tenfold_at_30_50_80_percent_of_the_epochs():
     config = TrainConfig()
     config.run.epochs = 10  # milestones 30/50/80 % -> epochs 3, 5, 8; 2 updates per epoch
-    factors = [lr_factor(config, update, 2) for update in (0, 5, 6, 9, 10, 15, 16, 19)]
-    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
-    config.optim.schedule, config.optim.warmup_epochs = "cosine", 1.0
-    assert lr_factor(config, 0, 4) == pytest.approx(0.25)  # linear warm-up over 4 updates
-    assert lr_factor(config, 3, 4) == pytest.approx(1.0)
-    assert lr_factor(config, 4, 4) == pytest.approx(1.0)  # cosine starts at the peak
-    assert lr_factor(config, 22, 4) == pytest.approx(0.5)  # half-way through the 36 cosine updates
-    assert lr_factor(config, 39, 4) < 0.01
+    by_epoch = [0.1] * 3 + [0.01] * 2 + [0.001] * 3 + [0.0001] * 2  # the original's epoch-based schedule
+    assert _lrs_per_update(config, 2) == pytest.approx([lr for lr in by_epoch for _ in range(2)])
+    config.run.epochs = 60  # the FERPlus recipe: drops at epochs 18, 30, 48
+    lrs = _lrs_per_update(config, 1)
+    assert [lrs[i] / 0.1 for i in (17, 18, 29, 30, 47, 48, 59)] == pytest.approx(
+        [1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+
+
+def test_cosine_schedule_warms_up_then_reaches_zero_at_the_last_update():
+    config = TrainConfig()
+    config.run.epochs, config.optim.schedule, config.optim.warmup_epochs = 10, "cosine", 1.0
+    lrs = [lr / 0.1 for lr in _lrs_per_update(config, 4)]
+    assert lrs[0] == pytest.approx(0.25) and lrs[:4] == sorted(lrs[:4])  # linear warm-up over 4 updates
+    assert lrs[4] == pytest.approx(1.0)  # cosine starts at the peak
+    assert lrs[22] == pytest.approx(0.5)  # half-way through the 36 cosine updates
+    assert lrs[39] < 0.01 and lrs == lrs[:4] + sorted(lrs[4:], reverse=True)
+
+
+def test_weight_decay_is_off_for_norms_and_biases_and_sgd_is_plain_momentum():
+    from ran.training.schedule import build_optimizer
+
+    config = TrainConfig()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    model[0].bias.requires_grad_(False)  # frozen parameters are not optimised at all
+    optimizer = build_optimizer(config, model, 0.1)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay == {
+        id(model[0].weight): 1e-4,
+        id(model[2].weight): 1e-4,
+        id(model[1].weight): 0.0,
+        id(model[1].bias): 0.0,
+        id(model[2].bias): 0.0,
+    }
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert all(g["momentum"] == 0.9 and not g["nesterov"] and g["lr"] == 0.1 for g in optimizer.param_groups)
 
 
 def test_epoch_sampler_is_a_function_of_seed_and_epoch():
@@ -348,7 +401,7 @@ def test_config_layers_saved_run_then_yaml_then_flags(tmp_path):
     saved = TrainConfig()
     saved.data.data, saved.run.output_dir, saved.run.epochs = "d", str(run), 7
     saved.optim.lr, saved.loss.rb_weight, saved.run.stop_after_steps = 0.5, 0.25, 3
-    (run / "config.yaml").write_text(saved.to_yaml() + "launch: {num_processes: 1}\n")
+    (run / "config.yaml").write_text(yaml.safe_dump(saved.to_dict()) + "launch: {num_processes: 1}\n")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("optim: {lr: 0.2}\nrun: {mixed_precision: no}\n")
     config = resolve_config(["--resume", str(run / "checkpoints" / "step_0000003"), "--config", str(recipe)])

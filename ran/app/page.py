@@ -16,9 +16,11 @@ import torch
 
 from ran.app.handlers import WELCOME, PageHandlers
 from ran.app.limits import AppLimits
-from ran.app.predictor import DETECTORS, AppPredictor, OptionError
+from ran.app.predictor import AppPredictor, OptionError
+from ran.errors import UserError
 from ran.extras import require
 from ran.pipeline.pipeline import landmarks_unusable
+from ran.vocabulary import DETECTORS
 
 gr = require("gradio", "ran app")
 
@@ -62,7 +64,7 @@ def build_app(
         limits: what one request may take (``ran.app.limits.AppLimits``; defaults when None).
     """
     if hub_token_for_visitors and not allow_any_model:
-        raise ValueError("hub_token_for_visitors: only with allow_any_model (--allow-any-model)")
+        raise UserError("hub_token_for_visitors: only with allow_any_model (--allow-any-model)")
     limits = limits or AppLimits()
     offered = list(dict.fromkeys([model, *models]))
     predictor = AppPredictor(

@@ -31,15 +31,15 @@ from torch import nn
 
 from ran.app.limits import AppLimits, SharedDetector, Turns
 from ran.devices import default_device
+from ran.errors import UserError, one_line
 from ran.loading import load_model
 from ran.pipeline import FacePipeline, InputResult
 from ran.pipeline.faces import get_detector
 from ran.pipeline.inputs import Frame, InputError, read_image
 from ran.pipeline.pipeline import FaceInput
 from ran.precision import resolve_precision
+from ran.vocabulary import DETECTOR_CHOICES, REGION_MODES, resolve_detector
 
-DETECTORS = ("mtcnn", "cascade")
-REGION_MODES = ("model", "landmarks")
 NOT_OFFERED = "model: not offered by this server; choose one of the listed models"
 SHOWN_CHARS = 200  # values from visitors are cut to this many characters in messages
 
@@ -55,7 +55,7 @@ class Prediction:
     seconds: float
 
 
-class OptionError(ValueError):
+class OptionError(UserError):
     """A model or an option chosen in the page or the API cannot be used; the message names it and why."""
 
 
@@ -96,8 +96,9 @@ class AppPredictor:
     def pipeline(self, model: Any, detector: Any, regions: Any) -> FacePipeline:
         """The pipeline for these options, built on first use; :class:`OptionError` if it cannot be."""
         name = self._allowed(model)
-        _check_choice("detector", detector, DETECTORS)
+        _check_choice("detector", detector, DETECTOR_CHOICES)
         _check_choice("regions", regions, REGION_MODES)
+        detector = resolve_detector(detector)
         key = (name, detector, regions)
         with self._cache_lock:
             if key in self._pipelines:
@@ -172,7 +173,7 @@ class AppPredictor:
                 max_faces=self.limits.max_faces,
             )
         except (ValueError, RuntimeError, ImportError) as err:
-            raise OptionError(f"model {_shown(name)} with regions={regions!r}: {_one_line(err)}") from None
+            raise OptionError(f"model {_shown(name)} with regions={regions!r}: {one_line(err)}") from None
         with self._cache_lock:
             if name in self._models:  # keep the pipeline's copy (on the device) instead of a second one
                 self._models[name] = (pipe.model, self._models[name][1])
@@ -193,8 +194,8 @@ class AppPredictor:
                 warnings.simplefilter("always", UserWarning)
                 net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
         except (ValueError, OSError, RuntimeError, ImportError) as err:
-            raise OptionError(f"model {_shown(name)} could not be loaded: {_one_line(err)}") from None
-        notes = [_one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]
+            raise OptionError(f"model {_shown(name)} could not be loaded: {one_line(err)}") from None
+        notes = [one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]
         with self._cache_lock:
             self._models[name] = (net, "; ".join(notes) or None)
             while len(self._models) > self.limits.max_models:
@@ -248,14 +249,8 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise OptionError(f"{name}: expected one of {', '.join(choices)}, got {_shown(str(value))}")
 
 
-def _one_line(err: object) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 __all__ = [
-    "DETECTORS",
     "NOT_OFFERED",
-    "REGION_MODES",
     "AppPredictor",
     "OptionError",
     "Prediction",

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ran.app.predictor import Prediction
+from ran.errors import UserError
 from ran.pipeline import FacePrediction
 
 # The photo is shown at most this many pixels long (boxes scaled to match); the model saw the original.
@@ -58,7 +59,7 @@ def annotated_photo(prediction: Prediction) -> tuple[np.ndarray, list[tuple[tupl
     """The photo (RGB, at most ``DISPLAY_SIDE`` long) and one (box, label) per face, in its pixels."""
     image = prediction.image
     if not isinstance(image, Image.Image):
-        raise ValueError("prediction.image: the photo could not be read, so there is nothing to show")
+        raise UserError("prediction.image: the photo could not be read, so there is nothing to show")
     factor = min(1.0, DISPLAY_SIDE / max(image.size))
     shown = image.convert("RGB") if image.mode != "RGB" else image
     if factor < 1.0:

@@ -1,8 +1,9 @@
 """The ``ran`` command: one entry point over peer sub-commands, one module each in this package.
 
 A sub-command module parses its arguments and calls the library; it never imports another sub-command.
-Library code raises ``ValueError`` / ``FileNotFoundError`` / ...; :func:`run_main` is the one place where
-they become one clear line on stderr and exit code 2 (``RAN_DEBUG=1`` shows the traceback instead). A
+Library code raises ``ran.errors.UserError`` (a ``ValueError``) / ``FileNotFoundError`` / ... for bad input;
+:func:`run_main` is the one place where they become one clear line on stderr and exit code 2; any other
+error is a bug and keeps its traceback (``--debug`` or ``RAN_DEBUG=1`` shows every traceback). A
 write the file system refuses (disk full, read-only, no permission) is one line naming the file, exit
 code 1. Progress bars still open are closed first, so the error is the last line, on its own.
 Each module also runs as ``python -m ran.cli.<name>``; ``python -m ran.train`` and
@@ -12,10 +13,10 @@ Each module also runs as ``python -m ran.cli.<name>``; ``python -m ran.train`` a
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable
 
+from ran.errors import MESSAGE_CHARS, UserError, debug_requested, one_line  # noqa: F401 (ran.cli.one_line)
 from ran.extras import MissingExtra
 
 # name -> one-line help; the module is ran.cli.<name>
@@ -34,9 +35,10 @@ COMMANDS: dict[str, str] = {
 }
 
 # What the user did wrong, as opposed to a bug: reported in one line. A missing optional package
-# (MissingExtra, an ImportError) is one too: its message names the extra to install.
+# (MissingExtra, an ImportError) is one too: its message names the extra to install. Any other error
+# (a ValueError or KeyError from a bug included) keeps its traceback.
 USER_ERRORS = (
-    ValueError,
+    UserError,
     FileNotFoundError,
     NotADirectoryError,
     IsADirectoryError,
@@ -71,29 +73,33 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(module.main, rest, prog=f"ran {name}")
 
 
-MESSAGE_CHARS = 1000  # an error line is cut to this length: it never embeds an unbounded value
 EXIT_USER_ERROR, EXIT_FAULT, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | None, prog: str) -> int:
     """Run a sub-command's ``main``; user errors become one clear line and exit code 2, file-system
-    faults one line and exit code 1, Ctrl-C one line (with how to continue, when the command says)."""
+    faults one line and exit code 1, Ctrl-C one line (with how to continue, when the command says).
+    Anything else is a bug and keeps its traceback; ``--debug`` / ``RAN_DEBUG=1`` show every traceback."""
+    debug = debug_requested(sys.argv[1:] if argv is None else argv)
     try:
         return int(fn(argv) or 0)
     except USER_ERRORS as err:
-        if os.environ.get("RAN_DEBUG"):
+        if debug:
             raise
         return _report(prog, f"error: {one_line(err)}", EXIT_USER_ERROR)
     except OSError as err:
         from ran.files import fault_message
 
         message = fault_message(err)
-        if message is None or os.environ.get("RAN_DEBUG"):
+        if message is None or debug:
             raise
         return _report(prog, f"error: {one_line(message)}", EXIT_FAULT)
     except KeyboardInterrupt as err:
         detail = one_line(err) if str(err) else ""
         return _report(prog, f"interrupted{'; ' + detail if detail else ''}", EXIT_INTERRUPTED)
+    except Exception:
+        close_progress_bars()  # the traceback starts on a line of its own
+        raise
 
 
 def _report(prog: str, message: str, code: int) -> int:
@@ -112,16 +118,6 @@ def close_progress_bars() -> None:
     for bar in list(std.tqdm._instances):
         bar.close()
     sys.stdout.flush()
-
-
-def one_line(err: BaseException | str) -> str:
-    """An exception's message on one line (library messages are one line; wrapped ones may not be), at
-    most :data:`MESSAGE_CHARS` long."""
-    full = str(err)
-    text = " ".join(full[: 4 * MESSAGE_CHARS].split())
-    if len(text) > MESSAGE_CHARS or len(full) > 4 * MESSAGE_CHARS:
-        text = text[: MESSAGE_CHARS - 3] + "..."
-    return text or type(err).__name__
 
 
 def run_module(main_fn: Callable[[list[str] | None], int | None], prog: str) -> None:

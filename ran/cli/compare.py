@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from ran.cli.options import add_evaluation_flags, device_option, finish_help
+from ran.errors import UserError
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
 
@@ -45,15 +46,15 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
 def _check_form(args: argparse.Namespace) -> None:
     if args.models:
         if args.runs:
-            raise ValueError("give either two evaluation folders or --models MODEL_A MODEL_B --data DATA")
+            raise UserError("give either two evaluation folders or --models MODEL_A MODEL_B --data DATA")
         if not args.data:
-            raise ValueError("--models: also give --data DATA, the dataset both models are evaluated on")
+            raise UserError("--models: also give --data DATA, the dataset both models are evaluated on")
     elif len(args.runs) != 2:
-        raise ValueError(f"expected two evaluation folders (RUN_A RUN_B), got {len(args.runs)}")
+        raise UserError(f"expected two evaluation folders (RUN_A RUN_B), got {len(args.runs)}")
     elif args.data:
-        raise ValueError("--data goes with --models; two evaluation folders already name their data")
+        raise UserError("--data goes with --models; two evaluation folders already name their data")
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
+        raise UserError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
 
 
 def _compare_models(args: argparse.Namespace) -> dict:

@@ -9,6 +9,7 @@ from ran.convert import LABEL_SETS, convert
 from ran.helptext import finish_help
 from ran.models import RAN_VARIANTS
 from ran.numbers import REGION_SIDE
+from ran.vocabulary import ATTENTION_MODES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--attention",
-        choices=("softmax", "sigmoid"),
+        choices=ATTENTION_MODES,
         default="softmax",
         help="softmax = the original code (default; required for the authors' checkpoints)",
     )

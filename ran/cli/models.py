@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ran.errors import UserError
 from ran.helptext import finish_help
 from ran.models import RAN_VARIANTS
 from ran.models.catalog import describe_models
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = describe_models(args.pattern, args.num_classes)
     if not rows:
         known = ", ".join(sorted(RAN_VARIANTS))
-        raise ValueError(f"pattern {args.pattern!r}: no registered RAN model matches (known: {known})")
+        raise UserError(f"pattern {args.pattern!r}: no registered RAN model matches (known: {known})")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -12,18 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ran.constants import HOW_TO_GET_A_MODEL
+from ran.errors import UserError
 from ran.helptext import finish_help
-from ran.numbers import IMAGE_SIDE, apply_number_types, integer
+from ran.numbers import IMAGE_SIDE, dataclass_parser, integer
+from ran.vocabulary import DETECTOR_CHOICES, PRECISION_CHOICES, REGION_MODES
 
 
 def options_parser(dataclass_types: Sequence[type], prog: str, description: str) -> Any:
     """An ``HfArgumentParser`` for ``dataclass_types`` (one flag per field)."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(list(dataclass_types), prog=prog, description=description)
-    apply_number_types(parser, list(dataclass_types))
-    for action in parser._actions:  # show --batch-size before its --batch_size alias
-        action.option_strings.sort(key=lambda flag: "_" in flag)
+    parser = dataclass_parser(list(dataclass_types), prog=prog, description=description)
     return finish_help(parser)
 
 
@@ -39,7 +36,7 @@ def parse_options(
 def require_model(model: str | None, flag: str = "--model") -> str:
     """``model`` as given; none given is one line saying how to get one (there is no default model)."""
     if not model:
-        raise ValueError(f"{flag} is required; {HOW_TO_GET_A_MODEL}")
+        raise UserError(f"{flag} is required; {HOW_TO_GET_A_MODEL}")
     return model
 
 
@@ -63,30 +60,28 @@ def device_option(requested: str | None, flag: str = "--device") -> Any:
 def add_device_flags(parser: Any, precision_flag: str = "--precision") -> None:
     """``--device`` and the autocast precision (``--precision``, or ``--mixed-precision`` where the
     command has always called it so)."""
-    from ran.precision import CHOICES
-
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when it works, else cpu)")
     parser.add_argument(
         precision_flag,
         default="fp32",
-        choices=CHOICES,
+        choices=PRECISION_CHOICES,
         metavar="PRECISION",
         help="fp32, bf16 or fp16 (GPU) autocast",
     )
 
 
-def add_face_flags(parser: Any, detectors: Sequence[str] = ("mtcnn", "cascade")) -> None:
+def add_face_flags(parser: Any) -> None:
     """How faces are found and which regions are cut from them (``ran predict``, ``ran app``)."""
     parser.add_argument(
         "--detector",
         default="mtcnn",
-        choices=list(detectors),
+        choices=DETECTOR_CHOICES,
         help="face detector; mtcnn also finds the eyes, nose and mouth (for --regions landmarks)",
     )
     parser.add_argument(
         "--regions",
         default="model",
-        choices=["model", "landmarks"],
+        choices=REGION_MODES,
         help="the model's region boxes, or boxes on the detected eyes, nose and mouth",
     )
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help, require_model
+from ran.errors import UserError
 from ran.numbers import IMAGE_SIDE, MARGIN, integer, number
+from ran.vocabulary import COLOR_MODES
 
 if TYPE_CHECKING:  # the parser loads without torch (ran --help); the pipeline loads in main()
     from ran.pipeline.results import InputResult
@@ -46,13 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--visualize", metavar="DIR", help="write one PNG per face: regions by weight + probabilities"
     )
     parser.add_argument("--no-detect", action="store_true", help="every input is an already cropped face")
-    add_face_flags(parser, ("mtcnn", "cascade", "haar"))
+    add_face_flags(parser)
     parser.add_argument("--margin", type=MARGIN, default=0.2, help="context around each face box, per side")
     parser.add_argument("--max-faces", type=integer(1), help="at most this many (largest) faces per image")
     parser.add_argument(
         "--color",
         default="auto",
-        choices=["auto", "rgb", "gray"],
+        choices=COLOR_MODES,
         help="colours the model is fed: auto = what the model was trained on (a gray-trained model makes "
         "every input gray itself); gray feeds an RGB model gray faces",
     )
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(result, args.json, result.source in csv_paths)
     failed += _write_csvs(frames, csv_paths, names)
     if total and unused == total:
-        raise ValueError(f"no input could be used ({failed} failed)")
+        raise UserError(f"no input could be used ({failed} failed)")
     if failed:
         print(
             f"ran predict: {failed} of {total} inputs failed (exit code {EXIT_SOME_FAILED})", file=sys.stderr

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from ran.cli.options import add_evaluation_flags, device_option, finish_help
+from ran.errors import UserError
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for flag, value in (("--model", args.model), ("--data", args.data), ("--output-dir", args.output_dir)):
         if not value:
-            raise ValueError(f"{flag} is required (or --list to see the perturbations)")
+            raise UserError(f"{flag} is required (or --list to see the perturbations)")
     from ran.evaluation.robustness import canonical_kind
     from ran.evaluation.statistics import check_resamples
 
@@ -94,7 +95,7 @@ def _reference(reference: str | None, models: list[str], names: list[str]) -> st
     for model, name in zip(models, names):
         if reference in (model, name):
             return name
-    raise ValueError(f"--reference {reference!r}: not one of the --model values ({', '.join(models)})")
+    raise UserError(f"--reference {reference!r}: not one of the --model values ({', '.join(models)})")
 
 
 def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference: str) -> int:

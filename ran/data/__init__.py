@@ -23,7 +23,7 @@ from ran.data.folder import (
 )
 from ran.data.mapping import class_index_map, convert_labels, remap_dataset
 from ran.data.rafdb import load_rafdb, write_rafdb
-from ran.data.sampling import class_balanced_sampler, class_balanced_weights
+from ran.data.sampling import class_balanced_weights
 from ran.data.subsets import fetch_ferplus_labels, load_subset_lists
 from ran.data.writer import write_dataset_folder
 
@@ -31,7 +31,6 @@ __all__ = [
     "LABEL_MODES",
     "build_synthetic",
     "check_dataset_folder",
-    "class_balanced_sampler",
     "class_balanced_weights",
     "class_index_map",
     "convert_labels",

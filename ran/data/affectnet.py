@@ -21,6 +21,7 @@ from ran.data.folder import LabelledRows, dataset_features, labelled_columns
 from ran.data.parallel import check_num_proc
 from ran.data.subsets import load_subset_lists, resolve_subsets, subset_test_rows, write_subsets
 from ran.data.writer import DEFAULT_MAX_SHARD_BYTES, built_in_memory, dataset_folder_writer, write_images
+from ran.errors import UserError
 from ran.labels import AFFECTNET_CLASSES
 
 CSV_COLUMNS: tuple[str, ...] = (
@@ -70,13 +71,13 @@ def _find(root: Path, name: str) -> Path:
 
 def _parse_row(row: Sequence[str], index: dict[str, int], path: Path, number: int) -> AffectNetRow:
     if len(row) < len(index):
-        raise ValueError(f"{path} line {number}: {len(row)} columns; expected {len(index)}")
+        raise UserError(f"{path} line {number}: {len(row)} columns; expected {len(index)}")
     try:
         expression = int(row[index["expression"]])
         x, y, w, h = (int(float(row[index[k]])) for k in ("face_x", "face_y", "face_width", "face_height"))
     except ValueError:
         found = [row[index[k]] for k in ("expression", "face_x", "face_y", "face_width", "face_height")]
-        raise ValueError(
+        raise UserError(
             f"{path} line {number}: expression and face box must be integers, got {found}"
         ) from None
     return AffectNetRow(row[index["subDirectory_filePath"]].strip(), expression, (x, y, w, h), number)
@@ -90,7 +91,7 @@ def iter_affectnet_csv(path: str | Path, num_classes: int) -> Iterator[AffectNet
         reader = csv.reader(handle)
         first = next(reader, None)
         if first is None:
-            raise ValueError(f"{path}: empty file; expected AffectNet rows ({', '.join(CSV_COLUMNS)})")
+            raise UserError(f"{path}: empty file; expected AffectNet rows ({', '.join(CSV_COLUMNS)})")
         if first[0].strip() == CSV_COLUMNS[0]:
             header, start, pending = first, 2, []
         else:
@@ -191,7 +192,7 @@ def write_affectnet(
     Images are read (and cut) ``num_proc`` processes at a time; memory does not grow with the dataset.
     """
     if num_classes not in (7, 8):
-        raise ValueError(f"num_classes must be 8 or 7, got {num_classes}")
+        raise UserError(f"num_classes must be 8 or 7, got {num_classes}")
     check_num_proc(num_proc)
     root = Path(root).expanduser()
     class_names = AFFECTNET_CLASSES[:num_classes]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ran.errors import UserError
 from ran.transforms import FaceTransform
 
 
@@ -66,7 +67,7 @@ class FaceImages(Dataset):
         """A class index; an unlabelled row (-1) reaching a batch is a caller's slip, refused, not
         trained on as the last class (``ran.data.labelled.keep_labelled`` leaves such rows out)."""
         if label is None or not 0 <= int(label) < self.num_classes:
-            raise ValueError(
+            raise UserError(
                 f"row {index}: label {label} is not a class index 0..{self.num_classes - 1}; leave "
                 "unlabelled rows (-1) out first (ran.data.labelled.keep_labelled)"
             )
@@ -76,7 +77,7 @@ class FaceImages(Dataset):
         soft = (rows.get("soft_label") or [None] * (position + 1))[position] or []
         if len(soft) != self.num_classes:
             name = (rows.get("image_name") or [None] * (position + 1))[position]
-            raise ValueError(
+            raise UserError(
                 f"row {index} ({name}): soft_label has {len(soft)} values, expected "
                 f"{self.num_classes}; use --label-mode hard for this dataset"
             )
@@ -88,7 +89,7 @@ def collate_faces(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     that they stay on the host when the batch moves to the device (``ran train --augment`` plans there)."""
     sizes = {tuple(item["image"].shape) for item in items}
     if len(sizes) > 1:
-        raise ValueError(f"images of different sizes {sorted(sizes)} in one batch; pass --image-size N")
+        raise UserError(f"images of different sizes {sorted(sizes)} in one batch; pass --image-size N")
     batch = {
         "images": torch.stack([item["image"] for item in items]),
         "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from ran.errors import UserError
 from ran.safeyaml import load_yaml
 
 DEFAULT_CONFIG = "default"
@@ -26,7 +27,7 @@ MAX_CARD_BYTES = 4 << 20  # the cards ran data writes are a few kB
 def _front_matter(card: Path) -> Any:
     """The YAML between the card's ``---`` lines (None when there is none), as plain data."""
     if card.stat().st_size > MAX_CARD_BYTES:
-        raise ValueError(f"{card}: larger than {MAX_CARD_BYTES:,} bytes; a dataset card is a small text file")
+        raise UserError(f"{card}: larger than {MAX_CARD_BYTES:,} bytes; a dataset card is a small text file")
     text = card.read_text(encoding="utf-8")
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, flags=re.DOTALL)
     if not match:
@@ -47,13 +48,13 @@ def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
     if meta is None:
         return []
     if not isinstance(meta, dict):
-        raise ValueError(
+        raise UserError(
             f"{card}: the front matter is a YAML {type(meta).__name__}, expected a mapping with a "
             "'configs:' block"
         )
     configs = meta.get("configs") or []
     if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
-        raise ValueError(f"{card}: 'configs:' must be a list of mappings (config_name, data_files)")
+        raise UserError(f"{card}: 'configs:' must be a list of mappings (config_name, data_files)")
     return configs
 
 
@@ -65,7 +66,7 @@ def _name(card: Path, value: Any, what: str) -> str:
             if isinstance(value, str)
             else f"a YAML {type(value).__name__}"
         )
-        raise ValueError(f"{card}: a {what} is {kind}, expected a name of 1..{_MAX_NAME} characters")
+        raise UserError(f"{card}: a {what} is {kind}, expected a name of 1..{_MAX_NAME} characters")
     return value
 
 
@@ -79,7 +80,7 @@ def _data_files(card: Path, name: str, config: Mapping[str, Any]) -> list[tuple[
     if isinstance(entries, str | dict):
         entries = [entries]
     if not isinstance(entries, list):
-        raise ValueError(f"{card}: data_files of config {name!r} is a YAML {type(entries).__name__}")
+        raise UserError(f"{card}: data_files of config {name!r} is a YAML {type(entries).__name__}")
     result = []
     for entry in entries:
         split, paths = (
@@ -89,7 +90,7 @@ def _data_files(card: Path, name: str, config: Mapping[str, Any]) -> list[tuple[
         )
         paths = [paths] if isinstance(paths, str) else paths or []
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            raise ValueError(
+            raise UserError(
                 f"{card}: a data_files entry of config {name!r} is not a split name with a path or a list "
                 "of paths"
             )
@@ -115,7 +116,7 @@ def _inside(folder: Path, card: Path, pattern: str, where: str) -> list[Path]:
         or ".." in entry.parts
         or ":" in pattern
     ):
-        raise ValueError(
+        raise UserError(
             f"{card}: path {_short(pattern)!r} ({where}) leaves the folder; expected a relative path inside "
             "it, such as data/test.parquet"
         )
@@ -129,7 +130,7 @@ def _inside(folder: Path, card: Path, pattern: str, where: str) -> list[Path]:
     root = folder.resolve()
     for file in matched:
         if not file.resolve().is_relative_to(root):
-            raise ValueError(
+            raise UserError(
                 f"{card}: path {_short(pattern)!r} ({where}) leads out of the folder through a symlink "
                 f"({file.relative_to(folder)}); expected files inside it"
             )
@@ -147,7 +148,7 @@ def declared_configs(folder: str | Path) -> dict[str, dict[str, list[Path]]]:
     card = folder / "README.md"
     configs = read_card_configs(folder)
     if not configs:
-        raise ValueError(f"{card}: missing or without a YAML 'configs:' block")
+        raise UserError(f"{card}: missing or without a YAML 'configs:' block")
     result: dict[str, dict[str, list[Path]]] = {}
     for config in configs:
         name = _config_name(card, config)

@@ -54,6 +54,7 @@ from ran.data.writer import (
     dataset_folder_writer,
     write_images,
 )
+from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
 
 IMAGE_SIZE = 48
@@ -82,8 +83,8 @@ def parse_pixels(text: str, path: str | Path, line: int) -> np.ndarray:
     for position, token in enumerate(tokens, 1):
         if not token.isdigit() or int(token) > 255:
             shown = token if token.isdigit() and len(token) < 12 else repr(token[:20])
-            raise ValueError(f"{path} line {line}: pixel value {position} is {shown}; {expected}")
-    raise ValueError(f"{path} line {line}: pixels column holds {len(tokens)} values; {expected}")
+            raise UserError(f"{path} line {line}: pixel value {position} is {shown}; {expected}")
+    raise UserError(f"{path} line {line}: pixels column holds {len(tokens)} values; {expected}")
 
 
 # A worker task: file, then per row: fer2013.csv row, line, Usage, pixel text, whether a split keeps it.
@@ -109,25 +110,25 @@ def _fer2013_records(path: Path, total: int | None, progress: bool) -> Iterator[
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{path}: empty file; expected a header 'emotion,pixels,Usage'")
+            raise UserError(f"{path}: empty file; expected a header 'emotion,pixels,Usage'")
         index = column_index(header, ["pixels", "Usage"], path)
         lines = tqdm(reader, total=total, desc="fer2013.csv", unit=" rows", disable=not progress)
         for line, fields in enumerate(lines, 2):
             if not fields:
                 continue
             if len(fields) != len(header):
-                raise ValueError(
+                raise UserError(
                     f"{path} line {line}: {len(fields)} columns; expected {len(header)} ({', '.join(header)})"
                 )
             usage = fields[index["Usage"]].strip()
             if usage not in USAGE_TO_SPLIT:
-                raise ValueError(
+                raise UserError(
                     f"{path} line {line}: Usage {usage!r}; expected one of {', '.join(USAGE_TO_SPLIT)}"
                 )
             yield row, line, usage, fields[index["pixels"]]
             row += 1
     if row == 0:
-        raise ValueError(f"{path}: no data rows")
+        raise UserError(f"{path}: no data rows")
 
 
 # ------------------------------------------------------------------------------------------ the builder
@@ -193,7 +194,7 @@ class _Fer2013Routes:
         want = self.expected.get(row)
         if want is not None and want[0] != usage:
             usage_wanted, table, index = want
-            raise ValueError(
+            raise UserError(
                 f"{self.path} line {line}: Usage {usage!r}, but {table.path} line {table.lines[index]} "
                 f"({table.names[index]}) expects {usage_wanted!r}; the files do not describe the same rows"
             )
@@ -207,7 +208,7 @@ class _Fer2013Routes:
             yield str(self.path), rows, lines, usage, texts, [row in self.targets for row in rows]
         if self.last_row >= self.rows_read:
             table = self.expected[self.last_row][1]
-            raise ValueError(
+            raise UserError(
                 f"{self.path}: {self.rows_read} data rows, but {table.path} refers to row "
                 f"{self.last_row + 1}; expected the full Kaggle fer2013.csv (35,887 rows)"
             )
@@ -270,7 +271,7 @@ def _resolve_ferplus_subsets(
     except ValueError as err:
         if kind != "fer2013new":
             raise
-        raise ValueError(
+        raise UserError(
             f"{err}. The RAN subset lists follow the label.csv labels, which differ from fer2013new.csv "
             "for about 1,600 images: build from the FERPlus label.csv folders, or without subsets "
             "(--lists none)"
@@ -305,7 +306,7 @@ def write_ferplus(
     resolved = _resolve_ferplus_subsets(plans["test"], load_subset_lists("ferplus", subset_lists), kind)
     if kind != "png_tree":
         if fer2013_csv is None:
-            raise ValueError("fer2013_csv is required: the FERPlus label files hold votes, not pixels")
+            raise UserError("fer2013_csv is required: the FERPlus label files hold votes, not pixels")
         if not Path(fer2013_csv).is_file():
             raise FileNotFoundError(f"{fer2013_csv}: no such file; expected Kaggle's fer2013.csv")
     features = dataset_features(FERPLUS_CLASSES)

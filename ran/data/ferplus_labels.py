@@ -16,6 +16,7 @@ import numpy as np
 
 from ran.data.columns import column_index
 from ran.data.subsets import fetch_ferplus_labels
+from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
 
 USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
@@ -62,10 +63,10 @@ def ferplus_targets(votes: np.ndarray, mode: str = "majority") -> tuple[np.ndarr
     and ``soft`` (n, 8) float32, rows summing to 1 where kept. Unknown / NF results are dropped.
     """
     if mode not in LABEL_MODES:
-        raise ValueError(f"unknown label mode {mode!r}; expected one of {', '.join(LABEL_MODES)}")
+        raise UserError(f"unknown label mode {mode!r}; expected one of {', '.join(LABEL_MODES)}")
     votes = np.asarray(votes)
     if votes.ndim != 2 or votes.shape[1] != len(VOTE_COLUMNS):
-        raise ValueError(f"votes must have shape (n, {len(VOTE_COLUMNS)}), got {votes.shape}")
+        raise UserError(f"votes must have shape (n, {len(VOTE_COLUMNS)}), got {votes.shape}")
     counts = np.where(votes <= 1, 0, votes).astype(np.float64)  # single votes are treated as outliers
     total = counts.sum(axis=1)
     if mode == "majority":
@@ -109,7 +110,7 @@ def _parse_votes(fields: Sequence[str], path: Path, line: int) -> list[int]:
     for column, text in zip(VOTE_COLUMNS, fields):
         text = text.strip()
         if not text.isdigit():
-            raise ValueError(
+            raise UserError(
                 f"{path} line {line}: vote column {column!r} is {text!r}; expected a non-negative integer"
             )
         values.append(int(text))
@@ -125,17 +126,17 @@ def read_label_csv(path: str | Path, usage: str) -> VoteTable:
             if not row:
                 continue
             if len(row) != 2 + len(VOTE_COLUMNS):
-                raise ValueError(
+                raise UserError(
                     f"{path} line {line}: {len(row)} columns; expected 12 (name, face box, "
                     f"{', '.join(VOTE_COLUMNS)})"
                 )
             if not row[0].strip():
-                raise ValueError(f"{path} line {line}: empty image name; expected e.g. 'fer0032220.png'")
+                raise UserError(f"{path} line {line}: empty image name; expected e.g. 'fer0032220.png'")
             names.append(row[0].strip())
             votes.append(_parse_votes(row[2:], path, line))
             lines.append(line)
     if not names:
-        raise ValueError(f"{path}: no rows; expected FERPlus label.csv rows 'name,(0, 0, 48, 48),<10 votes>'")
+        raise UserError(f"{path}: no rows; expected FERPlus label.csv rows 'name,(0, 0, 48, 48),<10 votes>'")
     return VoteTable(
         path, names, np.asarray(votes, dtype=np.int32).reshape(-1, 10), lines, [usage] * len(names)
     )
@@ -150,16 +151,16 @@ def read_fer2013new(path: str | Path) -> VoteTable:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{path}: empty file; expected fer2013new.csv with a header line")
+            raise UserError(f"{path}: empty file; expected fer2013new.csv with a header line")
         index = column_index(header, ["Usage", "Image name", *VOTE_COLUMNS], path)
         for line, row in enumerate(reader, 2):
             if not row:
                 continue
             if len(row) != len(header):
-                raise ValueError(f"{path} line {line}: {len(row)} columns; expected {len(header)}")
+                raise UserError(f"{path} line {line}: {len(row)} columns; expected {len(header)}")
             row_usage = row[index["Usage"]].strip()
             if row_usage not in USAGE_TO_SPLIT:
-                raise ValueError(
+                raise UserError(
                     f"{path} line {line}: Usage {row_usage!r}; expected one of {', '.join(USAGE_TO_SPLIT)}"
                 )
             names.append(row[index["Image name"]].strip())
@@ -219,12 +220,12 @@ def _split_tables_from_label_csv(
         for i, (name, line) in enumerate(zip(table.names, table.lines)):
             row = rows_of.get(name)
             if row is None:
-                raise ValueError(
+                raise UserError(
                     f"{table.path} line {line}: image {name!r} is not in {fer2013new.path}; "
                     "expected a FERPlus image name"
                 )
             if split_of_usage[fer2013new.usage[row]] != split:
-                raise ValueError(
+                raise UserError(
                     f"{table.path} line {line}: {name} is a {fer2013new.usage[row]} image in "
                     f"{fer2013new.path}, not part of {folder_name}"
                 )
@@ -268,7 +269,7 @@ def _find_fer2013new(label_root: Path, given: Path) -> Path:
 def split_label_modes(label_mode: str) -> dict[str, str]:
     """The label mode of each split: the chosen one for training, majority for evaluation."""
     if label_mode not in LABEL_MODES:
-        raise ValueError(f"unknown label mode {label_mode!r}; expected one of {', '.join(LABEL_MODES)}")
+        raise UserError(f"unknown label mode {label_mode!r}; expected one of {', '.join(LABEL_MODES)}")
     return {"train": label_mode, "validation": EVALUATION_LABEL_MODE, "test": EVALUATION_LABEL_MODE}
 
 

@@ -27,6 +27,7 @@ from ran.data.declared import (  # noqa: F401  (read_card_configs: callers read 
     declared_files,
     read_card_configs,
 )
+from ran.errors import UserError
 
 DEFAULT_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -50,7 +51,7 @@ def dataset_features(class_names: Sequence[str], extra: Mapping[str, Any] | None
 def check_split_name(name: str) -> None:
     """A split other than train / validation / test becomes a config, so its name must be one."""
     if name not in DEFAULT_SPLITS and (not _CONFIG_NAME.match(name) or name in _RESERVED_CONFIG_NAMES):
-        raise ValueError(
+        raise UserError(
             f"split name {name!r} cannot be a config name: expected letters, digits, '_' or '-', "
             f"and not one of {sorted(_RESERVED_CONFIG_NAMES)}"
         )
@@ -113,7 +114,7 @@ def split_files(folder: str | Path, split: str) -> list[Path]:
     """The Parquet shard files of one split (train / validation / test, or a subset name), in order."""
     files = declared_files(folder)
     if split not in files:
-        raise ValueError(f"{folder}: no split {split!r}; its README.md declares {', '.join(files)}")
+        raise UserError(f"{folder}: no split {split!r}; its README.md declares {', '.join(files)}")
     return files[split]
 
 
@@ -188,7 +189,7 @@ def load_dataset_folder(
         raise FileNotFoundError(f"{target}: no such dataset folder (expected a folder written by 'ran data')")
     config_names = datasets.get_dataset_config_names(target, revision=revision)
     if not config_names:
-        raise ValueError(f"{target}: its README.md declares no dataset configs")
+        raise UserError(f"{target}: its README.md declares no dataset configs")
     result: dict[str, datasets.Dataset] = {}
     kwargs: dict[str, Any] = {"revision": revision}
     if cache_dir is not None:
@@ -218,14 +219,14 @@ def load_split_shards(
     """
     folder = Path(folder).expanduser().absolute()
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+        raise UserError(f"world_size must be a positive integer, got {world_size!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be an integer in 0..{world_size - 1}, got {rank!r}")
+        raise UserError(f"rank must be an integer in 0..{world_size - 1}, got {rank!r}")
     from ran.data.shards import reading_shards
 
     files = split_files(folder, split)
     if len(files) < world_size:
-        raise ValueError(
+        raise UserError(
             f"{folder}: split {split!r} has {len(files)} shard file(s), fewer than the {world_size} "
             "processes; rebuild it with a smaller --max-shard-size ('ran data ... --max-shard-size 100MB') "
             "or run fewer processes"
@@ -272,7 +273,7 @@ def check_dataset_folder(folder: str | Path) -> list[Path]:
     present = {p.relative_to(folder) for p in folder.rglob("*.parquet")}
     if present - declared:
         extra = ", ".join(sorted(map(str, present - declared)))
-        raise ValueError(f"{folder}: Parquet files not named in README.md: {extra}")
+        raise UserError(f"{folder}: Parquet files not named in README.md: {extra}")
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ran.errors import UserError
+
 UNLABELLED = -1
 
 
@@ -24,7 +26,7 @@ def class_names_of(split: Any, what: str) -> list[str]:
     names = getattr(feature, "names", None)
     if not names:
         kind = "no 'label' column" if feature is None else f"a 'label' column of {type(feature).__name__}"
-        raise ValueError(f"{what} has {kind}; expected class labels (ClassLabel), as 'ran data' writes them")
+        raise UserError(f"{what} has {kind}; expected class labels (ClassLabel), as 'ran data' writes them")
     return list(names)
 
 
@@ -35,7 +37,7 @@ def as_labels(values: Any) -> np.ndarray:
 
 def label_error(
     labels: np.ndarray, num_classes: int, what: str, name_of: Callable[[int], Any]
-) -> ValueError | None:
+) -> UserError | None:
     """The one-line error for the first label outside ``-1 .. num_classes - 1`` (None when all are in):
     ``what``, the row (index and ``name_of(row)``, its image name) and the expected range."""
     bad = np.flatnonzero((labels < UNLABELLED) | (labels >= num_classes))
@@ -44,7 +46,7 @@ def label_error(
     row = int(bad[0])
     name = name_of(row)
     more = f" ({bad.size} such rows)" if bad.size > 1 else ""
-    return ValueError(
+    return UserError(
         f"{what}: row {row}{f' ({str(name)[:100]})' if name else ''} has label {int(labels[row])}; expected "
         f"0..{num_classes - 1} (one of its {num_classes} classes) or {UNLABELLED} for an unlabelled row{more}"
     )
@@ -77,10 +79,10 @@ def keep_labelled(split: Any, num_classes: int, what: str) -> tuple[Any, int]:
     A split with no labelled row at all (or no row) is refused: there is nothing to learn or select on.
     """
     if not split.num_rows:
-        raise ValueError(f"{what} is empty (0 rows)")
+        raise UserError(f"{what} is empty (0 rows)")
     rows, _ = labelled_rows(split, num_classes, what)
     if not rows.size:
-        raise ValueError(f"{what}: all {split.num_rows} rows are unlabelled (label {UNLABELLED})")
+        raise UserError(f"{what}: all {split.num_rows} rows are unlabelled (label {UNLABELLED})")
     left_out = split.num_rows - rows.size
     return (split.select(rows) if left_out else split), left_out
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import datasets
 import numpy as np
 
+from ran.errors import UserError
 from ran.labels import DATASET_CLASSES as CLASS_ORDERS
 
 UNMAPPED = -1
@@ -20,7 +21,7 @@ def class_names(order: str | Sequence[str]) -> tuple[str, ...]:
     """A class order given by dataset name ('ferplus', 'rafdb', 'affectnet', 'affectnet7') or as names."""
     if isinstance(order, str):
         if order not in CLASS_ORDERS:
-            raise ValueError(f"unknown class order {order!r}; expected one of {', '.join(CLASS_ORDERS)}")
+            raise UserError(f"unknown class order {order!r}; expected one of {', '.join(CLASS_ORDERS)}")
         return CLASS_ORDERS[order]
     return tuple(order)
 
@@ -38,7 +39,7 @@ def convert_labels(
     lookup = np.asarray(class_index_map(source, target), dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
-        raise ValueError(
+        raise UserError(
             f"labels must lie in 0..{len(lookup) - 1} for the source order, "
             f"got {labels.min()}..{labels.max()}"
         )
@@ -59,7 +60,7 @@ def remap_dataset(
     if unmapped.any():
         if not drop_unmapped:
             missing = sorted({source_names[i] for i in labels[unmapped]})
-            raise ValueError(
+            raise UserError(
                 f"{int(unmapped.sum())} rows have classes the target order lacks: {', '.join(missing)}"
             )
         dataset = dataset.select(np.flatnonzero(~unmapped))

@@ -13,6 +13,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from typing import TypeVar
 
+from ran.errors import UserError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -20,7 +22,7 @@ R = TypeVar("R")
 def check_num_proc(num_proc: int) -> int:
     """``num_proc`` as given, once it is a positive integer."""
     if isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1:
-        raise ValueError(f"num_proc must be a positive integer (processes to build with), got {num_proc!r}")
+        raise UserError(f"num_proc must be a positive integer (processes to build with), got {num_proc!r}")
     return num_proc
 
 

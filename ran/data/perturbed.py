@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ran.data.writer import ROWS_PER_GROUP, dataset_folder_writer
+from ran.errors import UserError
 from ran.robustness import PERTURBATIONS, SEVERITIES, parse_kind, perturb
 from ran.transforms import FaceTransform
 
@@ -64,7 +65,7 @@ def write_perturbed(
     """Write the clean faces of ``split`` and every (kind, severity) of them to the dataset folder ``out``;
     returns the rows per subset."""
     if split not in dataset_dict:
-        raise ValueError(f"the dataset has no split {split!r}; it has {sorted(dataset_dict)}")
+        raise UserError(f"the dataset has no split {split!r}; it has {sorted(dataset_dict)}")
     for kind in kinds:
         parse_kind(kind)
     data = dataset_dict[split]

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ran.errors import UserError
 from ran.files import write_bytes
 
 SUBSET_LISTS_ENV = "RAN_SUBSET_LISTS"  # a local directory holding the lists (the repository's layout)
@@ -62,7 +63,7 @@ class PinnedRepository:
             ) from err
         actual = _sha256(payload)
         if actual != expected:
-            raise ValueError(
+            raise UserError(
                 f"{url}: sha256 {actual} differs from the recorded {expected} "
                 f"({self.repo}@{self.commit[:12]}); refusing the file"
             )

@@ -13,6 +13,7 @@ from ran.data.images import read_files
 from ran.data.parallel import check_num_proc
 from ran.data.subsets import load_subset_lists, resolve_subsets, subset_test_rows, write_subsets
 from ran.data.writer import DEFAULT_MAX_SHARD_BYTES, built_in_memory, dataset_folder_writer, write_images
+from ran.errors import UserError
 from ran.labels import RAFDB_CLASSES
 
 PARTITION_FILE = "EmoLabel/list_patition_label.txt"  # sic: the dataset's own spelling
@@ -38,12 +39,12 @@ def read_rafdb_partition(root: str | Path) -> dict[str, list[tuple[str, int, int
             continue
         match = _PARTITION_LINE.fullmatch(line.strip())
         if not match:
-            raise ValueError(
+            raise UserError(
                 f"{path} line {number}: expected '<train|test>_NNNNN.jpg <label 1..7>', got {line!r}"
             )
         label = int(match.group("label"))
         if not 1 <= label <= len(RAFDB_CLASSES):
-            raise ValueError(f"{path} line {number}: label {label}; expected 1..{len(RAFDB_CLASSES)}")
+            raise UserError(f"{path} line {number}: label {label}; expected 1..{len(RAFDB_CLASSES)}")
         rows[match.group("split")].append((match.group("stem"), label - 1, number))
     return rows
 

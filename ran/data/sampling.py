@@ -1,4 +1,5 @@
-"""Class-balanced sampling for training (the original AffectNet recipe), on torch's WeightedRandomSampler."""
+"""Class-balanced sampling for training (the original AffectNet recipe): the weights torch's
+``WeightedRandomSampler`` draws with."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
+
+from ran.errors import UserError
 
 
 def _labels_of(labels_or_dataset: Sequence[int] | np.ndarray | torch.Tensor | object) -> np.ndarray:
@@ -21,26 +23,8 @@ def class_balanced_weights(
     """Per-sample weight 1 / (size of its class): each class is drawn equally often in expectation."""
     labels = _labels_of(labels_or_dataset)
     if labels.size == 0:
-        raise ValueError("class-balanced sampling needs at least one labelled sample")
+        raise UserError("class-balanced sampling needs at least one labelled sample")
     if labels.min() < 0:
-        raise ValueError(f"labels must be non-negative, got {labels.min()}")
+        raise UserError(f"labels must be non-negative, got {labels.min()}")
     counts = np.bincount(labels, minlength=num_classes or 0)
     return torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-
-
-def class_balanced_sampler(
-    labels_or_dataset: Sequence[int] | np.ndarray | torch.Tensor | object,
-    num_samples: int | None = None,
-    *,
-    replacement: bool = True,
-    generator: torch.Generator | None = None,
-) -> WeightedRandomSampler:
-    """A sampler drawing ``num_samples`` indices (default: the dataset size) with equal class probability.
-
-    Pass a ``datasets.Dataset`` with a ``label`` column or the labels themselves. In distributed training,
-    each process should draw from its own generator seed.
-    """
-    weights = class_balanced_weights(labels_or_dataset)
-    return WeightedRandomSampler(
-        weights, num_samples=num_samples or len(weights), replacement=replacement, generator=generator
-    )

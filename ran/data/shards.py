@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ran.errors import UserError, one_line
+
 T = TypeVar("T")
 
 _MESSAGE_CHARS = 160  # how much of pyarrow's own message a one-line error quotes
@@ -25,19 +27,18 @@ _REBUILD = "rebuild the folder with 'ran data' or restore the file"
 
 
 def _reason(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    text = text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    text = one_line(err, _MESSAGE_CHARS)
+    return text if text == type(err).__name__ else f"{type(err).__name__}: {text}"
 
 
-def damaged(file: Path, err: BaseException) -> ValueError:
+def damaged(file: Path, err: BaseException) -> UserError:
     """The one-line error for a shard pyarrow cannot read."""
-    return ValueError(
+    return UserError(
         f"{file}: not a readable Parquet file ({_reason(err)}); it is truncated or damaged: {_REBUILD}"
     )
 
 
-def _label_error(file: Path, parquet: pq.ParquetFile) -> ValueError | None:
+def _label_error(file: Path, parquet: pq.ParquetFile) -> UserError | None:
     """A label outside the class list the shard's own features declare: ``datasets`` would refuse to
     cast it deep in its builder; here the shard, the row and its image name are named."""
     import datasets
@@ -86,14 +87,14 @@ def check_shards(folder: Path, files: Mapping[str, Sequence[Path]]) -> dict[str,
         rows[split] = sum(shard_rows(file) for file in shards)
         if not rows[split]:
             names = ", ".join(str(file.relative_to(folder)) for file in shards[:3])
-            raise ValueError(
+            raise UserError(
                 f"{folder}: split {split!r} is empty (0 rows in {names}); 'ran data' never writes an empty "
                 "split: rebuild the folder, or remove the split from its README.md"
             )
     return rows
 
 
-def find_damaged_shard(files: Sequence[Path]) -> ValueError | None:
+def find_damaged_shard(files: Sequence[Path]) -> UserError | None:
     """The error naming the first shard whose rows cannot be read (None when every shard reads)."""
     for file in files:
         try:

@@ -26,6 +26,7 @@ from ran.data.pinned import (  # noqa: F401  (re-exported: the names this module
     default_cache_dir,
     fetch_ferplus_labels,
 )
+from ran.errors import UserError
 
 if TYPE_CHECKING:
     from ran.data.writer import FolderWriter, SplitWriter
@@ -67,7 +68,7 @@ def _entries_from_regex(
     for number, line in _lines(path):
         match = regex.fullmatch(line)
         if not match:
-            raise ValueError(f"{path} line {number}: expected {expected}, got {line!r}")
+            raise UserError(f"{path} line {number}: expected {expected}, got {line!r}")
         entries.append(
             SubsetEntry(
                 key=match.group("key"),
@@ -121,17 +122,17 @@ def _rafdb_pose(paths: list[Path]) -> list[SubsetEntry]:
     )
     label_lines = _lines(label_path)
     if not label_lines or not re.fullmatch(r"\d+\s+\d+", label_lines[0][1]):
-        raise ValueError(f"{label_path} line 1: expected the header '<count> <classes>', e.g. '1247 7'")
+        raise UserError(f"{label_path} line 1: expected the header '<count> <classes>', e.g. '1247 7'")
     count = int(label_lines[0][1].split()[0])
     labels = label_lines[1:]
     if count != len(labels) or count != len(entries):
-        raise ValueError(
+        raise UserError(
             f"{label_path}: header says {count} labels; the file has {len(labels)} and {list_path} has "
             f"{len(entries)} entries"
         )
     for entry, (number, text) in zip(entries, labels):
         if not text.isdigit() or int(text) != entry.label:
-            raise ValueError(
+            raise UserError(
                 f"{label_path} line {number}: label {text!r} disagrees with {list_path} line {entry.line} "
                 f"(label {entry.label})"
             )
@@ -194,7 +195,7 @@ def parse_subset_list(spec: SubsetSpec, paths: list[Path]) -> SubsetList:
             seen[entry.key] = entry
             continue
         if first.label != entry.label or first.extras != entry.extras:
-            raise ValueError(
+            raise UserError(
                 f"{paths[0]} line {entry.line}: {entry.key} repeats line {first.line} with different values"
             )
         duplicates += 1
@@ -221,7 +222,7 @@ def load_subset_lists(
     ``$RAN_SUBSET_LISTS`` if set, else the pinned download (cached); False: no subsets.
     """
     if dataset not in SUBSET_SPECS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(SUBSET_SPECS)}")
+        raise UserError(f"unknown dataset {dataset!r}; expected one of {sorted(SUBSET_SPECS)}")
     if subset_lists is False:
         return {}
     if subset_lists is None or subset_lists is True:
@@ -270,14 +271,14 @@ def subset_rows(
     for entry in subset.entries:
         row = index_of.get(entry.key)
         if row is None:
-            raise ValueError(
+            raise UserError(
                 f"{subset.path} line {entry.line}: entry {entry.key!r} names no image of the test split "
                 f"({len(names)} images); expected an image of the test set"
             )
         label = int(labels[row])
         if label != entry.label:
             claimed = class_names[entry.label] if 0 <= entry.label < len(class_names) else "out of range"
-            raise ValueError(
+            raise UserError(
                 f"{subset.path} line {entry.line}: entry {entry.key!r} has label {entry.label} ({claimed}) "
                 f"but the test image's label is {label} ({class_names[label]})"
             )

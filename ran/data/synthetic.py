@@ -44,6 +44,7 @@ from ran.data.writer import (
     built_in_memory,
     dataset_folder_writer,
 )
+from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
 
 NUM_VOTE_COLUMNS = 10  # FERPlus label.csv: 8 emotions, unknown, not-a-face
@@ -180,12 +181,12 @@ def synthetic_face(
     """
     if isinstance(label, str):
         if label not in FERPLUS_CLASSES:
-            raise ValueError(f"unknown expression {label!r}; expected one of {', '.join(FERPLUS_CLASSES)}")
+            raise UserError(f"unknown expression {label!r}; expected one of {', '.join(FERPLUS_CLASSES)}")
         label = FERPLUS_CLASSES.index(label)
     if not 0 <= label < len(FERPLUS_CLASSES):
-        raise ValueError(f"label {label} out of range 0..{len(FERPLUS_CLASSES) - 1}")
+        raise UserError(f"label {label} out of range 0..{len(FERPLUS_CLASSES) - 1}")
     if occlusion_type is not None and not 0 <= occlusion_type < len(OCCLUSION_TYPES):
-        raise ValueError(f"occlusion_type {occlusion_type} out of range 0..{len(OCCLUSION_TYPES) - 1}")
+        raise UserError(f"occlusion_type {occlusion_type} out of range 0..{len(OCCLUSION_TYPES) - 1}")
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     kind = OCCLUDED if occlusion_type is not None else (POSED if yaw or roll or pitch else CLEAN)
     condition = Condition(kind, yaw, pitch, roll, occlusion_type)
@@ -299,7 +300,7 @@ def _split_sizes(train_size: int, test_size: int, validation_size: int | None) -
     for split, size in given.items():
         limit = _SPLIT_NAME_LIMIT[split]
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= limit:
-            raise ValueError(f"{split} size must be an integer in 1..{limit}, got {size!r}")
+            raise UserError(f"{split} size must be an integer in 1..{limit}, got {size!r}")
     validation = given.get("validation", max(1, test_size // 2))
     return {"train": train_size, "validation": validation, "test": test_size}
 

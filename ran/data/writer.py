@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ran.data.folder import DEFAULT_CONFIG, DEFAULT_SPLITS, check_split_name, config_of, read_folder_in_memory
 from ran.data.parallel import batched, map_in_order
+from ran.errors import UserError
 from ran.files import staging_dir
 from ran.locks import output_lock
 
@@ -51,7 +52,7 @@ def parse_shard_size(value: str | int) -> int:
     except (ValueError, TypeError):
         size = 0
     if not isinstance(size, int) or size <= 0:
-        raise ValueError(f"max shard size {value!r}: expected a positive size such as 500MB, 2GB or 65536")
+        raise UserError(f"max shard size {value!r}: expected a positive size such as 500MB, 2GB or 65536")
     return size
 
 
@@ -128,7 +129,7 @@ class SplitWriter:
         """The kept rows ``rows`` (in that order, repeats allowed), ``ROWS_PER_GROUP`` at a time."""
         missing = [row for row in rows if row not in self._kept]
         if missing:
-            raise ValueError(f"split {self.name!r}: rows {missing[:5]} were not kept for subsets")
+            raise UserError(f"split {self.name!r}: rows {missing[:5]} were not kept for subsets")
         if self._scratch is not None:
             self._scratch.close()
             self._scratch = None
@@ -166,7 +167,7 @@ class FolderWriter:
 
     def __init__(self, root: Path, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
         if max_shard_bytes <= 0:
-            raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+            raise UserError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
         self.root = root
         self.max_shard_bytes = max_shard_bytes
         self.splits: dict[str, SplitWriter] = {}
@@ -176,7 +177,7 @@ class FolderWriter:
         """A new split (train / validation / test, or a subset name: a config of its own)."""
         check_split_name(name)
         if name in self.splits:
-            raise ValueError(f"split {name!r} is written twice")
+            raise UserError(f"split {name!r} is written twice")
         self.splits[name] = SplitWriter(self.root, name, features, self.max_shard_bytes, keep_rows)
         return self.splits[name]
 
@@ -214,7 +215,7 @@ class FolderWriter:
             warnings.warn(f"not writing empty split(s) {', '.join(empty)}", stacklevel=3)
         written = {name: split for name, split in self.splits.items() if split.num_rows}
         if not written:
-            raise ValueError("no rows to write: every split is empty")
+            raise UserError("no rows to write: every split is empty")
         card = dataset_card({name: layout[name] for name in written}, written, description)
         (self.root / "README.md").write_text(card, encoding="utf-8")
         self.written = {name: split.num_rows for name, split in written.items()}
@@ -374,7 +375,7 @@ def write_dataset_folder(
 
     out = Path(out).expanduser().absolute()
     if not splits:
-        raise ValueError("write_dataset_folder: no splits to write")
+        raise UserError("write_dataset_folder: no splits to write")
     for name in splits:
         check_split_name(name)
     with dataset_folder_writer(

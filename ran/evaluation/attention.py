@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ran.errors import UserError
 from ran.evaluation.tables import render_table
 from ran.regions import REGION_NAMES, region_labels
 
@@ -23,7 +24,7 @@ def region_statistics(weights: np.ndarray, labels: Sequence[str]) -> dict[str, A
     """Mean weight per region and the share of faces on which each region weighs most; each sums to 1."""
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.shape[1] != len(labels):
-        raise ValueError(f"region weights: expected (n, {len(labels)}), got shape {weights.shape}")
+        raise UserError(f"region weights: expected (n, {len(labels)}), got shape {weights.shape}")
     top = np.bincount(weights.argmax(axis=1), minlength=len(labels)) / max(len(weights), 1)
     return {
         "regions": list(labels),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ran.data.mapping import UNMAPPED, class_index_map
+from ran.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def match_classes(
     model_classes, data_classes = tuple(model_classes), tuple(data_classes)
     if _is_generic(model_classes):
         if len(model_classes) != len(data_classes):
-            raise ValueError(
+            raise UserError(
                 f"num_classes mismatch: the model predicts {len(model_classes)} classes, the dataset has "
                 f"{_listing(data_classes)}"
             )
@@ -91,12 +92,12 @@ def match_classes(
         data_classes=data_classes,
     )
     if not shared:
-        raise ValueError(
+        raise UserError(
             f"no shared class: the model predicts {_listing(model_classes)}, the dataset has "
             f"{_listing(data_classes)}"
         )
     if match.is_cross_dataset and not cross_dataset:
-        raise ValueError(
+        raise UserError(
             f"classes differ: the model predicts {_listing(model_classes)}, the dataset has "
             f"{_listing(data_classes)}; pass --cross-dataset (cross_dataset=True) to evaluate on the "
             f"{len(shared)} shared classes"

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ran.errors import UserError
 from ran.evaluation.samples import SubsetSamples
 from ran.evaluation.statistics import (
     DEFAULT_RESAMPLES,
@@ -39,17 +40,17 @@ def check_same_samples(name: str, a: SubsetSamples, b: SubsetSamples) -> None:
     """Refuse two runs that did not see the same faces, in the same order, with the same labels."""
     prefix = f"subset {name!r}: the two runs did not see the same samples"
     if len(a) != len(b):
-        raise ValueError(f"{prefix}: A has {len(a)} faces, B has {len(b)}")
+        raise UserError(f"{prefix}: A has {len(a)} faces, B has {len(b)}")
     if list(a.classes) != list(b.classes):
-        raise ValueError(f"{prefix}: A was scored on classes {a.classes}, B on {b.classes}")
+        raise UserError(f"{prefix}: A was scored on classes {a.classes}, B on {b.classes}")
     differ = np.flatnonzero(np.asarray(a.ids, dtype=object) != np.asarray(b.ids, dtype=object))
     if differ.size:
         i = int(differ[0])
-        raise ValueError(f"{prefix}: face {i} is {a.ids[i]!r} in A and {b.ids[i]!r} in B")
+        raise UserError(f"{prefix}: face {i} is {a.ids[i]!r} in A and {b.ids[i]!r} in B")
     differ = np.flatnonzero(a.labels != b.labels)
     if differ.size:
         i = int(differ[0])
-        raise ValueError(
+        raise UserError(
             f"{prefix}: face {a.ids[i]!r} is labelled {a.classes[a.labels[i]]!r} in A and "
             f"{b.classes[b.labels[i]]!r} in B"
         )
@@ -84,11 +85,11 @@ def _common_subsets(
         if missing:
             name, side = missing[0]
             have = sorted(a if side == "A" else b)
-            raise ValueError(f"subset {name!r}: run {side} has no such subset; it has {have}")
+            raise UserError(f"subset {name!r}: run {side} has no such subset; it has {have}")
         return list(subsets)
     common = [n for n in a if n in b]
     if not common:
-        raise ValueError(f"the two runs share no subset: A has {sorted(a)}, B has {sorted(b)}")
+        raise UserError(f"the two runs share no subset: A has {sorted(a)}, B has {sorted(b)}")
     return common
 
 

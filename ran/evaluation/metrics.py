@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ran.errors import UserError
 from ran.evaluation.attention import region_statistics
 from ran.evaluation.samples import SubsetSamples
 from ran.evaluation.statistics import (
@@ -29,7 +30,7 @@ def subset_metrics(predictions: torch.Tensor, labels: torch.Tensor, class_names:
     num_classes = len(class_names)
     outside = int(((labels < 0) | (labels >= num_classes)).sum())
     if outside:
-        raise ValueError(
+        raise UserError(
             f"{outside} of {labels.numel()} labels are outside 0..{num_classes - 1} (-1: unlabelled); "
             "leave those rows out before scoring"
         )

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
+from ran.errors import UserError
 from ran.evaluation.attention import region_labels
 from ran.evaluation.classes import match_classes
 from ran.evaluation.run import _data_classes, _dropped, _kept_rows
@@ -134,7 +135,7 @@ def robustness_samples(
     from tqdm.auto import tqdm
 
     if split not in dataset_dict:
-        raise ValueError(f"the dataset has no split {split!r}; it has {sorted(dataset_dict)}")
+        raise UserError(f"the dataset has no split {split!r}; it has {sorted(dataset_dict)}")
     kinds = list(dict.fromkeys(canonical_kind(k) for k in kinds))
     match = match_classes(
         class_names(model), _data_classes(dataset_dict, [split]), cross_dataset=cross_dataset

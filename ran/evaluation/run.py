@@ -17,6 +17,7 @@ from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
 from ran.data.labelled import class_names_of, labelled_rows
+from ran.errors import UserError
 from ran.evaluation.attention import region_labels
 from ran.evaluation.classes import ClassMatch, match_classes
 from ran.evaluation.metrics import summarize
@@ -33,10 +34,10 @@ NOT_EVALUATED = ("train", "validation")
 def _subset_names(dataset_dict: Mapping[str, Any], subsets: Sequence[str] | None) -> list[str]:
     names = list(subsets) if subsets else [k for k in dataset_dict if k not in NOT_EVALUATED]
     if not names:
-        raise ValueError(f"no test split or subset to evaluate; the dataset has {sorted(dataset_dict)}")
+        raise UserError(f"no test split or subset to evaluate; the dataset has {sorted(dataset_dict)}")
     missing = [name for name in names if name not in dataset_dict]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"the dataset has no split {', '.join(map(repr, missing))}; it has {sorted(dataset_dict)}"
         )
     return names
@@ -47,7 +48,7 @@ def _data_classes(dataset_dict: Mapping[str, Any], names: list[str]) -> list[str
     for name in names:
         other = class_names_of(dataset_dict[name], f"split {name!r}")
         if other != classes:
-            raise ValueError(f"split {name!r}: classes {other} differ from {classes}")
+            raise UserError(f"split {name!r}: classes {other} differ from {classes}")
     return classes
 
 
@@ -56,19 +57,17 @@ def _kept_rows(split: Any, match: ClassMatch, name: str) -> tuple[Any, np.ndarra
     predicts. Returns the split of those rows, their indices, their labels among ``match.names``, and
     how many rows were unlabelled."""
     if not split.num_rows:
-        raise ValueError(
-            f"split {name!r} is empty (0 rows): nothing to evaluate; leave it out with --subsets"
-        )
+        raise UserError(f"split {name!r} is empty (0 rows): nothing to evaluate; leave it out with --subsets")
     labelled, data_labels = labelled_rows(split, len(match.data_classes), f"split {name!r}")
     if not labelled.size:
-        raise ValueError(
+        raise UserError(
             f"split {name!r}: all {split.num_rows} rows are unlabelled (label -1): nothing to score; leave "
             "it out with --subsets"
         )
     labels = np.asarray(match.label_lookup(), dtype=np.int64)[data_labels]
     kept = labels >= 0
     if not kept.any():
-        raise ValueError(
+        raise UserError(
             f"split {name!r}: no row has one of the evaluated classes ({', '.join(match.names)}); leave it "
             "out with --subsets"
         )

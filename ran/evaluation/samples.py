@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ran.errors import UserError
+
 PREDICTIONS = "predictions.parquet"
 _METADATA_KEY = b"ran"
 _FORMAT = 1
@@ -114,10 +116,10 @@ def _read_table(path: Path) -> tuple[Any, dict[str, Any]]:
         table = pq.read_table(str(path))
         info = json.loads((table.schema.metadata or {}).get(_METADATA_KEY, b"{}"))
     except Exception as err:  # pyarrow raises its own types for a damaged or foreign file
-        raise ValueError(f"{path}: not a readable predictions file ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path}: not a readable predictions file ({type(err).__name__}: {err})") from None
     missing = [c for c in _COLUMNS if c not in table.column_names]
     if missing or info.get("format") != _FORMAT:
-        raise ValueError(f"{path}: not a 'ran evaluate' predictions file (missing {missing or 'metadata'})")
+        raise UserError(f"{path}: not a 'ran evaluate' predictions file (missing {missing or 'metadata'})")
     return table, info
 
 

@@ -16,9 +16,11 @@ from typing import Any
 
 import timm
 
-from ran.models.ran import ATTENTION_MODES, GLOBAL_POOLS, INPUT_COLORS, RAN_VARIANTS
+from ran.errors import UserError
+from ran.models.ran import GLOBAL_POOLS, RAN_VARIANTS
 from ran.numbers import IMAGE_SIDE, REGION_SIDE
 from ran.regions import REGION_PRESETS, validate_boxes
+from ran.vocabulary import ATTENTION_MODES, INPUT_COLORS
 
 MAX_CLASSES = 100_000
 MAX_REGIONS = 64
@@ -40,8 +42,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _fail(where: str, key: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{where}: {key} = {_show(value)}; expected {expected}")
+def _fail(where: str, key: str, value: Any, expected: str) -> UserError:
+    return UserError(f"{where}: {key} = {_show(value)}; expected {expected}")
 
 
 def _int(where: str, key: str, value: Any, low: int, high: int) -> int:
@@ -138,7 +140,7 @@ def _regions(where: str, key: str, value: Any) -> None:
     try:
         validate_boxes(value, name=key)
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise UserError(f"{where}: {err}") from None
 
 
 def _pool_name(where: str, key: str, value: Any) -> None:
@@ -168,7 +170,7 @@ def _check_entries(
     for name, entry in entries.items():
         check = allowed.get(name)
         if check is None:
-            raise ValueError(
+            raise UserError(
                 f"{where}: {key}[{_show(name)}] is not allowed: {why} (allowed: {', '.join(allowed)})"
             )
         check(where, f"{key}[{name!r}]", entry)
@@ -277,7 +279,7 @@ def check_pretrained_cfg(cfg: Any, where: str, in_chans: int = 3) -> dict[str, A
             continue
         check = PRETRAINED_CFG.get(key)
         if check is None:
-            raise ValueError(
+            raise UserError(
                 f"{where}: pretrained_cfg[{_show(key)}] is not allowed: a model folder's config is data and "
                 "names no file, URL or Hub repo to load (the folder's model.safetensors holds the weights)"
             )
@@ -319,14 +321,14 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
         raise _fail(where, "the file", config, "a JSON object (timm's config.json)")
     architecture = config.get("architecture")
     if not architecture:
-        raise ValueError(f"{where}: no 'architecture' entry (expected timm's config.json)")
+        raise UserError(f"{where}: no 'architecture' entry (expected timm's config.json)")
     plain = (
         isinstance(architecture, str)
         and architecture not in RAN_VARIANTS
         and _is_timm_classifier(architecture)
     )
     if architecture not in RAN_VARIANTS and not plain:
-        raise ValueError(
+        raise UserError(
             f"{where}: unknown architecture {_show(architecture)}: neither a RAN architecture "
             f"({', '.join(sorted(RAN_VARIANTS))}) nor a timm image classifier"
         )

@@ -13,21 +13,22 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
+from ran.errors import UserError
 from ran.regions import crop_regions
 
 
 @torch.jit.ignore
 def _check_images(images: torch.Tensor, in_chans: int) -> None:
     if images.dim() != 4:
-        raise ValueError(f"images: expected a (B, {in_chans}, H, W) tensor, got shape {tuple(images.shape)}")
+        raise UserError(f"images: expected a (B, {in_chans}, H, W) tensor, got shape {tuple(images.shape)}")
     if images.shape[1] != in_chans:
-        raise ValueError(
+        raise UserError(
             f"images: expected {in_chans} channels (B, {in_chans}, H, W), got shape {tuple(images.shape)}"
         )
     if images.shape[2] < 2 or images.shape[3] < 2:
-        raise ValueError(f"images: expected H, W >= 2, got shape {tuple(images.shape)}")
+        raise UserError(f"images: expected H, W >= 2, got shape {tuple(images.shape)}")
     if not images.is_floating_point():
-        raise ValueError(
+        raise UserError(
             f"images: expected floating-point pixels (0..1, normalised as by "
             f"ran.transforms.FaceTransform.normalize), got {images.dtype}; pass uint8 faces through "
             f"ran.transforms.transform_for(model).normalize first"
@@ -40,14 +41,14 @@ def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int, check_v
     the first bad image / region. Reading the verdict is one host-device sync, which a training step
     skips (``check_values=False``): its boxes come from ``jitter_boxes`` / ``random_crop_boxes``."""
     if boxes.dim() not in (2, 3) or boxes.shape[-2:] != (num_regions, 4):
-        raise ValueError(
+        raise UserError(
             f"boxes: expected ({num_regions}, 4) or (B, {num_regions}, 4) fractional boxes, "
             f"got shape {tuple(boxes.shape)}"
         )
     if boxes.dim() == 3 and boxes.shape[0] != batch_size:
-        raise ValueError(f"boxes: expected a batch of {batch_size} box lists, got {boxes.shape[0]}")
+        raise UserError(f"boxes: expected a batch of {batch_size} box lists, got {boxes.shape[0]}")
     if not boxes.is_floating_point():
-        raise ValueError(f"boxes: expected floating-point fractions of the image size, got {boxes.dtype}")
+        raise UserError(f"boxes: expected floating-point fractions of the image size, got {boxes.dtype}")
     if not check_values or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return  # a traced or compiled graph cannot branch on the verdict
     x0, y0, x1, y1 = boxes.unbind(-1)
@@ -58,7 +59,7 @@ def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int, check_v
         where = "".join(f"[{i}]" for i in index)
         box = [round(float(v), 6) for v in boxes[tuple(index)]]
         rule = "within [0, 1] and finite" if not bool(inside[tuple(index)]) else "with x1 > x0 and y1 > y0"
-        raise ValueError(
+        raise UserError(
             f"boxes{where}: box {box} must be {rule} (fractions x0, y0, x1, y1 of the image size)"
         )
 
@@ -139,15 +140,15 @@ def _check_region_batch(
 ) -> None:
     expected = f"(B, {num_regions}, {in_chans}, {region_size[0]}, {region_size[1]})"
     if regions.dim() != 5:
-        raise ValueError(f"regions: expected a {expected} tensor, got shape {tuple(regions.shape)}")
+        raise UserError(f"regions: expected a {expected} tensor, got shape {tuple(regions.shape)}")
     if regions.shape[1] != num_regions:
-        raise ValueError(
+        raise UserError(
             f"regions: expected K={num_regions} regions (the model's region list), got {regions.shape[1]}"
         )
     if regions.shape[2] != in_chans or list(regions.shape[3:]) != list(region_size):
-        raise ValueError(f"regions: expected {expected}, got shape {tuple(regions.shape)}")
+        raise UserError(f"regions: expected {expected}, got shape {tuple(regions.shape)}")
     if not regions.is_floating_point():
-        raise ValueError(
+        raise UserError(
             f"regions: expected floating-point pixels (0..1 after normalisation), got {regions.dtype}"
         )
 

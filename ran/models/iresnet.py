@@ -14,6 +14,8 @@ from timm.layers import register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
+from ran.errors import UserError
+
 __all__ = ["IResNet"]
 
 _EMBED_GRID = 7  # ArcFace's fc reads a 7x7 map (112 px input / 16)
@@ -75,7 +77,7 @@ class IResNet(nn.Module):
     ) -> None:
         super().__init__()
         if global_pool not in ("fc", "avg", ""):
-            raise ValueError(f"global_pool: expected 'fc', 'avg' or '', got {global_pool!r}")
+            raise UserError(f"global_pool: expected 'fc', 'avg' or '', got {global_pool!r}")
         dd = {"device": device, "dtype": dtype}
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -138,7 +140,7 @@ class IResNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
             if global_pool not in ("fc", "avg", ""):
-                raise ValueError(f"global_pool: expected 'fc', 'avg' or '', got {global_pool!r}")
+                raise UserError(f"global_pool: expected 'fc', 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
             self.head_hidden_size = self.embed_dim if global_pool == "fc" else 512
         self.num_classes = num_classes

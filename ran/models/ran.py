@@ -26,16 +26,16 @@ from timm.models._pretrained import PretrainedCfg
 from timm.models._registry import get_pretrained_cfg
 from torch import nn
 
+from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
 from ran.models.inference import FusedBackbone
 from ran.models.inputs import _check_images, _check_region_batch, as_trained, cut_regions
 from ran.numbers import IMAGE_SIDE
 from ran.regions import REGION_PRESETS, Box, resolve_regions
+from ran.vocabulary import ATTENTION_MODES, INPUT_COLORS, MIN_FACE_SIDE
 
 _logger = logging.getLogger(__name__)
 
-ATTENTION_MODES = ("softmax", "sigmoid")
-INPUT_COLORS = ("rgb", "gray")
 # Crop pixels per backbone call on a CPU (8 crops of 224 px): fastest for ResNet-18 in fp32 and bf16
 # among 8, 16, 24 and all 48 crops (benchmarks/bench_model.py --chunks); larger calls spill the caches.
 CPU_CHUNK_PIXELS = 8 * 224 * 224
@@ -140,16 +140,16 @@ class RegionAttentionNet(nn.Module):
     ) -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:
-            raise ValueError(f"attention: expected one of {ATTENTION_MODES}, got {attention!r}")
+            raise UserError(f"attention: expected one of {ATTENTION_MODES}, got {attention!r}")
         if global_pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
+            raise UserError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
         if num_classes < 0:
-            raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
+            raise UserError(f"num_classes: expected >= 0, got {num_classes}")
         if isinstance(region_size, int):
             region_size = (region_size, region_size)
         region_size = [int(s) for s in region_size]
-        if len(region_size) != 2 or min(region_size) < 8:
-            raise ValueError(f"region_size: expected an int or (h, w) of at least 8 px, got {region_size}")
+        if len(region_size) != 2 or min(region_size) < MIN_FACE_SIDE:
+            raise UserError(f"region_size: expected an int or (h, w) >= {MIN_FACE_SIDE}, got {region_size}")
         dd = {"device": device, "dtype": dtype}
 
         self.boxes: tuple[Box, ...] = resolve_regions(regions)
@@ -181,7 +181,7 @@ class RegionAttentionNet(nn.Module):
                 )
             except RuntimeError as err:
                 if "Unknown model" in str(err):
-                    raise ValueError(
+                    raise UserError(
                         f"backbone: unknown timm model {backbone!r} (see timm.list_models())"
                     ) from None
                 raise
@@ -223,19 +223,19 @@ class RegionAttentionNet(nn.Module):
         normalisation of the input (default 0 / 1: pixels scaled to 0..1). Also written into
         ``pretrained_cfg`` (``sync_cfg``), which timm's and transformers' processors read."""
         if color not in INPUT_COLORS:
-            raise ValueError(f"input_color: expected one of {INPUT_COLORS}, got {color!r}")
+            raise UserError(f"input_color: expected one of {INPUT_COLORS}, got {color!r}")
         if face_size is not None:
             sides = [face_size, face_size] if isinstance(face_size, int) else list(face_size)
             if len(sides) != 2:
-                raise ValueError(f"face_size: expected an int or (h, w), got {face_size!r}")
+                raise UserError(f"face_size: expected an int or (h, w), got {face_size!r}")
             face_size = [IMAGE_SIDE.check(side, "face_size") for side in sides]
         stats = {"input_mean": (mean, 0.0), "input_std": (std, 1.0)}
         for name, (values, default) in stats.items():
             values = [default] * self.in_chans if values is None else [float(v) for v in values]
             if len(values) != self.in_chans or not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{name}: expected {self.in_chans} finite numbers, got {values}")
+                raise UserError(f"{name}: expected {self.in_chans} finite numbers, got {values}")
             if name == "input_std" and min(values) <= 0:
-                raise ValueError(f"{name}: expected numbers > 0, got {values}")
+                raise UserError(f"{name}: expected numbers > 0, got {values}")
             setattr(self, name, values)
         self.input_color = color
         self.face_size = face_size
@@ -305,7 +305,7 @@ class RegionAttentionNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
-                raise ValueError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
+                raise UserError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
         ref = next(self.parameters())
@@ -328,7 +328,7 @@ class RegionAttentionNet(nn.Module):
     ) -> Any:
         """The shared backbone's intermediate maps on the whole face (the input image)."""
         if not hasattr(self.backbone, "forward_intermediates"):
-            raise ValueError(f"backbone {self.backbone_name!r} has no forward_intermediates()")
+            raise UserError(f"backbone {self.backbone_name!r} has no forward_intermediates()")
         _check_images(x, self.in_chans)
         return self.backbone.forward_intermediates(
             self._as_trained(x),
@@ -538,7 +538,7 @@ class RegionAttentionNet(nn.Module):
             details = ", ".join(
                 f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape_mismatch[:5]
             )
-            raise ValueError(
+            raise UserError(
                 f"backbone_file {path}: tensor shapes do not fit backbone {self.backbone_name}: {details}"
             )
         result = self.backbone.load_state_dict(state, strict=strict)
@@ -572,7 +572,7 @@ class RegionAttentionNet(nn.Module):
             modules = sorted({n.split(".")[0] for n in names})
         else:
             if not hasattr(self.backbone, "group_matcher"):
-                raise ValueError(f"up_to: backbone {self.backbone_name!r} has no stage groups; use 'all'")
+                raise UserError(f"up_to: backbone {self.backbone_name!r} has no stage groups; use 'all'")
             groups = group_with_matcher(
                 self.backbone.named_parameters(),
                 self.backbone.group_matcher(coarse=True),
@@ -587,12 +587,12 @@ class RegionAttentionNet(nn.Module):
                 hits = [i for i, g in enumerate(ordered) if any(n.split(".")[0] == up_to for n in g)]
                 if not hits:
                     tops = sorted({n.split(".")[0] for n in names})
-                    raise ValueError(
+                    raise UserError(
                         f"up_to: no stage named {up_to!r} in the backbone; expected one of {tops}"
                     )
                 last = max(hits)
             if not 0 <= last < len(ordered):
-                raise ValueError(f"up_to: stage index {last} out of range 0..{len(ordered) - 1}")
+                raise UserError(f"up_to: stage index {last} out of range 0..{len(ordered) - 1}")
             modules = sorted({n.split(".")[0] for g in ordered[: last + 1] for n in g})
         freeze(self.backbone, modules)
         return modules

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ran.errors import UserError
 from ran.extras import require
 from ran.regions import landmark_regions
+from ran.vocabulary import DETECTOR_CHOICES, DETECTORS, resolve_detector
 
 _logger = logging.getLogger(__name__)
 
@@ -168,11 +170,8 @@ class CascadeDetector:
         return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 
-DETECTORS = {"mtcnn": MTCNNDetector, "cascade": CascadeDetector, "haar": CascadeDetector}
-
-
 def get_detector(detector: str | FaceDetector | None = "mtcnn") -> FaceDetector:
-    """A detector by name (``mtcnn``, ``cascade``/``haar``) or the given object; MTCNN when None.
+    """A detector by name (``ran.vocabulary.DETECTOR_CHOICES``) or the given object; MTCNN when None.
 
     If MTCNN cannot be built (package missing), falls back to the cascade with a warning.
     """
@@ -180,22 +179,23 @@ def get_detector(detector: str | FaceDetector | None = "mtcnn") -> FaceDetector:
         detector = "mtcnn"
     if not isinstance(detector, str):
         if not isinstance(detector, FaceDetector):
-            raise ValueError(f"detector: expected a name {sorted(DETECTORS)} or an object with detect(image)")
+            expected = f"one of {', '.join(DETECTORS)} or an object with detect(image)"
+            raise UserError(f"detector: expected {expected}")
         return detector
-    if detector not in DETECTORS:
-        raise ValueError(f"detector: unknown detector {detector!r}; expected one of {sorted(DETECTORS)}")
-    if detector == "mtcnn":
+    if detector not in DETECTOR_CHOICES:
+        raise UserError(f"detector: unknown detector {detector!r}; expected one of {', '.join(DETECTORS)}")
+    if resolve_detector(detector) == "mtcnn":
         try:
             return MTCNNDetector()
         except ImportError as err:
             _logger.warning("%s; falling back to the frontal-face cascade (no landmarks)", err)
             return CascadeDetector()
-    return DETECTORS[detector]()
+    return CascadeDetector()
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image: expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
+        raise UserError(f"image: expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
     return np.ascontiguousarray(image)
 
 
@@ -214,7 +214,7 @@ def square_box(box: Sequence[float], margin: float = 0.2) -> tuple[int, int, int
     """The square crop around a face ``box``: side = the larger box side times (1 + 2 * margin), centred on
     the box, in whole pixels (left, top, right, bottom); it may reach outside the image."""
     if margin < 0:
-        raise ValueError(f"margin: expected >= 0, got {margin}")
+        raise UserError(f"margin: expected >= 0, got {margin}")
     x0, y0, x1, y1 = box
     side = max(2, round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
     left, top = round((x0 + x1) / 2 - side / 2), round((y0 + y1) / 2 - side / 2)
@@ -288,7 +288,7 @@ def landmarks_68_to_5(landmarks: np.ndarray | torch.Tensor) -> torch.Tensor:
     centres, nose tip, mouth corners, in ``LANDMARK_NAMES`` order (left = image left)."""
     pts = torch.as_tensor(np.asarray(landmarks, dtype=np.float32))
     if pts.shape[-2:] != (68, 2):
-        raise ValueError(f"landmarks: expected (..., 68, 2) points, got shape {tuple(pts.shape)}")
+        raise UserError(f"landmarks: expected (..., 68, 2) points, got shape {tuple(pts.shape)}")
     left_eye = pts[..., 36:42, :].mean(-2)
     right_eye = pts[..., 42:48, :].mean(-2)
     return torch.stack([left_eye, right_eye, pts[..., 30, :], pts[..., 48, :], pts[..., 54, :]], dim=-2)
@@ -315,7 +315,6 @@ def landmark_boxes(
 
 
 __all__ = [
-    "DETECTORS",
     "LANDMARK_NAMES",
     "CascadeDetector",
     "DETECT_SIDE",

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ran.errors import one_line
 from ran.extras import require
+from ran.vocabulary import MIN_IMAGE_SIDE
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-# The smallest image side accepted, for files, PIL images, arrays, tensors and video frames alike.
-MIN_SIDE = 2
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
@@ -56,16 +56,11 @@ class Frame:
     warning: str | None = None
 
 
-def one_line(text: object) -> str:
-    """Messages from PIL, OpenCV or numpy, on one line."""
-    return " ".join(str(text).split())
-
-
 # --- in-memory images ---------------------------------------------------------------------------------
 
 
 def to_image(image: Any) -> Image.Image:
-    """A PIL image, numpy array or tensor -> PIL image in mode ``RGB`` or ``L``, at least ``MIN_SIDE``.
+    """A PIL image, numpy array or tensor -> PIL image in mode ``RGB`` or ``L``, at least ``MIN_IMAGE_SIDE``.
 
     Alpha is composited on white, float data is read as 0..1, 16-bit data is scaled to 8 bits, tensors are
     (C, H, W). A PIL image already in ``RGB`` or ``L`` is returned as is (not copied)."""
@@ -75,14 +70,10 @@ def to_image(image: Any) -> Image.Image:
         array = _to_uint8_array(image)
         converted = Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB")
     width, height = converted.size
-    if min(width, height) < MIN_SIDE:
-        raise InputError(f"image too small: {width}x{height} pixels; expected at least {MIN_SIDE}x{MIN_SIDE}")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        side = MIN_IMAGE_SIDE
+        raise InputError(f"image too small: {width}x{height} pixels; expected at least {side}x{side}")
     return converted
-
-
-def to_rgb_uint8(image: Any) -> np.ndarray:
-    """Any accepted image -> RGB uint8 array (H, W, 3) (grayscale repeated)."""
-    return np.asarray(to_image(image).convert("RGB"))
 
 
 def _pil_to_image(image: Image.Image) -> Image.Image:
@@ -279,7 +270,6 @@ def iter_frames(item: Any, index: int, every: int | None = None, fps: float | No
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "MIN_SIDE",
     "VIDEO_EXTENSIONS",
     "Frame",
     "InputError",
@@ -290,5 +280,4 @@ __all__ = [
     "read_video",
     "source_name",
     "to_image",
-    "to_rgb_uint8",
 ]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ran.errors import UserError
 from ran.extras import require
 from ran.files import atomic_path, fault_message
 from ran.regions import region_labels
@@ -83,7 +84,7 @@ def face_picture(prediction: FacePrediction, cmap: str = "plasma") -> np.ndarray
     """The picture of one predicted face as an RGB uint8 array; the prediction must have kept its crop
     (``FacePipeline(...)(image, keep_crops=True)``)."""
     if prediction.crop is None:
-        raise ValueError("prediction.crop: the face crop was not kept; predict with keep_crops=True")
+        raise UserError("prediction.crop: the face crop was not kept; predict with keep_crops=True")
     x0, y0, x1, y1 = prediction.crop_box
     scale = np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
     boxes = (np.asarray(prediction.region_boxes, dtype=float) - [x0, y0, x0, y0]) / scale
@@ -161,7 +162,7 @@ def _draw(
     boxes = np.asarray(region_boxes, dtype=float)
     weights = np.asarray(region_weights, dtype=float)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) != len(weights):
-        raise ValueError(
+        raise UserError(
             f"region_boxes {boxes.shape} and region_weights {weights.shape} do not match (K, 4), (K,)"
         )
     figure = Figure(figsize=(9, 4.8), dpi=100, layout="constrained")

@@ -27,6 +27,7 @@ from torch import nn
 
 from ran.constants import HOW_TO_GET_A_MODEL
 from ran.devices import default_device, model_device
+from ran.errors import UserError
 from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
 from ran.loading import class_names, load_model
 from ran.numbers import MARGIN, integer, number
@@ -36,21 +37,20 @@ from ran.pipeline.pictures import PictureWriter, picture_crop
 from ran.pipeline.results import FacePrediction, InputResult
 from ran.precision import check_device_support, resolve_precision
 from ran.transforms import FaceTransform, transform_for
+from ran.vocabulary import COLOR_MODES, REGION_MODES
 
 _AT_LEAST_ONE = integer(1)
-REGION_MODES = ("model", "landmarks")
 LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the mouth
-COLOR_MODES = ("auto", "rgb", "gray")
 
 
 def resolve_model(model: str | Path | nn.Module | None) -> nn.Module:
     """An nn.Module as is; a string through ``ran.loading.load_model`` (model folder, training
     checkpoint, Hub id, or a registered name with random weights, with a warning)."""
     if model is None or (isinstance(model, (str, Path)) and not str(model)):
-        raise ValueError(f"model: none given; {HOW_TO_GET_A_MODEL}")
+        raise UserError(f"model: none given; {HOW_TO_GET_A_MODEL}")
     loaded = model if isinstance(model, nn.Module) else load_model(str(model))
     if not hasattr(loaded, "forward_with_attention"):
-        raise ValueError(
+        raise UserError(
             "model: expected a RAN (RegionAttentionNet with forward_with_attention), "
             f"got {type(loaded).__name__}"
         )
@@ -73,9 +73,9 @@ def face_transform(model: nn.Module, color: str = "auto", input_size: int | None
     for an RGB-trained model. A gray-trained model makes every input gray itself, so ``color='rgb'``
     cannot reach it and is refused."""
     if color not in COLOR_MODES:
-        raise ValueError(f"color: expected 'auto', 'rgb' or 'gray', got {color!r}")
+        raise UserError(f"color: expected 'auto', 'rgb' or 'gray', got {color!r}")
     if color == "rgb" and getattr(model, "input_color", "rgb") == "gray":
-        raise ValueError(
+        raise UserError(
             "color='rgb' (--color rgb): the model was trained on gray faces and makes its input gray itself; "
             "use color='auto'"
         )
@@ -155,7 +155,7 @@ class FacePipeline:
         self.precision = resolve_precision(precision)
         net = resolve_model(model)
         if regions == "landmarks" and landmarks_unusable(net.num_regions):
-            raise ValueError(landmarks_unusable(net.num_regions))
+            raise UserError(landmarks_unusable(net.num_regions))
         if device is None:
             device = model_device(net) if isinstance(model, nn.Module) else default_device()
         check_device_support(self.precision, device)
@@ -322,9 +322,9 @@ def _prediction(
 
 def _check_options(regions: str, batch_size: int, margin: float, max_faces: int | None, detect: bool) -> None:
     if regions not in REGION_MODES:
-        raise ValueError(f"regions: expected 'model' or 'landmarks', got {regions!r}")
+        raise UserError(f"regions: expected one of {', '.join(REGION_MODES)}, got {regions!r}")
     if regions == "landmarks" and not detect:
-        raise ValueError(
+        raise UserError(
             "regions='landmarks' needs landmarks from the face detector; it cannot work with detect=False"
         )
     _AT_LEAST_ONE.check(batch_size, "batch_size")
@@ -335,7 +335,7 @@ def _check_options(regions: str, batch_size: int, margin: float, max_faces: int 
 
 def _check_sampling(every: int | None, fps: float | None) -> None:
     if every is not None and fps is not None:
-        raise ValueError("every and fps: pass one of them, not both")
+        raise UserError("every and fps: pass one of them, not both")
     if every is not None:
         _AT_LEAST_ONE.check(every, "every")
     if fps is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ran.errors import UserError
 from ran.files import atomic_path
 from ran.pipeline.inputs import is_video
 
@@ -64,15 +65,6 @@ class InputResult:
     image_size: list[int] | None = None
     warning: str | None = None
 
-    @property
-    def message(self) -> str | None:
-        """What to tell the user about this input (an error, or that no face was found)."""
-        if self.error:
-            return self.error
-        if not self.faces:
-            return "no face found"
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         """The ``ran predict --json`` line of this input: ``frame`` / ``time_s`` only for video frames,
         ``error`` / ``warning`` only when set."""
@@ -99,7 +91,7 @@ def video_csv_paths(
     videos = [Path(p) for p in inputs if is_video(p) and Path(p).is_file()]
     paths = {str(v): Path(csv_dir) / f"{v.stem}.csv" for v in videos}
     if len(set(paths.values())) < len(paths):
-        raise ValueError("two videos share a file name; predict them in separate runs or rename one")
+        raise UserError("two videos share a file name; predict them in separate runs or rename one")
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it or choose --csv-dir")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ran.errors import UserError
 from ran.robustness.corruption import CORRUPTIONS
 from ran.robustness.geometry import WARPS, warp
 from ran.robustness.occlusion import FILLS, OCCLUDERS, covered_fraction, occlude, occluder_mask
@@ -49,14 +50,14 @@ def parse_kind(kind: str) -> tuple[str, str | None]:
     Raises ValueError naming the kind and what was expected."""
     name, _, fill = str(kind).partition(":")
     if name not in PERTURBATIONS:
-        raise ValueError(f"perturbation {kind!r}: unknown; expected one of {', '.join(PERTURBATIONS)}")
+        raise UserError(f"perturbation {kind!r}: unknown; expected one of {', '.join(PERTURBATIONS)}")
     if PERTURBATIONS[name].family != "occlusion":
         if fill:
-            raise ValueError(f"perturbation {kind!r}: only occluders take a fill (':{fill}')")
+            raise UserError(f"perturbation {kind!r}: only occluders take a fill (':{fill}')")
         return name, None
     fill = fill or DEFAULT_FILL
     if fill not in FILLS:
-        raise ValueError(f"perturbation {kind!r}: unknown fill {fill!r}; expected one of {', '.join(FILLS)}")
+        raise UserError(f"perturbation {kind!r}: unknown fill {fill!r}; expected one of {', '.join(FILLS)}")
     return name, fill
 
 
@@ -66,13 +67,13 @@ def is_occluder(kind: str) -> bool:
 
 def _check(images: torch.Tensor, severity: int, seed: int) -> None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        raise ValueError(f"images: expected a uint8 tensor (B, 3, H, W), got {_describe(images)}")
+        raise UserError(f"images: expected a uint8 tensor (B, 3, H, W), got {_describe(images)}")
     if images.shape[1] != 3:
-        raise ValueError(f"images: expected 3 channels (B, 3, H, W), got shape {tuple(images.shape)}")
+        raise UserError(f"images: expected 3 channels (B, 3, H, W), got shape {tuple(images.shape)}")
     if isinstance(severity, bool) or severity not in SEVERITIES:
-        raise ValueError(f"severity: expected an integer 1 to 5, got {severity!r}")
+        raise UserError(f"severity: expected an integer 1 to 5, got {severity!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+        raise UserError(f"seed: expected an integer >= 0, got {seed!r}")
 
 
 def _describe(images: object) -> str:
@@ -86,7 +87,7 @@ def _face_ids(images: torch.Tensor, ids: Sequence[int] | torch.Tensor | None) ->
         return torch.arange(images.shape[0], device=images.device)
     ids = torch.as_tensor(ids, dtype=torch.int64, device=images.device).flatten()
     if ids.numel() != images.shape[0]:
-        raise ValueError(f"ids: expected one id per face ({images.shape[0]}), got {ids.numel()}")
+        raise UserError(f"ids: expected one id per face ({images.shape[0]}), got {ids.numel()}")
     return ids
 
 
@@ -129,7 +130,7 @@ def occlusion_mask(
     exactly the pixels :func:`perturb` replaces."""
     name, fill = parse_kind(kind)
     if fill is None:
-        raise ValueError(f"perturbation {kind!r} is not an occluder; it hides no region")
+        raise UserError(f"perturbation {kind!r} is not an occluder; it hides no region")
     ids = torch.as_tensor(ids, dtype=torch.int64, device=device).flatten()
     return occluder_mask(name, severity, face_keys(seed, name, ids), size)
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ran.errors import UserError
 from ran.robustness import PERTURBATIONS, SEVERITIES, parse_kind, perturb
 from ran.robustness.randomness import face_keys, uniform
 
@@ -36,7 +37,7 @@ def augment_kinds(spec: str | Sequence[str]) -> tuple[str, ...]:
             named = [part]
         else:
             expected = ", ".join([*FAMILIES, *PERTURBATIONS])
-            raise ValueError(f"{part!r} is not a perturbation; expected a comma-separated list of {expected}")
+            raise UserError(f"{part!r} is not a perturbation; expected a comma-separated list of {expected}")
         kinds += [kind for kind in named if kind not in kinds]
     return tuple(kinds)
 
@@ -75,9 +76,9 @@ def random_perturb(
     ``kinds`` at a severity 1-5 (both drawn per face from ``seed`` and its id in ``ids``, plain ints);
     a new tensor on the images' device. The faces left clean are unchanged, byte for byte."""
     if not kinds:
-        raise ValueError("kinds: expected at least one perturbation")
+        raise UserError("kinds: expected at least one perturbation")
     if len(ids) != images.shape[0]:
-        raise ValueError(f"ids: expected one id per face ({images.shape[0]}), got {len(ids)}")
+        raise UserError(f"ids: expected one id per face ({images.shape[0]}), got {len(ids)}")
     out = images.clone()
     for (kind, severity), positions in augment_plan(kinds, seed, ids, probability).items():
         index = _on_device(positions, images.device)

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
+from ran.errors import UserError, one_line
 from ran.files import staging_dir, write_json
-from ran.loading import CONFIG_NAME, LEGACY_CHECKPOINT_FILE, WEIGHTS_NAME, check_folder
-from ran.model_folder import pickle_files, read_json, read_safetensors_header
+from ran.loading import CONFIG_NAME, WEIGHTS_NAME, check_folder
+from ran.model_folder import read_json, read_safetensors_header, refuse_pickles
 
 CHECKPOINTS = "checkpoints"
 PROGRESS_FILE = "progress.json"
@@ -61,7 +62,7 @@ class Progress:
     def from_json(cls, data: Any, where: str) -> Progress:
         """Checked field by field: a wrong type is a corrupt file, not a crash later."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{where}: not a progress record of this version (expected format {FORMAT!r})")
+            raise UserError(f"{where}: not a progress record of this version (expected format {FORMAT!r})")
         expected = {
             "epoch": int,
             "batches_done": int,
@@ -74,12 +75,12 @@ class Progress:
         }
         for key, kind in expected.items():
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
-                raise ValueError(f"{where}: corrupt ({key!r} missing or of the wrong type)")
+                raise UserError(f"{where}: corrupt ({key!r} missing or of the wrong type)")
         sums = data["epoch_sums"]
         if len(sums) != 4 or not all(isinstance(v, (int, float)) for v in sums):
-            raise ValueError(f"{where}: corrupt ('epoch_sums' must be 4 numbers)")
+            raise UserError(f"{where}: corrupt ('epoch_sums' must be 4 numbers)")
         if data.get("best_epoch") is not None and not isinstance(data["best_epoch"], int):
-            raise ValueError(f"{where}: corrupt ('best_epoch' must be an integer or null)")
+            raise UserError(f"{where}: corrupt ('best_epoch' must be an integer or null)")
         return cls(**{k: data.get(k) for k in (*expected, "best_epoch")})
 
 
@@ -179,28 +180,11 @@ def prune_checkpoints(root: Path, keep: int) -> list[Path]:
 
 
 # --- reading ---------------------------------------------------------------------------------------
-def refuse_unsafe_files(path: Path) -> None:
-    """A ran 0.1 checkpoint (pickled accelerate state) or any pickle in the folder: refused, never read."""
-    pickles = [p.name for p in pickle_files(path)]
-    if (path / LEGACY_CHECKPOINT_FILE).is_file():
-        raise ValueError(
-            f"--resume {path}: a training checkpoint from ran 0.1, whose resume state is pickled "
-            f"({', '.join(pickles) or LEGACY_CHECKPOINT_FILE}); this version never loads pickles, so it "
-            "cannot continue it. Start a new run from the old run's best/ folder (--model OUT/best) or "
-            "train again"
-        )
-    if pickles:
-        raise ValueError(
-            f"--resume {path}: holds pickle files ({', '.join(pickles)}), which no checkpoint of this "
-            "version contains and which are never loaded; expected only JSON and safetensors files"
-        )
-
-
 def _read_json(path: Path) -> Any:
     try:
         return read_json(path)
     except OSError as err:
-        raise ValueError(f"{path}: unreadable ({err.strerror or err})") from None
+        raise UserError(f"{path}: unreadable ({err.strerror or err})") from None
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -210,7 +194,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: unreadable safetensors file ({' '.join(str(err).split())})") from None
+        raise UserError(f"{path}: unreadable safetensors file ({one_line(err)})") from None
 
 
 def _check_optimizer_size(path: Path) -> None:
@@ -222,7 +206,7 @@ def _check_optimizer_size(path: Path) -> None:
 
     weights, state = declared(WEIGHTS_NAME), declared(OPTIMIZER_TENSORS)
     if state > 4 * weights + 1024:
-        raise ValueError(
+        raise UserError(
             f"{path / OPTIMIZER_TENSORS}: declares {state} values for a model of {weights}; an optimizer "
             "keeps at most a few per weight"
         )
@@ -232,11 +216,11 @@ def _read_optimizer(path: Path) -> dict[str, Any]:
     """The optimizer ``state_dict`` from ``optimizer.json`` + ``optimizer.safetensors``."""
     meta = _read_json(path / OPTIMIZER_FILE)
     if not isinstance(meta, dict) or not isinstance(meta.get("param_groups"), list):
-        raise ValueError(f"{path / OPTIMIZER_FILE}: corrupt (no 'param_groups' list)")
+        raise UserError(f"{path / OPTIMIZER_FILE}: corrupt (no 'param_groups' list)")
     if not isinstance(meta.get("state"), dict) or not all(
         isinstance(v, dict) for v in meta["state"].values()
     ):
-        raise ValueError(f"{path / OPTIMIZER_FILE}: corrupt (no 'state' mapping)")
+        raise UserError(f"{path / OPTIMIZER_FILE}: corrupt (no 'state' mapping)")
     _check_optimizer_size(path)
     tensors = _read_tensors(path / OPTIMIZER_TENSORS)
     state: dict[int, dict[str, Any]] = {}
@@ -247,7 +231,7 @@ def _read_optimizer(path: Path) -> dict[str, Any]:
             index, name = key.split(".", 1)
             state.setdefault(int(index), {})[name] = tensor
     except ValueError:
-        raise ValueError(f"{path}: corrupt optimizer state (parameter indices must be integers)") from None
+        raise UserError(f"{path}: corrupt optimizer state (parameter indices must be integers)") from None
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
@@ -256,10 +240,10 @@ def read_checkpoint(path: str | Path) -> ResumeState:
     path = Path(path).expanduser().absolute()
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {path}: no such checkpoint folder")
-    refuse_unsafe_files(path)
+    refuse_pickles(path, "--resume")
     missing = [name for name in RESUME_FILES if not (path / name).is_file()]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"--resume {path}: not a complete training checkpoint (missing {', '.join(missing)}); "
             f"expected a folder under OUT/{CHECKPOINTS}/"
         )
@@ -271,10 +255,10 @@ def read_checkpoint(path: str | Path) -> ResumeState:
         scheduler = _read_json(path / SCHEDULER_FILE)
         scaler = _read_json(path / SCALER_FILE) if (path / SCALER_FILE).is_file() else None
     except (ValueError, FileNotFoundError) as err:
-        raise ValueError(f"--resume {path}: cannot load the checkpoint: {err}") from None
+        raise UserError(f"--resume {path}: cannot load the checkpoint: {err}") from None
     for name, value in ((SCHEDULER_FILE, scheduler), (SCALER_FILE, scaler)):
         if value is not None and not isinstance(value, dict):
-            raise ValueError(f"--resume {path}: cannot load the checkpoint: {name} is not a JSON object")
+            raise UserError(f"--resume {path}: cannot load the checkpoint: {name} is not a JSON object")
     return ResumeState(path, progress, weights, optimizer, scheduler, scaler)
 
 
@@ -293,7 +277,7 @@ def load_model_weights(model: torch.nn.Module, state: ResumeState) -> None:
         model.load_state_dict(state.weights, strict=True)
     except RuntimeError as err:
         details = "; ".join(line.strip() for line in str(err).splitlines()[1:4] if line.strip())
-        raise ValueError(
+        raise UserError(
             f"--resume {state.path}: the weights do not fit the model this run's config builds: {details}"
         ) from None
 
@@ -306,9 +290,9 @@ def load_training_state(state: ResumeState, optimizer: Any, scheduler: Any, scal
         if scaler is not None and state.scaler is not None:
             scaler.load_state_dict(state.scaler)
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(
+        raise UserError(
             f"--resume {state.path}: the optimizer state does not fit this run "
-            f"({type(err).__name__}: {' '.join(str(err).split())})"
+            f"({type(err).__name__}: {one_line(err)})"
         ) from None
     _keep_memory_format(getattr(optimizer, "optimizer", optimizer))
 
@@ -324,6 +308,5 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "read_checkpoint",
-    "refuse_unsafe_files",
     "write_checkpoint",
 ]

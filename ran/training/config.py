@@ -2,8 +2,9 @@
 
 One place names every training option, so the CLI, the YAML files in ``examples/`` and the saved
 ``config.yaml`` of a run stay the same vocabulary (flag ``--rb-margin`` = YAML ``loss: {rb_margin: ...}``).
-transformers' ``HfArgumentParser`` turns the dataclasses into flags; YAML values go through the very same
-argparse actions (each key parsed as the tokens of its flag), so a value is converted and checked one way.
+transformers' ``HfArgumentParser`` turns the dataclasses into flags, and builds them from a YAML mapping
+(``parse_dict``) once each value is converted and checked by the rules of its flag (its number range,
+its choices, its type), so a value is converted and checked one way.
 """
 
 from __future__ import annotations
@@ -13,29 +14,27 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
-import yaml
-
+from ran.errors import UserError
 from ran.numbers import (
     IMAGE_SIDE,
     REGION_SIDE,
     SEED,
     NumberRange,
-    apply_number_types,
     brief,
     check_numbers,
+    dataclass_parser,
     integer,
     number,
 )
-from ran.precision import CHOICES as PRECISION_CHOICES
 from ran.precision import resolve_precision
 from ran.safeyaml import read_yaml
+from ran.vocabulary import ATTENTION_MODES, PRECISION_CHOICES
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
 LABEL_MODES = ("hard", "soft")
-ATTENTION_MODES = ("softmax", "sigmoid")
 DEVICES = ("cpu", "cuda")
 REFERENCE_BATCH = 128  # the recipe's total batch size, the reference of --scale-lr
 RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
@@ -211,9 +210,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
     def flat(self) -> dict[str, Any]:
         """``section.name -> value`` with lists as strings (tensorboard hparams take scalars only)."""
         out: dict[str, Any] = {}
@@ -243,11 +239,11 @@ class TrainConfig:
             try:
                 augment_kinds(self.data.augment)
             except ValueError as err:
-                raise ValueError(f"{_option_name('data', 'augment')}: {err}") from None
+                raise UserError(f"{_option_name('data', 'augment')}: {err}") from None
         if self.data.data is None:
-            raise ValueError("data (--data): a dataset folder is required")
+            raise UserError("data (--data): a dataset folder is required")
         if self.run.output_dir is None:
-            raise ValueError("output_dir (--output-dir): an output folder is required")
+            raise UserError("output_dir (--output-dir): an output folder is required")
         return self
 
 
@@ -259,7 +255,7 @@ def _option_name(section: str, name: str) -> str:
 def _refuse(config: TrainConfig, name: str, expected: str) -> None:
     section = _SECTION_OF[name]
     value = getattr(getattr(config, section), name)
-    raise ValueError(f"{_option_name(section, name)}: expected {expected}, got {brief(value)}")
+    raise UserError(f"{_option_name(section, name)}: expected {expected}, got {brief(value)}")
 
 
 # --- parsing -----------------------------------------------------------------------------------------
@@ -281,72 +277,81 @@ DESCRIPTION = (
 def build_parser(prog: str = "ran train", **kwargs: Any) -> Any:
     """One flag per option (``--batch-size`` / ``--batch_size``, ``--no-hflip`` ...), by transformers'
     ``HfArgumentParser`` as every command's flags (``ran.cli.options``); ``kwargs`` go to argparse."""
-    from transformers import HfArgumentParser
-
     from ran.helptext import finish_help
 
-    parser = HfArgumentParser([ConfigFile, *SECTIONS.values()], prog=prog, description=DESCRIPTION, **kwargs)
-    apply_number_types(parser, list(SECTIONS.values()))
-    for action in parser._actions:  # show --batch-size before its --batch_size alias
-        action.option_strings.sort(key=lambda flag: "_" in flag)
+    parser = dataclass_parser([ConfigFile, *SECTIONS.values()], prog=prog, description=DESCRIPTION, **kwargs)
     return finish_help(parser)
 
 
-def _flag_action(parser: argparse.ArgumentParser, name: str) -> argparse.Action:
-    return parser._option_string_actions[f"--{name}"]
+def _field(section: str, name: str) -> tuple[dataclasses.Field, Any, bool]:
+    """The option's dataclass field, its value type (a list's element type for a list) and whether it is
+    a list; ``Optional`` removed."""
+    cls = SECTIONS[section]
+    hint = get_type_hints(cls)[name]
+    kind = (
+        next((a for a in get_args(hint) if a is not type(None)), hint)
+        if type(None) in get_args(hint)
+        else hint
+    )
+    is_list = get_origin(kind) is list
+    return next(f for f in fields(cls) if f.name == name), get_args(kind)[0] if is_list else kind, is_list
 
 
-def _yaml_tokens(action: argparse.Action, value: Any) -> list[str] | None:
-    """The command-line tokens that say ``value`` for ``action``'s flag; None when they cannot."""
-    flag = f"--{action.dest}"
-    if isinstance(value, dict):
-        return None
-    if action.nargs == "+":
-        values = value if isinstance(value, (list, tuple)) else [value]
-        return [flag, *(str(v) for v in values)] if values else None
-    if isinstance(value, (list, tuple)):
-        return None
-    if isinstance(value, bool) and action.type in (int, float):
-        return None  # YAML 'true' is not a number
-    if value is False and action.choices and "no" in action.choices:
-        value = "no"  # YAML 1.1 reads an unquoted ``no`` as false
-    return [flag, str(value)]
+def _expected(kind: Any, bounds: NumberRange | None, choices: Any, is_list: bool) -> str:
+    if bounds is not None:
+        return f"a list, each {bounds.describe()}" if is_list else bounds.describe()
+    if choices:
+        return f"one of {list(choices)}"
+    word = "bool" if kind is bool else "str"
+    return f"a list of {word}" if is_list else word
 
 
-def _expected(action: argparse.Action) -> str:
-    if isinstance(action.type, NumberRange):
-        return f"a list, each {action.type.describe()}" if action.nargs == "+" else action.type.describe()
-    if action.choices:
-        return f"one of {list(action.choices)}"
-    kind = getattr(action.type, "__name__", "value")
-    kind = "bool" if kind == "string_to_bool" else kind
-    return f"a list of {kind}" if action.nargs == "+" else kind
+def _scalar(kind: Any, bounds: NumberRange | None, value: Any) -> Any:
+    """One YAML scalar as the option's type, by the rules of its flag (YAML reads ``1e-4`` as text, which
+    the flag's number type parses); a ValueError / TypeError / ArgumentTypeError when it is not one."""
+    if bounds is not None:
+        return bounds(value) if isinstance(value, str) else bounds.kind(bounds.check(value, "value"))
+    if kind is bool:
+        from transformers.hf_argparser import string_to_bool  # what the flag's own parsing uses
+
+        if isinstance(value, (bool, str, int)):  # YAML's true / yes, or the flag's words: 1, "yes", ...
+            return string_to_bool(value if isinstance(value, bool) else str(value))
+        raise TypeError
+    if isinstance(value, (bool, list, dict)):
+        raise TypeError
+    return str(value)
 
 
-def _parse_value(parser: argparse.ArgumentParser, section: str, name: str, value: Any, source: str) -> Any:
-    """A YAML value converted and checked by the option's own argparse action."""
-    action = _flag_action(parser, name)
-    problem = f"{source}: {section}.{name}: expected {_expected(action)}, got {brief(value)}"
+def _yaml_value(section: str, name: str, value: Any, source: str) -> Any:
+    """A YAML value converted and checked as its flag's would be; errors name ``source`` and the key."""
+    option, kind, is_list = _field(section, name)
+    bounds, choices = option.metadata.get("type"), option.metadata.get("choices")
+    expected = _expected(kind, bounds, choices, is_list)
+    problem = f"{source}: {section}.{name}: expected {expected}, got {brief(value)}"
     if value is None:
-        if action.default is None:  # an optional option
+        if option.default is None:  # an optional option
             return None
-        raise ValueError(problem)
-    tokens = _yaml_tokens(action, value)
-    if tokens is None:
-        raise ValueError(problem)
+        raise UserError(problem)
+    if value is False and choices and "no" in choices:
+        value = "no"  # YAML 1.1 reads an unquoted ``no`` as false
     try:
-        namespace, rest = parser.parse_known_args(tokens, argparse.Namespace())
-    except (argparse.ArgumentError, ValueError, TypeError):
-        raise ValueError(problem) from None
-    if rest:
-        raise ValueError(problem)
-    return getattr(namespace, name)
+        if is_list:
+            values = value if isinstance(value, list) else [value]
+            if not values:
+                raise ValueError
+            return [_scalar(kind, bounds, v) for v in values]
+        converted = _scalar(kind, bounds, value)
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        raise UserError(problem) from None
+    if choices and converted not in choices:
+        raise UserError(problem)
+    return converted
 
 
 def _mapping_items(data: Any, source: str) -> list[tuple[str, str, Any]]:
     """(section, option, value) of a ``{section: {name: value}}`` (or flat ``{name: value}``) mapping."""
     if not isinstance(data, dict):
-        raise ValueError(
+        raise UserError(
             f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}"
         )
     items = []
@@ -357,24 +362,32 @@ def _mapping_items(data: Any, source: str) -> list[tuple[str, str, Any]]:
             name = str(key).replace("-", "_")
             pairs = [(_SECTION_OF[name], name, value)]
         else:
-            raise ValueError(
+            raise UserError(
                 f"{source}: unknown key {key!r}; expected a section ({', '.join(SECTIONS)}) or an option name"
             )
         for section, name, _ in pairs:
             if _SECTION_OF.get(name) != section:
                 known = ", ".join(f.name for f in fields(SECTIONS[section]))
-                raise ValueError(f"{source}: unknown option {section}.{name}; expected one of: {known}")
+                raise UserError(f"{source}: unknown option {section}.{name}; expected one of: {known}")
         items += pairs
     return items
 
 
 def config_from_mapping(data: Any, source: str, base: TrainConfig | None = None) -> TrainConfig:
-    """``base`` (default: the defaults) with a YAML-style mapping applied; errors name ``source`` and key."""
-    config = (base or TrainConfig()).copy()
-    parser = build_parser(exit_on_error=False, argument_default=argparse.SUPPRESS)
+    """``base`` (default: the defaults) with a YAML-style mapping applied; errors name ``source`` and key.
+    Each value is checked as its flag's would be, then transformers' ``HfArgumentParser.parse_dict``
+    builds the sections."""
+    from transformers import HfArgumentParser
+
+    values = {
+        name: value
+        for section in (base or TrainConfig()).to_dict().values()
+        for name, value in section.items()
+    }
     for section, name, value in _mapping_items(data, source):
-        setattr(getattr(config, section), name, _parse_value(parser, section, name, value, source))
-    return config
+        values[name] = _yaml_value(section, name, value, source)
+    sections = HfArgumentParser(list(SECTIONS.values())).parse_dict(values)
+    return TrainConfig(**dict(zip(SECTIONS, sections, strict=True)))
 
 
 def _read_yaml(path: Path, what: str) -> Any:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler, FaceImages, collate_faces, load_splits
 from ran.data.labelled import class_names_of, keep_labelled
+from ran.errors import UserError
 from ran.training.config import DataConfig, TrainConfig
 from ran.transforms import FaceTransform
 
@@ -45,17 +46,17 @@ def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tupl
     data = config.data
     splits = load_splits(data.data)
     if "train" not in splits:
-        raise ValueError(f"--data {data.data}: no 'train' split; it has {sorted(splits)}")
+        raise UserError(f"--data {data.data}: no 'train' split; it has {sorted(splits)}")
     val_name = data.val_split if data.val_split in splits else "test" if "test" in splits else None
     if val_name is None:
-        raise ValueError(f"--data {data.data}: no validation or test split to select the best model")
+        raise UserError(f"--data {data.data}: no validation or test split to select the best model")
     note = None
     if val_name != data.val_split:
         note = f"note: no {data.val_split!r} split; selecting the best model on {val_name!r}"
     class_names = class_names_of(splits["train"], f"--data {data.data}: split 'train'")
     val_classes = class_names_of(splits[val_name], f"--data {data.data}: split {val_name!r}")
     if val_classes != class_names:
-        raise ValueError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
+        raise UserError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
     train, files = splits["train"], []
     if data.shard_data and world_size > 1:
         from ran.data.folder import load_split_shards, split_files

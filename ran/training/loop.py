@@ -30,11 +30,13 @@ from typing import Any
 
 import torch
 
+from ran.errors import UserError
 from ran.files import faults_named
 from ran.training.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
 from ran.training.config import RUN_CONFIG_FILE, TrainConfig
 from ran.training.data import augment, step_seed
 from ran.training.outputs import BEST_DIR, HISTORY_FILE, TRACKER_PROJECT, start_output
+from ran.training.schedule import current_lr
 from ran.training.setup import Training, determinism, set_up
 
 
@@ -62,6 +64,7 @@ def run_epochs(run: Training) -> bool:
         started, skipped = time.perf_counter(), run.progress.batches_done
         if train_one_epoch(run, epoch):
             return True
+        run.scheduler.end_epoch(epoch)
         end_of_epoch(run, epoch, validate(run), time.perf_counter() - started, skipped)
         stop_at = config.run.stop_after_steps
         if stop_at is not None and run.progress.global_step >= stop_at and epoch + 1 < config.run.epochs:
@@ -117,6 +120,7 @@ def train_one_epoch(run: Training, epoch: int) -> bool:
     progress, config = run.progress, run.config
     progress.epoch = epoch
     loader, skip = _epoch_batches(run, epoch)
+    run.scheduler.start_epoch(epoch)
     run.wrapped.train()
     total = len(run.train_loader)
     desc = f"epoch {epoch + 1}/{config.run.epochs}"
@@ -129,7 +133,7 @@ def train_one_epoch(run: Training, epoch: int) -> bool:
             if not run.accelerator.sync_gradients:
                 continue
             if not run.accelerator.optimizer_step_was_skipped:  # fp16: the scaler may skip a step
-                run.scheduler.step()
+                run.scheduler.update_done()
             progress.global_step += 1
             if after_update(run, losses, bar, at_epoch_end=progress.batches_done >= total):
                 return True
@@ -183,7 +187,7 @@ def after_update(run: Training, losses: dict[str, torch.Tensor], bar: Any, at_ep
     """Logging and step checkpoints after an optimizer update; True when the run stops now."""
     config, step = run.config.run, run.progress.global_step
     if config.log_every_steps and step % config.log_every_steps == 0:
-        loss, lr = float(losses["loss"].detach()), run.scheduler.get_last_lr()[0]  # the interval's one read
+        loss, lr = float(losses["loss"].detach()), current_lr(run.optimizer)  # the interval's one read
         if not math.isfinite(loss):
             _diverged(run, f"the training loss is {loss}")
         run.accelerator.log({"train/step_loss": loss, "train/lr": lr}, step=step)
@@ -231,7 +235,7 @@ def _epoch_totals(run: Training) -> list[float]:
 def _diverged(run: Training, what: str) -> None:
     """End a run whose numbers overflowed, before its model is saved anywhere."""
     progress = run.progress
-    raise ValueError(
+    raise UserError(
         f"training diverged at update {progress.global_step} (epoch {progress.epoch + 1}): {what}; "
         f"nothing of it was saved as a checkpoint or best model. Try a lower --lr or --max-grad-norm"
     )
@@ -247,7 +251,7 @@ def end_of_epoch(run: Training, epoch: int, val: dict[str, Any], seconds: float,
     record = {
         "epoch": epoch + 1,
         "step": progress.global_step,
-        "lr": run.scheduler.get_last_lr()[0],
+        "lr": current_lr(run.optimizer),
         "train_loss": totals[0] / seen,
         "train_ce": totals[1] / seen,
         "train_rb": totals[2] / seen,

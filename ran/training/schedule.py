@@ -1,28 +1,22 @@
-"""How the weights move: the optimizer, the learning-rate rule for several processes, the schedule."""
+"""How the weights move: the optimizer, the learning-rate rule for several processes, the schedule.
+
+The optimizer and the schedule come from timm's factories (``create_optimizer_v2``,
+``create_scheduler_v2``), which also keep weight decay off norms and biases. The recipe's numbers stay the
+original's: SGD with momentum 0.9 (not Nesterov), lr x ``gamma`` at the milestones, at epoch boundaries.
+timm's schedulers are stateless: :class:`Schedule` tells them the epoch and the count of updates made (an
+update fp16's gradient scaler skipped does not count: the learning rate waits for it), and that count is
+all a checkpoint keeps of the schedule.
+"""
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
-import torch
 from torch import nn
 
+from ran.errors import UserError
+from ran.numbers import brief
 from ran.training.config import REFERENCE_BATCH, TrainConfig
-
-
-def lr_factor(config: TrainConfig, update: int, updates_per_epoch: int) -> float:
-    """Learning-rate multiplier after ``update`` optimizer updates."""
-    optim, epochs = config.optim, config.run.epochs
-    total = epochs * updates_per_epoch
-    if optim.schedule == "multistep":
-        # Drops at epoch boundaries, as the original's epoch-based schedule.
-        milestones = [round(m * epochs) * updates_per_epoch for m in optim.milestones]
-        return optim.gamma ** sum(update >= m for m in milestones if m > 0)
-    warmup = int(round(optim.warmup_epochs * updates_per_epoch))
-    if update < warmup:
-        return (update + 1) / warmup
-    progress = (update - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def total_batch(config: TrainConfig, num_processes: int) -> int:
@@ -49,23 +43,99 @@ def lr_rule(config: TrainConfig, num_processes: int) -> str:
     return f"lr {config.optim.lr:g} for a total batch of {batch} = {parts} (not scaled; see --scale-lr)"
 
 
-def build_optimizer(config: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """SGD (the original's) or AdamW over the trainable parameters, at the peak learning rate ``lr``."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optim.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=config.optim.momentum, weight_decay=config.optim.weight_decay
+def build_optimizer(config: TrainConfig, model: nn.Module, lr: float) -> Any:
+    """SGD (the original's) or AdamW over the trainable parameters at the peak learning rate ``lr``, by
+    timm's factory: weight decay on weights only, never on norms and biases."""
+    from timm.optim import create_optimizer_v2
+
+    optim = config.optim
+    if optim.optimizer == "sgd":  # timm's "sgd" is Nesterov's; the original RAN used plain momentum SGD
+        return create_optimizer_v2(
+            model, opt="momentum", lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay
         )
-    return torch.optim.AdamW(params, lr=lr, weight_decay=config.optim.weight_decay)
+    return create_optimizer_v2(model, opt=optim.optimizer, lr=lr, weight_decay=optim.weight_decay)
 
 
-def build_scheduler(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, updates_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """The per-update schedule of :func:`lr_factor`; its state is plain numbers (saved as JSON)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda update: lr_factor(config, update, updates_per_epoch)
+class Schedule:
+    """timm's ``scheduler`` driven by the loop: where the run is, in epochs and in updates made."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.updates = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set the learning rate for ``epoch`` (0-based) and the updates made so far (a resumed run too)."""
+        self.scheduler.step(epoch)
+        self.scheduler.step_update(self.updates)
+
+    def update_done(self) -> None:
+        """One optimizer update was made: the learning rate of the next one."""
+        self.updates += 1
+        self.scheduler.step_update(self.updates)
+
+    def end_epoch(self, epoch: int) -> None:
+        """``epoch`` is over: the learning rate of the next one (what the history records)."""
+        self.scheduler.step(epoch + 1)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The count from a checkpoint (``last_epoch``: a checkpoint of ran before timm's schedulers)."""
+        updates = state.get("updates", state.get("last_epoch"))
+        if type(updates) is not int or updates < 0:
+            raise UserError(f"scheduler state: expected a count of updates >= 0, got {brief(updates)}")
+        self.updates = updates
+
+
+def build_scheduler(config: TrainConfig, optimizer: Any, updates_per_epoch: int) -> Schedule:
+    """timm's scheduler for the recipe. multistep: stepped per epoch, lr x ``gamma`` from the first epoch at
+    or past each milestone (a fraction of the epochs, rounded). cosine: stepped per update, a linear
+    warm-up of ``warmup_epochs`` then a cosine down to 0 at the last update."""
+    from timm.scheduler import create_scheduler_v2
+
+    optim, epochs = config.optim, config.run.epochs
+    if optim.schedule == "multistep":
+        milestones = sorted(m for m in (round(f * epochs) for f in optim.milestones) if m > 0)
+        # timm applies milestone m from epoch index m - 1 (its train loop steps with the next epoch);
+        # this loop steps with the epoch about to run, hence m + 1: the drop lands on epoch m.
+        scheduler, _ = create_scheduler_v2(
+            optimizer,
+            "multistep",
+            num_epochs=epochs,
+            decay_milestones=[m + 1 for m in milestones],
+            decay_rate=optim.gamma,
+            warmup_epochs=0,
+        )
+        return Schedule(scheduler)
+    warmup = int(round(optim.warmup_epochs * updates_per_epoch))
+    total = epochs * updates_per_epoch
+    # counted in updates (updates_per_epoch=1 to timm): warm-up and cosine end exactly on an update
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        "cosine",
+        num_epochs=max(1, total - warmup),
+        warmup_epochs=warmup,
+        warmup_lr=optimizer.param_groups[0]["lr"] / max(1, warmup),
+        warmup_prefix=True,
+        min_lr=0.0,
+        step_on_epochs=False,
+        updates_per_epoch=1,
     )
+    return Schedule(scheduler)
 
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "lr_rule", "peak_lr", "total_batch"]
+def current_lr(optimizer: Any) -> float:
+    """The learning rate of the next update (of the weights' group; every group has the same)."""
+    return float(optimizer.param_groups[0]["lr"])
+
+
+__all__ = [
+    "Schedule",
+    "build_optimizer",
+    "build_scheduler",
+    "current_lr",
+    "lr_rule",
+    "peak_lr",
+    "total_batch",
+]

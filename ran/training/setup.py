@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler
+from ran.errors import UserError
 from ran.training.checkpoints import Progress, ResumeState
 from ran.training.config import TrainConfig
 from ran.training.data import Splits
@@ -39,7 +40,7 @@ class Training:
     model: nn.Module
     wrapped: nn.Module
     optimizer: Any
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: Any  # ran.training.schedule.Schedule (timm scheduler underneath)
     criterion: nn.Module
     train_loader: DataLoader
     val_loader: DataLoader
@@ -85,7 +86,7 @@ def build_model(config: TrainConfig, class_names: list[str]) -> nn.Module:
             print(f"model {spec.model}: new {len(class_names)}-class classifier (it had {model.num_classes})")
             model.reset_classifier(len(class_names))
     elif spec.model not in registered:
-        raise ValueError(
+        raise UserError(
             f"--model {spec.model!r}: not a registered RAN name nor a folder; "
             f"expected one of {registered} or a save_pretrained folder"
         )
@@ -320,7 +321,6 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
     updates_per_epoch = -(-len(train_loader) // config.optim.gradient_accumulation)
     scheduler = build_scheduler(config, optimizer.optimizer, updates_per_epoch)
     device = accelerator.device
-    sums_dtype = torch.float32 if device.type == "mps" else torch.float64
     return Training(
         config=config,
         accelerator=accelerator,
@@ -336,7 +336,7 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
         splits=splits,
         out=out,
         base_boxes=model.region_boxes.detach().to(device),
-        sums=torch.zeros(4, dtype=sums_dtype, device=device),
+        sums=torch.zeros(4, dtype=torch.float64, device=device),
         progress=Progress(num_processes=accelerator.num_processes),
     )
 
