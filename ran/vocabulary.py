@@ -31,6 +31,13 @@ INPUT_COLORS: tuple[str, ...] = get_args(InputColor)
 AttentionMode = Literal["softmax", "sigmoid"]
 ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
 
+# Training recipe choices: the optimizer (SGD as the original), the learning-rate schedule, the target
+# a training face gives (its class index or the dataset's soft label distribution), the device.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+SCHEDULES: tuple[str, ...] = ("multistep", "cosine")
+LABEL_TARGETS: tuple[str, ...] = ("hard", "soft")
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
 # Autocast precisions; accelerate's 'no' and the torch dtype names are accepted as aliases.
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -62,6 +69,10 @@ __all__ = [
     "DETECTORS",
     "DETECTOR_ALIASES",
     "DETECTOR_CHOICES",
+    "DEVICES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "LABEL_TARGETS",
     "INPUT_COLORS",
     "MIN_FACE_SIDE",
     "MIN_IMAGE_SIDE",

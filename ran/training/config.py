@@ -30,12 +30,8 @@ from ran.numbers import (
 )
 from ran.precision import resolve_precision
 from ran.safeyaml import read_yaml
-from ran.vocabulary import ATTENTION_MODES, PRECISION_CHOICES
+from ran.vocabulary import ATTENTION_MODES, DEVICES, LABEL_TARGETS, OPTIMIZERS, PRECISION_CHOICES, SCHEDULES
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("multistep", "cosine")
-LABEL_MODES = ("hard", "soft")
-DEVICES = ("cpu", "cuda")
 REFERENCE_BATCH = 128  # the recipe's total batch size, the reference of --scale-lr
 RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
 
@@ -118,7 +114,7 @@ class LossConfig:
     )
     rb_weight: float = _opt(1.0, "weight of the region-biased loss", numbers=number(0))
     label_mode: str = _opt(
-        "hard", "hard: class index; soft: the dataset's soft_label distribution", LABEL_MODES
+        "hard", "hard: class index; soft: the dataset's soft_label distribution", LABEL_TARGETS
     )
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", numbers=number(0, 1))
 
@@ -390,13 +386,9 @@ def config_from_mapping(data: Any, source: str, base: TrainConfig | None = None)
     return TrainConfig(**dict(zip(SECTIONS, sections, strict=True)))
 
 
-def _read_yaml(path: Path, what: str) -> Any:
-    return read_yaml(path, what) or {}
-
-
 def load_yaml_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """A YAML training config applied over ``base`` (default: the defaults)."""
-    return config_from_mapping(_read_yaml(Path(path), "--config"), str(path), base)
+    return config_from_mapping(read_yaml(Path(path), "--config") or {}, str(path), base)
 
 
 def saved_run_config(checkpoint: str | Path) -> TrainConfig | None:
@@ -404,12 +396,11 @@ def saved_run_config(checkpoint: str | Path) -> TrainConfig | None:
     saved = Path(checkpoint).expanduser().parent.parent / RUN_CONFIG_FILE
     if not saved.is_file():
         return None
-    data = _read_yaml(saved, "run config")
+    data = read_yaml(saved, "run config") or {}
     if isinstance(data, dict):
         data.pop("launch", None)
     config = config_from_mapping(data, str(saved))
-    config.run.resume = None
-    config.run.stop_after_steps = None
+    config.run.resume = config.run.stop_after_steps = None
     return config
 
 
