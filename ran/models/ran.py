@@ -658,8 +658,10 @@ def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> Region
         **kwargs,
     )
     # timm set the pretrained_cfg after the constructor: the model's input contract overrides its data
-    # entries, so that processors built from it feed the model what it takes.
-    model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **extras, **model.data_config()}
+    # entries, so that processors built from it feed the model what it takes. (With ``features_only`` the
+    # model is timm's feature wrapper around the RAN.)
+    ran = model if isinstance(model, RegionAttentionNet) else model.model
+    model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **extras, **ran.data_config()}
     return model
 
 
