@@ -13,6 +13,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ran.inference import precision_note
+
 CITATION = """@article{wang2020region,
   title   = {Region Attention Networks for Pose and Occlusion Robust Facial Expression Recognition},
   author  = {Wang, Kai and Peng, Xiaojiang and Yang, Jianfei and Meng, Debin and Qiao, Yu},
@@ -215,7 +217,7 @@ def _results_table(results: dict[str, dict[str, Any]], info: DatasetInfo | None)
         if with_intervals:
             cells.insert(2, _interval_text(entry))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + _interval_method(results)
+    return "\n".join(lines) + _interval_method(results) + "\n\n" + precision_note(results)
 
 
 def _references_table(dataset: str | None) -> str:

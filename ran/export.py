@@ -20,7 +20,6 @@ maps torchvision's roi_align to RoiAlign; the antialiased resize gets its ``Resi
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import nn
 
 from ran.extras import require
 from ran.files import atomic_path
+from ran.inference import infer, inference_copy
 from ran.loading import class_names
 from ran.numbers import integer
 from ran.transforms import FaceTransform, transform_for
@@ -76,7 +76,8 @@ def check_onnx_target(path: str | Path, *, overwrite: bool) -> None:
 class OnnxRAN(nn.Module):
     """The exported computation: uint8 images (and optional boxes) -> logits (and optional weights).
 
-    Holds a float32 CPU copy of the model, so exporting never changes the caller's model.
+    Holds a float32 CPU copy of the model (``ran.inference.inference_copy``), so exporting never changes
+    the caller's model.
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class OnnxRAN(nn.Module):
         boxes_input: bool = False,
     ) -> None:
         super().__init__()
-        self.model = copy.deepcopy(model).float().cpu().eval()
+        self.model = inference_copy(model, "cpu", dtype=torch.float32, channels_last=False)
         self.transform = transform
         self.attention_weights = attention_weights
         self.boxes_input = boxes_input
@@ -249,10 +250,11 @@ def check_onnx(
     atol: float = 1e-4,
     seed: int = 1,
 ) -> dict[str, float]:
-    """Run the ONNX file under onnxruntime and PyTorch on the same random uint8 batches (a batch size
-    other than the export's, to exercise the dynamic axis), one per face size in ``sizes`` (default: the
-    size recorded in the file); return the max absolute difference per output over all sizes and raise
-    ValueError if any exceeds ``atol``."""
+    """Run the ONNX file under onnxruntime and PyTorch (``ran.inference.infer`` on a float32 CPU copy: what
+    prediction and evaluation give) on the same random uint8 batches (a batch size other than the
+    export's, to exercise the dynamic axis), one per face size in ``sizes`` (default: the size recorded in
+    the file); return the max absolute difference per output over all sizes and raise ValueError if any
+    exceeds ``atol``."""
     ort = require("onnxruntime", "ran export")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -263,21 +265,22 @@ def check_onnx(
         if recorded is None:
             raise ValueError(f"{path}: no input_size in the ONNX metadata; pass sizes=[(H, W)]")
         sizes = [tuple(json.loads(recorded)[-2:])]
-    wrapper = OnnxRAN(
-        model, transform_for(model), attention_weights="weights" in names, boxes_input=len(inputs) > 1
-    )
+    boxes_input = len(inputs) > 1
+    reference = inference_copy(model, "cpu", dtype=torch.float32, channels_last=False)
     diffs = dict.fromkeys(names, 0.0)
     for index, size in enumerate(sizes):
-        example = _example_inputs(model, size, batch_size, len(inputs) > 1, seed=seed + index)
-        with torch.no_grad():
-            expected = wrapper(*example)
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        for name, e in zip(names, expected):
-            if not torch.isfinite(e).all():
+        example = _example_inputs(model, size, batch_size, boxes_input, seed=seed + index)
+        # what prediction and evaluation give on these faces: the one inference step, fp32
+        output = infer(
+            reference, example[0], transform=transform_for(model), boxes=example[-1] if boxes_input else None
+        )
+        expected = {"logits": output.logits, "weights": output.weights}
+        for name in names:
+            if not torch.isfinite(expected[name]).all():
                 raise ValueError(f"PyTorch output {name!r} has NaN/inf values; the model cannot be checked")
         got = session.run(names, {i.name: t.numpy() for i, t in zip(inputs, example)})
-        for name, g, e in zip(names, got, expected):
-            diffs[name] = max(diffs[name], float(np.abs(g - e.numpy()).max()))
+        for name, g in zip(names, got):
+            diffs[name] = max(diffs[name], float(np.abs(g - expected[name].numpy()).max()))
     worst = max(diffs.values())
     if not worst <= atol:  # also catches NaN
         raise ValueError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} > {atol} ({diffs})")

@@ -8,7 +8,7 @@ import timm
 import torch
 
 import ran
-from ran.devices import inference_model, resolve_device
+from ran.devices import resolve_device
 
 
 def _state(model: torch.nn.Module) -> dict:
@@ -50,17 +50,6 @@ def test_evaluate_export_and_predict_leave_the_model_alone(model, tmp_path):
     face = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     ran.predict(face, model=model, detect=False, progress=False)
     _same(dict(before), _state(model))
-
-
-def test_inference_model_copies_only_when_it_must(model):
-    with inference_model(model, channels_last=False) as net:
-        assert net is model and not net.training  # the model itself, in eval mode for the block
-    assert model.training
-    with inference_model(model) as net:  # channels-last on a CPU: a copy
-        assert net is not model and net.backbone.conv1[0].weight.is_contiguous(
-            memory_format=torch.channels_last
-        )
-    assert not model.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_gpu_asked_for_but_unusable_is_refused_with_the_reason(monkeypatch):

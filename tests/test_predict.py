@@ -299,13 +299,13 @@ def test_color_follows_the_model_config(monkeypatch):
     """What reaches the model: RGB (a gray-trained model makes it gray itself, even with FERPlus label names
     nothing is guessed), gray-as-RGB with color='gray'; color='rgb' cannot reach a gray-trained model."""
     seen = []
-    original = ran.RegionAttentionNet.forward_with_attention
+    original = ran.RegionAttentionNet.forward
 
-    def spy(self, images, boxes=None):
+    def spy(self, images, boxes=None, **options):
         seen.append(images.detach().clone())
-        return original(self, images, boxes)
+        return original(self, images, boxes, **options)
 
-    monkeypatch.setattr(ran.RegionAttentionNet, "forward_with_attention", spy)
+    monkeypatch.setattr(ran.RegionAttentionNet, "forward", spy)
     small = timm.create_model("ran", backbone="test_resnet", region_size=32).eval()
     assert small.input_color == "rgb" and "happiness" in small.pretrained_cfg["label_names"]
     gray_model = copy.deepcopy(small)

@@ -620,7 +620,7 @@ def test_compile_keeps_plain_weight_names(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
     out = tmp_path / "out"
     train(_config(tiny_data, out, "--epochs", "1", "--batch-size", "16", "--compile"))
-    assert compiled == ["AttentionForward"]
+    assert compiled == ["RegionAttentionNet"]  # the model itself: no adapter around it
     plain = timm.create_model("ran", backbone="test_resnet", region_size=32, num_classes=8).state_dict()
     for folder in (out / "checkpoints" / "epoch_001", out / "best"):
         assert load_file(folder / "model.safetensors").keys() == plain.keys()

@@ -69,6 +69,8 @@ def subset_summary(samples: SubsetSamples, *, resamples: int, seed: int) -> dict
         result["classes"] = dict(samples.cross_dataset)
     if samples.unlabelled:
         result["unlabelled"] = int(samples.unlabelled)
+    if samples.precision:
+        result["precision"] = samples.precision
     return result
 
 
@@ -83,7 +85,8 @@ def summarize(
     ``bin_count``, ``bin_confidence``, ``bin_accuracy``); ``attention`` (``regions``, ``mean_weight``,
     ``top_share``); and, for a cross-dataset evaluation, ``classes`` (``evaluated``,
     ``dropped_from_model``, ``dropped_from_data``, ``rows_dropped``); ``unlabelled``: the rows labelled
-    -1 that were left out of every number above (only when there were some).
+    -1 that were left out of every number above (only when there were some); ``precision``: the autocast
+    precision the model ran in (``fp32``, ``bf16``, ``fp16``), which every number above depends on.
     """
     check_resamples(resamples)
     return {name: subset_summary(s, resamples=resamples, seed=seed) for name, s in samples.items()}

@@ -21,6 +21,7 @@ from ran.evaluation.samples import PREDICTIONS, SubsetSamples, write_predictions
 from ran.evaluation.tables import render_table
 from ran.extras import available
 from ran.files import check_overwrite_files, read_small_json, staging_files
+from ran.inference import precision_note
 from ran.locks import output_lock
 
 RESULTS_JSON = "results.json"
@@ -118,7 +119,12 @@ def unlabelled_note(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def _notes(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    notes = (interval_note(results), cross_dataset_note(results), unlabelled_note(results))
+    notes = (
+        interval_note(results),
+        precision_note(results),
+        cross_dataset_note(results),
+        unlabelled_note(results),
+    )
     return [note for note in notes if note]
 
 

@@ -1,7 +1,7 @@
 """Running a RAN over the test split and every subset of a ``ran data`` folder.
 
-One forward pass per face gives everything the reports need: the class probabilities (over the classes
-the model and the data share) and the region weights (``forward_with_attention``). They are gathered on
+One inference step per batch (``ran.inference.infer``) gives everything the reports need: the class
+probabilities (over the classes the model and the data share) and the region weights. They are gathered on
 the model's device and moved to the CPU once per subset, then kept per face (:class:`SubsetSamples`) so
 that metrics, intervals, calibration, attention statistics and ``ran compare`` never run the model again.
 """
@@ -17,14 +17,14 @@ from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
 from ran.data.labelled import class_names_of, labelled_rows
-from ran.devices import inference_model
 from ran.evaluation.attention import region_labels
 from ran.evaluation.classes import ClassMatch, match_classes
 from ran.evaluation.metrics import summarize
 from ran.evaluation.samples import SubsetSamples, row_ids
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resamples
+from ran.inference import REPORTED_PRECISION, infer, on_device
 from ran.loading import class_names
-from ran.precision import autocast
+from ran.precision import resolve_precision
 from ran.transforms import FaceTransform, transform_for
 
 NOT_EVALUATED = ("train", "validation")
@@ -102,21 +102,14 @@ def predict_split(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
-    index = None if logit_index is None else torch.as_tensor(list(logit_index), device=device)
     loader = DataLoader(
         FaceImages(split, transform), batch_size=batch_size, shuffle=False, collate_fn=collate_faces
     )
     probabilities, weights = [], []
-    with torch.inference_mode(), autocast(device, precision):
-        for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
-            images = transform.normalize(batch["images"].to(device, non_blocking=True))
-            output = model.forward_with_attention(images)
-            logits = output.logits.float()
-            logits = logits if index is None else logits.index_select(1, index)
-            probabilities.append(logits.softmax(dim=1))
-            share = output.weights.float()  # under bf16 / fp16 its rows sum to 1 only within ~1e-3
-            weights.append(share / share.sum(dim=1, keepdim=True))
+    for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
+        output = infer(model, batch["images"], transform=transform, precision=precision, classes=logit_index)
+        probabilities.append(output.probabilities)
+        weights.append(output.weights)
     return torch.cat(probabilities).cpu(), torch.cat(weights).cpu()
 
 
@@ -126,7 +119,7 @@ def evaluate_samples(
     subsets: Sequence[str] | None = None,
     *,
     batch_size: int = 64,
-    mixed_precision: str = "fp32",
+    mixed_precision: str = REPORTED_PRECISION,
     device: str | torch.device | None = None,
     image_size: int | None = None,
     cross_dataset: bool = False,
@@ -149,30 +142,31 @@ def evaluate_samples(
     logit_index = None if list(match.model_index) == list(range(model.num_classes)) else match.model_index
     transform, regions = transform_for(model, image_size), region_labels(model.boxes)
     samples: dict[str, SubsetSamples] = {}
-    with inference_model(model, device) as net:
-        for name in names:
-            split, rows, labels, unlabelled = _kept_rows(dataset_dict[name], match, name)
-            probabilities, weights = predict_split(
-                net,
-                split,
-                transform,
-                logit_index=logit_index,
-                batch_size=batch_size,
-                precision=mixed_precision,
-                description=f"evaluating {name}",
-                progress=progress,
-            )
-            samples[name] = SubsetSamples(
-                ids=row_ids(dataset_dict[name], rows.tolist()),
-                rows=rows,
-                labels=labels,
-                probabilities=probabilities.numpy(),
-                weights=weights.numpy(),
-                classes=list(match.names),
-                regions=regions,
-                cross_dataset=_dropped(match, dataset_dict[name].num_rows - unlabelled - rows.size),
-                unlabelled=unlabelled,
-            )
+    net = on_device(model, device)  # the caller's own model when it is already there
+    for name in names:
+        split, rows, labels, unlabelled = _kept_rows(dataset_dict[name], match, name)
+        probabilities, weights = predict_split(
+            net,
+            split,
+            transform,
+            logit_index=logit_index,
+            batch_size=batch_size,
+            precision=mixed_precision,
+            description=f"evaluating {name}",
+            progress=progress,
+        )
+        samples[name] = SubsetSamples(
+            ids=row_ids(dataset_dict[name], rows.tolist()),
+            rows=rows,
+            labels=labels,
+            probabilities=probabilities.numpy(),
+            weights=weights.numpy(),
+            classes=list(match.names),
+            regions=regions,
+            cross_dataset=_dropped(match, dataset_dict[name].num_rows - unlabelled - rows.size),
+            unlabelled=unlabelled,
+            precision=resolve_precision(mixed_precision),
+        )
     return samples
 
 
@@ -182,7 +176,7 @@ def evaluate(
     subsets: Sequence[str] | None = None,
     *,
     batch_size: int = 64,
-    mixed_precision: str = "fp32",
+    mixed_precision: str = REPORTED_PRECISION,
     device: str | torch.device | None = None,
     image_size: int | None = None,
     cross_dataset: bool = False,

@@ -4,8 +4,9 @@ calibration, error browsing) needs no second forward pass.
 They are written as one Parquet file beside results.json (``predictions.parquet``), one row per face and
 subset: ``subset``, ``row`` (index in the split), ``id`` (``image_name``, else the row index), ``label``,
 ``prediction``, ``correct``, ``confidence``, ``probabilities`` (over the evaluated classes) and
-``weights`` (one per region). The class and region names, and the count of unlabelled rows (label -1,
-never scored and not in the file) travel in the file's metadata (key ``ran``).
+``weights`` (one per region). The class and region names, the count of unlabelled rows (label -1,
+never scored and not in the file) and the precision the model ran in travel in the file's metadata (key
+``ran``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class SubsetSamples:
     regions: list[str]
     cross_dataset: dict[str, Any] | None = None  # ClassMatch.describe() when classes were dropped
     unlabelled: int = 0  # rows of the subset labelled -1: left out, not scored
+    precision: str | None = None  # the autocast precision the model ran in (None: not recorded)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -67,6 +69,7 @@ def _metadata(samples: Mapping[str, SubsetSamples]) -> bytes:
         "regions": {name: list(s.regions) for name, s in samples.items()},
         "cross_dataset": {name: s.cross_dataset for name, s in samples.items() if s.cross_dataset},
         "unlabelled": {name: s.unlabelled for name, s in samples.items() if s.unlabelled},
+        "precision": {name: s.precision for name, s in samples.items() if s.precision},
     }
     return json.dumps(info).encode("utf-8")
 
@@ -140,6 +143,7 @@ def read_predictions(folder_or_file: str | Path) -> dict[str, SubsetSamples]:
             regions=regions,
             cross_dataset=(info.get("cross_dataset") or {}).get(name),
             unlabelled=int((info.get("unlabelled") or {}).get(name, 0)),
+            precision=(info.get("precision") or {}).get(name),
         )
     return out
 

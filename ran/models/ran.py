@@ -16,9 +16,8 @@ import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import timm
 import torch
@@ -43,12 +42,13 @@ CPU_CHUNK_PIXELS = 8 * 224 * 224
 GLOBAL_POOLS = ("attention", "")
 
 
-@dataclass
-class RANOutput:
+class RANOutput(NamedTuple):
     """What one RAN forward pass produces: the logits and the region weights used in the pooling.
 
-    ``alpha`` are the self-attention weights (the region-biased loss reads them), ``beta`` the
-    relation-attention weights, both (B, K); ``region_features`` the backbone features (B, K, C).
+    A named tuple, so that DDP, accelerate's autocast wrapper and ``torch.compile`` pass it through as it
+    is (``logits, alpha, beta, feats = output`` works too). ``alpha`` are the self-attention weights (the
+    region-biased loss reads them), ``beta`` the relation-attention weights, both (B, K);
+    ``region_features`` the backbone features (B, K, C).
     """
 
     logits: torch.Tensor
@@ -58,8 +58,11 @@ class RANOutput:
 
     @property
     def weights(self) -> torch.Tensor:
-        """Per-region share of the final pooled feature: alpha_i * beta_i normalised over regions."""
+        """Per-region share of the final pooled feature: alpha_i * beta_i normalised over regions, in at
+        least float32 (rows of a bf16 product would sum to 1 only within ~1e-3)."""
         w = self.alpha * self.beta
+        if w.dtype == torch.float16 or w.dtype == torch.bfloat16:
+            w = self.alpha.float() * self.beta.float()
         return w / w.sum(dim=1, keepdim=True)
 
 
@@ -468,7 +471,9 @@ class RegionAttentionNet(nn.Module):
         return self._features_from_crops(self._cut(x, boxes))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Relation-attention pooling over the region axis, then dropout and the classifier."""
+        """timm's head on a ``forward_features`` map: relation-attention pooling over the region axis, then
+        dropout and the classifier. The map holds no alpha, so the head takes it from the map's region
+        features; ``forward`` pools once from the features themselves (:meth:`_attend`)."""
         if self.global_pool == "":
             return x
         pairs = x.squeeze(-1).transpose(1, 2)  # (B, K, 2C)
@@ -477,24 +482,38 @@ class RegionAttentionNet(nn.Module):
         pooled = self.head_drop(pooled)
         return pooled if pre_logits else self.fc(pooled)
 
-    def forward(self, x: torch.Tensor, boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Face images (B, C, H, W), any H and W -> logits (B, num_classes)."""
-        return self.forward_head(self.forward_features(x, boxes))
+    def _attend(self, feats: torch.Tensor) -> RANOutput:
+        """Region features (B, K, C) -> self- and relation-attention pooling -> classifier, once."""
+        alpha = self._self_attention(feats)
+        pooled, beta = self._relation_pool(self._pair_features(feats, alpha), alpha)
+        return RANOutput(self.fc(self.head_drop(pooled)), alpha, beta, feats)
+
+    def forward(
+        self, x: torch.Tensor, boxes: Optional[torch.Tensor] = None, with_attention: bool = False
+    ) -> torch.Tensor:
+        """Face images (B, C, H, W), any H and W -> logits (B, num_classes); with ``with_attention`` the
+        whole :class:`RANOutput` (eager mode; TorchScript keeps the tensor), so that training's loss reads
+        the attention through the call DDP and accelerate wrap."""
+        if self.global_pool == "":
+            return self.forward_features(x, boxes)
+        output = self._attend(self._region_features(self._cut(x, boxes)))
+        if with_attention and not torch.jit.is_scripting():
+            return output  # eager only: TorchScript skips this branch
+        return output.logits
 
     @torch.jit.ignore
     def forward_regions(self, regions: torch.Tensor) -> RANOutput:
         """Pre-cut regions (B, K, C, h, w) -> logits and the attention weights the loss needs."""
         _check_region_batch(regions, self.num_regions, self.in_chans, self.region_size)
-        feats = self._region_features(regions.flatten(0, 1).to(self._first_backbone_weight().dtype))
-        alpha = self._self_attention(feats)
-        pooled, beta = self._relation_pool(self._pair_features(feats, alpha), alpha)
-        logits = self.fc(self.head_drop(pooled))
-        return RANOutput(logits=logits, alpha=alpha, beta=beta, region_features=feats)
+        return self._attend(
+            self._region_features(regions.flatten(0, 1).to(self._first_backbone_weight().dtype))
+        )
 
     @torch.jit.ignore
     def forward_with_attention(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> RANOutput:
-        """``forward`` that also returns the attention weights (training with the RB loss, pictures)."""
-        return self.forward_regions(self._cut(images, boxes).unflatten(0, (-1, self.num_regions)))
+        """``forward(images, boxes, with_attention=True)``: logits and attention weights (pictures, the RB
+        loss)."""
+        return self._attend(self._region_features(self._cut(images, boxes)))
 
     # --- backbone utilities ----------------------------------------------------------------------
     @torch.jit.ignore

@@ -2,7 +2,7 @@
 
 :class:`FacePipeline` is built once (model, detector, regions, precision, device) and called many times:
 ``preprocess`` (a frame -> face crops from the original image + uint8 tensors the model's transform
-prepared), ``_forward`` (one batched model call under ``ran.precision.autocast``), ``postprocess``
+prepared), ``_forward`` (one batched ``ran.inference.infer`` call), ``postprocess``
 (-> :class:`FacePrediction` objects in the source image's pixels). Faces are batched across inputs;
 results come back in input order, each as soon as its faces are done.
 
@@ -26,14 +26,15 @@ import torch
 from torch import nn
 
 from ran.constants import HOW_TO_GET_A_MODEL
-from ran.devices import compile_for_inference, default_device, inference_copy, model_device
+from ran.devices import default_device, model_device
+from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
 from ran.loading import class_names, load_model
 from ran.numbers import MARGIN, integer, number
 from ran.pipeline.faces import Face, FaceDetector, crop_face, detect_faces, get_detector, landmark_boxes
 from ran.pipeline.inputs import Frame, InputError, expand_inputs, iter_frames, source_name
 from ran.pipeline.pictures import PictureWriter, picture_crop
 from ran.pipeline.results import FacePrediction, InputResult
-from ran.precision import autocast, check_device_support, resolve_precision
+from ran.precision import check_device_support, resolve_precision
 from ran.transforms import FaceTransform, transform_for
 
 _AT_LEAST_ONE = integer(1)
@@ -144,7 +145,7 @@ class FacePipeline:
         regions: str = "model",
         batch_size: int = 16,
         device: str | torch.device | None = None,
-        precision: str = "fp32",
+        precision: str = REPORTED_PRECISION,
         color: str = "auto",
         input_size: int | None = None,
         max_faces: int | None = None,
@@ -162,11 +163,8 @@ class FacePipeline:
         self.class_names = class_names(net)
         self.model = inference_copy(net, device)
         self.device = model_device(self.model)
-        self._call = (
-            compile_for_inference(self.model.forward_with_attention, self.device)
-            if compile
-            else self.model.forward_with_attention
-        )
+        if compile:
+            compile_for_inference(self.model, self.device)
         self.detector = get_detector(detector) if detect else None
         self.margin, self.regions, self.batch_size, self.max_faces = margin, regions, batch_size, max_faces
 
@@ -209,17 +207,14 @@ class FacePipeline:
         return inputs
 
     def _forward(self, batch: list[FaceInput]) -> FaceOutputs:
-        """One model call for a batch of faces, under the pipeline's autocast precision."""
-        images = self.transform.normalize(torch.stack([f.pixels for f in batch]).to(self.device))
-        boxes = None
-        if batch[0].boxes is not None:
-            boxes = torch.stack([f.boxes for f in batch]).to(self.device)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            output = self._call(images, boxes)
+        """One model call for a batch of faces (``ran.inference.infer``, the pipeline's precision)."""
+        faces = torch.stack([f.pixels for f in batch])
+        boxes = torch.stack([f.boxes for f in batch]) if batch[0].boxes is not None else None
+        output = infer(self.model, faces, transform=self.transform, precision=self.precision, boxes=boxes)
         used = boxes if boxes is not None else self.model.region_boxes.expand(len(batch), -1, -1)
         return FaceOutputs(
-            probabilities=output.logits.float().softmax(-1).cpu(),
-            weights=output.weights.float().cpu(),
+            probabilities=output.probabilities.cpu(),
+            weights=output.weights.cpu(),
             boxes=used.float().cpu(),
         )
 
@@ -387,7 +382,7 @@ def predict(
     regions: str = "model",
     batch_size: int = 16,
     device: str | torch.device | None = None,
-    precision: str = "fp32",
+    precision: str = REPORTED_PRECISION,
     color: str = "auto",
     input_size: int | None = None,
     every: int | None = None,

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 from ran.files import faults_named
-from ran.models import RANOutput
 from ran.training.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
 from ran.training.config import RUN_CONFIG_FILE, TrainConfig
 from ran.training.data import augment, step_seed
@@ -149,7 +148,7 @@ def training_step(run: Training, batch: dict[str, torch.Tensor], seed: int) -> d
     images, boxes = augment(images, run.base_boxes, run.config.data, generator)
     target = batch["soft_labels"] if run.config.loss.label_mode == "soft" else batch["labels"]
     with accelerator.accumulate(run.wrapped):
-        output = RANOutput(*run.wrapped(images, boxes))
+        output = run.wrapped(images, boxes, with_attention=True)
         losses = run.criterion(output, target)
         accelerator.backward(losses["loss"])
         if accelerator.sync_gradients and run.config.optim.max_grad_norm:
@@ -182,17 +181,20 @@ def after_update(run: Training, losses: dict[str, torch.Tensor], bar: Any, at_ep
 
 # --- validation, epoch end -----------------------------------------------------------------------
 def validate(run: Training) -> dict[str, Any]:
-    """Accuracy on the validation split, gathered over processes; counts stay on the device until the end."""
+    """Accuracy on the validation split, gathered over processes; counts stay on the device until the end.
+    Each batch is one ``ran.inference.infer`` step, as evaluation and prediction run it, in the run's
+    precision."""
     from tqdm.auto import tqdm
 
-    run.wrapped.eval()
+    from ran.inference import infer
+
     counts = torch.zeros(2, dtype=torch.long, device=run.sums.device)  # correct, total
-    with torch.no_grad():
-        for batch in tqdm(run.val_loader, desc="validation", leave=False, disable=not run.show_progress):
-            logits = run.wrapped(run.transform.normalize(batch["images"]))[0]
-            preds, labels = run.accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
-            counts[0] += (preds == labels).sum()
-            counts[1] += labels.numel()
+    precision = run.launch["mixed_precision"]
+    for batch in tqdm(run.val_loader, desc="validation", leave=False, disable=not run.show_progress):
+        logits = infer(run.model, batch["images"], transform=run.transform, precision=precision).logits
+        preds, labels = run.accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
+        counts[0] += (preds == labels).sum()
+        counts[1] += labels.numel()
     correct, total = counts.tolist()
     return {"accuracy": correct / max(total, 1), "correct": correct, "total": total}
 

@@ -24,24 +24,14 @@ from ran.training.data import Splits
 from ran.transforms import FaceTransform
 
 
-class AttentionForward(nn.Module):
-    """Makes ``forward_with_attention`` the ``forward`` so DDP and accelerate's autocast see the call."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        out = self.model.forward_with_attention(images, boxes)
-        return out.logits, out.alpha, out.beta, out.region_features
-
-
 @dataclass
 class Training:
     """One run's moving parts, as ``train_one_epoch`` / ``validate`` / ``end_of_epoch`` use them.
 
-    ``model`` is the plain RAN (checkpoints and best/ are written from it, so neither DDP's ``module.`` nor
-    torch.compile's ``_orig_mod.`` ever reaches a weight name); ``wrapped`` is what the steps call.
+    ``model`` is the plain RAN (checkpoints and best/ are written from it, so DDP's ``module.`` never
+    reaches a weight name); ``wrapped`` is what the steps call: the model as accelerate prepared it (DDP
+    across processes), whose ``forward(images, boxes, with_attention=True)`` gives the ``RANOutput`` the
+    loss reads, with no adapter.
     """
 
     config: TrainConfig
@@ -309,11 +299,11 @@ def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState
     train_loader, val_loader, sampler = build_loaders(config, splits, transform, options, rows)
     optimizer = build_optimizer(config, model, peak_lr(config, accelerator.num_processes))
     if splits.train_files:  # each process already reads its own rows: accelerate must not split them again
-        wrapped, optimizer, val_loader = accelerator.prepare(AttentionForward(model), optimizer, val_loader)
+        wrapped, optimizer, val_loader = accelerator.prepare(model, optimizer, val_loader)
         train_loader = _on_device(train_loader, accelerator.device)
     else:
         wrapped, optimizer, train_loader, val_loader = accelerator.prepare(
-            AttentionForward(model), optimizer, train_loader, val_loader
+            model, optimizer, train_loader, val_loader
         )
     if config.run.compile:  # after DDP wrapping, so that dynamo splits the graph at gradient buckets
         wrapped.compile()  # in place: checkpoints are written from ``model``, with its plain weight names
@@ -363,7 +353,6 @@ def _on_device(loader: Any, device: torch.device) -> Any:
 
 
 __all__ = [
-    "AttentionForward",
     "Training",
     "apply_resume",
     "build_model",
