@@ -154,8 +154,8 @@ def on_device(model: nn.Module, device: str | torch.device | None = None) -> nn.
     :func:`inference_copy` there."""
     if device is None:
         return model
+    check_cpu(model, torch.device(device))
     target = _exact(torch.device(device))
-    check_cpu(model, target)
     return model if model_device(model) == target else inference_copy(model, target)
 
 
@@ -171,8 +171,9 @@ def inference_copy(
     is never changed, and its later changes do not reach the copy."""
     import copy
 
+    if device is not None:
+        check_cpu(model, torch.device(device))
     target = _exact(torch.device(device)) if device is not None else model_device(model)
-    check_cpu(model, target)
     work = copy.deepcopy(model).to(target)
     if dtype is not None:
         work = work.to(dtype)

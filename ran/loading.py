@@ -54,6 +54,8 @@ def resolve_model_source(name_or_path: str | Path, revision: str | None = None) 
                 f"neither loads nor resumes it. Use the run's best/ folder, or train again"
             )
         return ModelSource("folder", str(path))
+    if path.exists() and path.suffix.lower() == ".onnx":
+        raise NotADirectoryError(f"{path}: an ONNX graph; run it with --runtime onnx")
     if path.exists():
         raise NotADirectoryError(
             f"{path}: a file; expected a model folder (config.json + model.safetensors), a training "
