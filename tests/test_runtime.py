@@ -154,3 +154,29 @@ def test_a_graph_without_region_weights_is_refused(setup, tmp_path, capsys):
     argv = [str(faces), "--model", str(graph), "--runtime", "onnx", "--no-detect", "--no-progress"]
     assert run_main(predict_main, argv, "ran predict") == 2
     assert "exported with --no-weights" in capsys.readouterr().err
+
+
+def test_the_app_serves_an_onnx_model_with_torch_answers(setup):
+    """``ran app --runtime onnx``: the page's analysis of a photo (MTCNN, the model's regions) gives the
+    probabilities the PyTorch model gives."""
+    pytest.importorskip("gradio")
+    skimage = pytest.importorskip("skimage")
+    from pathlib import Path
+
+    from ran.app.handlers import PageHandlers
+    from ran.app.predictor import AppPredictor
+
+    _, model_dir, fp32, _, _ = setup
+    photo = Path(skimage.__file__).parent / "data" / "astronaut.png"
+    upload = {"path": str(photo), "orig_name": photo.name}
+    answers = []
+    for model, runtime in ((model_dir, "torch"), (fp32, "onnx")):
+        predictor = AppPredictor([str(model)], device="cpu", runtime=runtime)
+        handlers = PageHandlers(predictor, str(model), "mtcnn", "model")
+        status, *_rest, result, _shown = handlers.analyse(upload, str(model), "mtcnn", "model", None)
+        assert status.startswith("**1 face found**"), status
+        answers.append(result["faces"][0])
+    assert answers[0]["label"] == answers[1]["label"] and answers[0]["box"] == answers[1]["box"]
+    for key in ("probabilities", "region_weights"):
+        a, b = (list(x[key].values()) if key == "probabilities" else x[key] for x in answers)
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -37,6 +37,7 @@ from ran.pipeline.faces import get_detector
 from ran.pipeline.inputs import Frame, InputError, read_image
 from ran.pipeline.pipeline import FaceInput
 from ran.precision import resolve_precision
+from ran.runtime import RUNTIMES, OnnxModel
 
 DETECTORS = ("mtcnn", "cascade")
 REGION_MODES = ("model", "landmarks")
@@ -80,10 +81,15 @@ class AppPredictor:
         device: str | torch.device | None = None,
         precision: str = "fp32",
         limits: AppLimits | None = None,
+        runtime: str = "torch",
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.runtime = runtime  # 'onnx': every model is an .onnx file from ran export (ran.runtime)
         self.offered = tuple(dict.fromkeys(offered))
         self.allow_any_model, self.hub_token_for_visitors = allow_any_model, hub_token_for_visitors
-        self.device = torch.device(device) if device is not None else default_device()
+        default = torch.device("cpu") if runtime == "onnx" else default_device()
+        self.device = torch.device(device) if device is not None else default
         self.precision = resolve_precision(precision)
         self.limits = limits or AppLimits()
         self._models: OrderedDict[str, tuple[nn.Module, str | None]] = OrderedDict()
@@ -191,7 +197,10 @@ class AppPredictor:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
+                if self.runtime == "onnx":
+                    net = OnnxModel(name.strip())
+                else:
+                    net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
         except (ValueError, OSError, RuntimeError, ImportError) as err:
             raise OptionError(f"model {_shown(name)} could not be loaded: {_one_line(err)}") from None
         notes = [_one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]
