@@ -87,6 +87,11 @@ def test_evaluate_is_the_same_under_onnx_and_records_the_runtime(setup, tmp_path
         assert samples["onnx int8"][subset].probabilities.shape == torch_samples.probabilities.shape
     precision = {name: r["test"]["precision"] for name, r in results.items()}
     assert precision == {"torch": "fp32", "onnx fp32": "onnx fp32", "onnx int8": "onnx int8"}
+    # ran compare between the fp32 and the int8 run is the accuracy check, per subset, with McNemar's test
+    from ran.cli.compare import main as compare_main
+
+    assert compare_main([str(tmp_path / "onnx_fp32"), str(tmp_path / "onnx_int8"), "--resamples", "100"]) == 0
+    assert "mcnemar" in capsys.readouterr().out.lower()
 
 
 @pytest.mark.parametrize(
