@@ -71,12 +71,9 @@ def calibration_batches(split: Any, transform: Any, faces: int, batch: int = 32)
         raise ValueError("--calibration: the train split is empty; nothing to calibrate on")
     rows = np.unique(np.linspace(0, split.num_rows - 1, num=min(faces, split.num_rows)).round().astype(int))
     dataset = FaceImages(split.select(rows.tolist()), transform)
-    return [
-        collate_faces(dataset.__getitems__(list(range(start, min(start + batch, len(dataset))))))[
-            "images"
-        ].numpy()
-        for start in range(0, len(dataset), batch)
-    ]
+    starts = range(0, len(dataset), batch)
+    items = (dataset.__getitems__(list(range(s, min(s + batch, len(dataset))))) for s in starts)
+    return [collate_faces(chunk)["images"].numpy() for chunk in items]
 
 
 def float_nodes(graph: Any) -> list[str]:

@@ -150,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = _predictions(args)
     except FileNotFoundError as err:  # only the model is looked up before the first input
-        raise FileNotFoundError(
-            f"{err}; pass --model with a model folder, a training checkpoint or a Hub id"
-        ) from None
+        expected = (
+            "an .onnx file from ran export"
+            if args.runtime == "onnx"
+            else "a model folder, a training checkpoint or a Hub id"
+        )
+        raise FileNotFoundError(f"{err}; pass --model with {expected}") from None
     frames: dict[str, list[InputResult]] = {video: [] for video in csv_paths}
     names: list[str] = []
     total = failed = unused = 0
