@@ -33,7 +33,9 @@ def exported(model_dir, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("graphs")
     assert main(["--model", str(model_dir), "--onnx", str(out / "fp32.onnx")]) == 0
     argv = ["--model", str(model_dir), "--onnx", str(out / "int8.onnx"), "--int8", "--calibration", str(data)]
-    assert main([*argv, "--calibration-faces", "48", "--min-agreement", "0.9"]) == 0
+    assert (
+        main([*argv, "--calibration-faces", "48"]) == 0
+    )  # its own check: >= 98 % unchanged, in the interval
     return out / "fp32.onnx", out / "int8.onnx"
 
 
@@ -60,9 +62,14 @@ def test_int8_graph_keeps_the_metadata_and_quantizes_only_after_the_cut(exported
     assert json.loads(meta["int8_report"])["agreement"]["split"] == "test"
     graph = onnx.load(str(int8)).graph
     producers = {out: node for node in graph.node for out in node.output}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
+    stem, *convs = [n for n in graph.node if n.op_type == "Conv"]
     assert convs and all(producers[n.input[1]].op_type == "DequantizeLinear" for n in convs)  # int8 weights
-    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+    assert stem.input[1] not in producers  # the first convolution keeps its float weights
+    for node in graph.node:  # the attention head stays float
+        if node.op_type in ("MatMul", "Gemm"):
+            assert all(
+                producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input
+            )
     # nothing upstream of the region cut is quantized: the normalisation and the boxes stay float
     pending, upstream = [i for n in graph.node if n.op_type == "RoiAlign" for i in n.input], set()
     while pending:
@@ -99,10 +106,10 @@ def test_the_report_beside_the_graph_is_what_onnxruntime_gives(exported, model_d
 
 
 def test_int8_agrees_with_fp32(exported):
-    """A tiny random-weight backbone is int8's hard case (its features barely separate the faces); it
-    still keeps >= 95 % of the answers and an accuracy inside the fp32 interval."""
+    """>= 98 % of the answers unchanged and an accuracy inside the fp32 interval, on a tiny random-weight
+    backbone (int8's hard case: its features barely separate the faces)."""
     check = json.loads(_metadata(exported[1])["int8_report"])["agreement"]
-    assert check["unchanged"] >= 0.95
+    assert check["unchanged"] >= 0.98
     assert check["int8_inside_fp32_interval"]
     low, high = check["fp32_interval"]
     assert low <= check["accuracy_int8"] <= high
