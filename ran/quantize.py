@@ -20,6 +20,8 @@ test, and faces per second. The numbers go into the graph's metadata (``int8_rep
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import statistics
 import tempfile
@@ -116,7 +118,8 @@ def quantize_graph(fp32: Path, out: Path, batches: Iterable[np.ndarray]) -> None
             face = next(self.faces, None)
             return None if face is None else {"images": np.ascontiguousarray(face)}
 
-    with tempfile.TemporaryDirectory(prefix="ran-int8-") as work:
+    # the calibrators print their progress on stdout, which belongs to the command's own output
+    with tempfile.TemporaryDirectory(prefix="ran-int8-") as work, contextlib.redirect_stdout(io.StringIO()):
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # RoiAlign: no symbolic shapes
         quantization.quantize_static(
