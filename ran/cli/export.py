@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-weights", action="store_true", help="output only the logits")
     parser.add_argument("--boxes-input", action="store_true", help="also take (B, K, 4) region boxes")
-    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the onnxruntime vs PyTorch check (with --int8: write the graph whatever its agreement)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export (never other files)"
     )
@@ -38,21 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     int8.add_argument(
         "--int8",
         action="store_true",
-        help="write an int8 graph (convolutions and matrix products; the region cut and preprocessing stay "
-        "float), checked against fp32 on --calibration's test split; the numbers go beside it "
-        "(<name>.report.json) and into its metadata",
+        help="write an int8 graph (the backbone's convolutions after the first; preprocessing, region cut, "
+        "first convolution and attention head stay float), checked against fp32 on --calibration's test "
+        "split; the numbers go beside it (<name>.report.json) and into its metadata",
     )
     int8.add_argument("--calibration", metavar="DATA", help="'ran data' folder: calibrate on its train split")
     int8.add_argument(
         "--calibration-faces",
         type=CALIBRATION_RANGE,
         default=CALIBRATION_FACES,
+        metavar="N",
         help=f"train faces to calibrate on, spread over the split (default {CALIBRATION_FACES})",
     )
     int8.add_argument(
         "--min-agreement",
         type=AGREEMENT_RANGE,
         default=MIN_AGREEMENT,
+        metavar="SHARE",
         help=f"share of test predictions int8 must leave unchanged (default {MIN_AGREEMENT})",
     )
     return finish_help(parser)
