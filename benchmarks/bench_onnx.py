@@ -9,8 +9,9 @@ Accuracy: every face of the split goes through PyTorch (fp32) and each ONNX grap
 graph takes; the table gives accuracy, agreement with PyTorch's predictions and the largest logit
 difference. Speed: one batch of ``--batch`` faces at the data's face size, rows interleaved round by
 round (median ms), for the trained model and for ``--speed-model`` (random weights: the size of the
-paper's model, 8 faces x 6 regions of 224 px). Only convolutions are quantized (the attention head and
-RoiAlign stay fp32); static quantization calibrates on 256 training faces.
+paper's model, 8 faces x 6 regions of 224 px). Static quantization is ``ran export --int8``'s
+(``ran.quantize.quantize_graph``: convolutions and matrix products after the region cut, calibrated on 256
+training faces); dynamic quantization covers the convolutions only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 import ran  # noqa: F401  (registers the models)
 from ran.export import export_onnx
+from ran.quantize import quantize_graph
 from ran.transforms import FaceTransform, transform_for
 
 
@@ -45,37 +47,15 @@ def face_batches(split, transform: FaceTransform, batch: int, limit: int | None 
 
 
 def quantized_graphs(fp32: Path, work: Path, calibration: list[np.ndarray]) -> dict[str, Path]:
-    """int8 versions of ``fp32``: static QDQ (calibrated) and dynamic (activation ranges at run time)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    """int8 versions of ``fp32``: static QDQ as ``ran export --int8`` makes it (``ran.quantize``), and
+    dynamic (activation ranges at run time, convolutions only)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Faces(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(calibration)
-
-        def get_next(self) -> dict | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"images": batch}
-
+    static, dynamic = work / "int8_static.onnx", work / "int8_dynamic.onnx"
+    quantize_graph(fp32, static, calibration)
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # RoiAlign: no symbolic shapes
-    static, dynamic = work / "int8_static.onnx", work / "int8_dynamic.onnx"
-    quantize_static(
-        str(prepared),
-        str(static),
-        Faces(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["Conv"],  # the backbone; the attention head and RoiAlign stay fp32
-    )
     quantize_dynamic(str(prepared), str(dynamic), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
     return {"onnx int8 static": static, "onnx int8 dynamic": dynamic}
 

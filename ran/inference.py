@@ -9,6 +9,9 @@ One copy policy, here and nowhere else: :func:`infer` never copies, moves, casts
 caller's model; it runs the model where it is, in eval mode for the call (each module's own mode is
 restored after). A model that must run on another device or in another dtype, or that is kept across
 calls while the caller may go on changing it (a pipeline), is copied once, by :func:`inference_copy`.
+
+An ONNX graph from ``ran export`` (``ran.runtime.OnnxModel``, fp32 or int8) runs through the same step:
+it takes the uint8 faces as they are (its graph holds the normalisation), on the CPU, in its own precision.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from torch import nn
 
 from ran.devices import model_device
 from ran.errors import UserError
-from ran.precision import autocast
+from ran.precision import autocast, resolve_precision
+from ran.runtime import check_cpu
 from ran.transforms import FaceTransform, transform_for
 
 # The precision every reported number is measured in unless a user asks otherwise: ``ran evaluate``,
@@ -81,8 +85,11 @@ def infer(
     if boxes is not None and not attention:
         raise UserError(f"boxes: {type(model).__name__} has no regions; boxes are for a RAN")
     transform = transform if transform is not None else transform_for(model)
+    pixels_in = getattr(net, "takes_pixels", False)
+    if pixels_in:
+        _check_graph_input(net, transform, precision)
     with torch.inference_mode(), eval_mode(net), autocast(target, precision):
-        images = transform.normalize(faces.to(target, non_blocking=True))
+        images = faces if pixels_in else transform.normalize(faces.to(target, non_blocking=True))
         if boxes is not None:
             boxes = boxes.to(target)
         if attention:
@@ -94,6 +101,26 @@ def infer(
     if classes is not None:
         logits = logits.index_select(1, torch.as_tensor(list(classes), device=logits.device))
     return Inference(logits, logits.softmax(dim=1), None if weights is None else _renormalised(weights))
+
+
+def _check_graph_input(model: nn.Module, transform: FaceTransform, precision: str) -> None:
+    """A model that takes the uint8 faces (``ran.runtime.OnnxModel``) normalises them itself, in the
+    precision it was exported in: refuse a transform or a precision it cannot honour, rather than
+    silently running another."""
+    if resolve_precision(precision) != REPORTED_PRECISION:
+        raise UserError(
+            f"precision {precision}: the onnx runtime runs the graph's own precision "
+            f"({model.runtime_precision}); use fp32 (the default) or --runtime torch"
+        )
+    if transform.grayscale and model.input_color != "gray":
+        raise UserError(
+            "color='gray' (--color gray): the ONNX graph feeds its RGB model RGB; use --runtime torch"
+        )
+    if (transform.mean, transform.std) != (model.input_mean, model.input_std):
+        raise UserError(
+            f"transform: mean {transform.mean} / std {transform.std} differ from the ONNX graph's own "
+            f"{model.input_mean} / {model.input_std}"
+        )
 
 
 def _renormalised(weights: torch.Tensor) -> torch.Tensor:
@@ -128,6 +155,7 @@ def on_device(model: nn.Module, device: str | torch.device | None = None) -> nn.
     :func:`inference_copy` there."""
     if device is None:
         return model
+    check_cpu(model, torch.device(device))
     target = _exact(torch.device(device))
     return model if model_device(model) == target else inference_copy(model, target)
 
@@ -144,6 +172,8 @@ def inference_copy(
     is never changed, and its later changes do not reach the copy."""
     import copy
 
+    if device is not None:
+        check_cpu(model, torch.device(device))
     target = _exact(torch.device(device)) if device is not None else model_device(model)
     work = copy.deepcopy(model).to(target)
     if dtype is not None:
@@ -159,6 +189,10 @@ def compile_for_inference(model: nn.Module, device: torch.device | str) -> nn.Mo
     into the graph as constants (BatchNorm into convolutions, prepacked oneDNN kernels): ResNet-18, 8 crops
     of 224 px, fp32, 2 cores: 1.23x eager, where compiling without freezing gives 1.05x. Only for models
     whose weights no longer change (an :func:`inference_copy`)."""
+    if getattr(model, "takes_pixels", False):
+        raise UserError(
+            "compile: the onnx runtime runs its own optimised graph; --compile is for --runtime torch"
+        )
     options = {"freezing": True} if torch.device(device).type == "cpu" else None
     model.compile(options=options)
     return model

@@ -50,6 +50,8 @@ def resolve_model_source(name_or_path: str | Path, revision: str | None = None) 
             raise UserError(f"revision={revision!r}: a local folder ({path}) has no revisions")
         refuse_pickles(path)
         return ModelSource("folder", str(path))
+    if path.exists() and path.suffix.lower() == ".onnx":
+        raise NotADirectoryError(f"{path}: an ONNX graph; run it with --runtime onnx")
     if path.exists():
         raise NotADirectoryError(
             f"{path}: a file; expected a model folder (config.json + model.safetensors), a training "

@@ -31,6 +31,10 @@ INPUT_COLORS: tuple[str, ...] = get_args(InputColor)
 AttentionMode = Literal["softmax", "sigmoid"]
 ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
 
+# What runs a model: PyTorch, or onnxruntime on an .onnx file from ``ran export`` (fp32 or int8).
+Runtime = Literal["torch", "onnx"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+
 # Training recipe choices: the optimizer (SGD as the original), the learning-rate schedule, the target
 # a training face gives (its class index or the dataset's soft label distribution), the device.
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
@@ -80,11 +84,13 @@ __all__ = [
     "PRECISION_ALIASES",
     "PRECISION_CHOICES",
     "REGION_MODES",
+    "RUNTIMES",
     "AttentionMode",
     "ColorMode",
     "Detector",
     "InputColor",
     "Precision",
     "RegionMode",
+    "Runtime",
     "resolve_detector",
 ]

@@ -47,6 +47,7 @@ def build_app(
     allow_any_model: bool = False,
     hub_token_for_visitors: bool = False,
     limits: AppLimits | None = None,
+    runtime: str = "torch",
 ) -> Any:
     """The web app as a ``gradio.Blocks`` (call ``.launch()`` on it), its queue set up.
 
@@ -62,6 +63,8 @@ def build_app(
         hub_token_for_visitors: with ``allow_any_model``, download visitors' Hub ids with the server's Hub
             token (its private repositories become reachable); by default they get no token.
         limits: what one request may take (``ran.app.limits.AppLimits``; defaults when None).
+        runtime: ``torch``, or ``onnx``: the models are .onnx files from ``ran export`` (fp32 or int8),
+            run by onnxruntime on the CPU (``ran.runtime.OnnxModel``).
     """
     if hub_token_for_visitors and not allow_any_model:
         raise UserError("hub_token_for_visitors: only with allow_any_model (--allow-any-model)")
@@ -74,6 +77,7 @@ def build_app(
         device=device,
         precision=precision,
         limits=limits,
+        runtime=runtime,
     )
     _preload(predictor, offered if strict else [model], detector, regions, strict)
     handlers = PageHandlers(predictor, model, detector, regions)

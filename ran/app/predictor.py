@@ -38,7 +38,8 @@ from ran.pipeline.faces import get_detector
 from ran.pipeline.inputs import Frame, InputError, read_image
 from ran.pipeline.pipeline import FaceInput
 from ran.precision import resolve_precision
-from ran.vocabulary import DETECTOR_CHOICES, REGION_MODES, resolve_detector
+from ran.runtime import OnnxModel
+from ran.vocabulary import DETECTOR_CHOICES, REGION_MODES, RUNTIMES, resolve_detector
 
 NOT_OFFERED = "model: not offered by this server; choose one of the listed models"
 SHOWN_CHARS = 200  # values from visitors are cut to this many characters in messages
@@ -80,10 +81,15 @@ class AppPredictor:
         device: str | torch.device | None = None,
         precision: str = "fp32",
         limits: AppLimits | None = None,
+        runtime: str = "torch",
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise UserError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.runtime = runtime  # 'onnx': every model is an .onnx file from ran export (ran.runtime)
         self.offered = tuple(dict.fromkeys(offered))
         self.allow_any_model, self.hub_token_for_visitors = allow_any_model, hub_token_for_visitors
-        self.device = torch.device(device) if device is not None else default_device()
+        default = torch.device("cpu") if runtime == "onnx" else default_device()
+        self.device = torch.device(device) if device is not None else default
         self.precision = resolve_precision(precision)
         self.limits = limits or AppLimits()
         self._models: OrderedDict[str, tuple[nn.Module, str | None]] = OrderedDict()
@@ -192,7 +198,10 @@ class AppPredictor:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
+                if self.runtime == "onnx":
+                    net = OnnxModel(name.strip())
+                else:
+                    net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
         except (ValueError, OSError, RuntimeError, ImportError) as err:
             raise OptionError(f"model {_shown(name)} could not be loaded: {one_line(err)}") from None
         notes = [one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]

@@ -12,7 +12,14 @@ from __future__ import annotations
 import argparse
 
 from ran.app.limits import AppLimits
-from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help, require_model
+from ran.cli.options import (
+    add_device_flags,
+    add_face_flags,
+    add_runtime_flag,
+    finish_help,
+    require_model,
+    runtime_device,
+)
 from ran.numbers import integer, number_fields
 
 
@@ -38,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=integer(1, 65535), help="port (default: 7860, or the next free one)")
     add_face_flags(parser)
     add_device_flags(parser)
+    add_runtime_flag(parser)
     parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")
     _add_visitor_flags(parser)
     return finish_help(parser)
@@ -96,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         models=args.choices,
         detector=args.detector,
         regions=args.regions,
-        device=device_option(args.device),
+        device=runtime_device(args.device, args.runtime),
         precision=args.precision,
         allow_any_model=args.allow_any_model,
         hub_token_for_visitors=args.hub_token_for_visitors,
         limits=limits,
+        runtime=args.runtime,
     )
     app.launch(server_name=args.host, server_port=args.port, max_file_size=args.max_file_size)
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.cli.options import add_evaluation_flags, device_option, finish_help
+from ran.cli.options import add_evaluation_flags, add_runtime_flag, finish_help, runtime_device
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
 
@@ -32,6 +32,7 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True, type=Path, help="where results.json / .md / PNGs go")
     parser.add_argument("--subsets", nargs="+", help="splits to evaluate (default: all but train/validation)")
     add_evaluation_flags(parser)
+    add_runtime_flag(parser)
     parser.add_argument(
         "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the 95%% intervals"
     )
@@ -58,18 +59,18 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from ran.data.batches import load_splits
     from ran.evaluation import evaluate_samples, print_results, summarize, write_results
     from ran.evaluation.report import check_results_folder
-    from ran.loading import load_model
+    from ran.runtime import load_runtime_model
 
     check_results_folder(out, overwrite=args.overwrite)
     dataset_dict = load_splits(args.data)
-    model = load_model(args.model, revision=args.revision)
+    model = load_runtime_model(args.model, args.runtime, revision=args.revision)
     samples = evaluate_samples(
         model,
         dataset_dict,
         args.subsets,
         batch_size=args.batch_size,
         mixed_precision=args.mixed_precision,
-        device=device_option(args.device),
+        device=runtime_device(args.device, args.runtime),
         image_size=args.image_size,
         cross_dataset=args.cross_dataset,
         progress=not args.no_progress,

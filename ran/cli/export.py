@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ran.errors import UserError
 from ran.export import DEFAULT_OPSET, MIN_OPSET, OPSETS
 from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE
+from ran.quantize import AGREEMENT_RANGE, CALIBRATION_FACES, CALIBRATION_RANGE, MIN_AGREEMENT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,24 +31,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-weights", action="store_true", help="output only the logits")
     parser.add_argument("--boxes-input", action="store_true", help="also take (B, K, 4) region boxes")
-    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the onnxruntime vs PyTorch check (with --int8: write the graph whatever its agreement)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export (never other files)"
     )
+    int8 = parser.add_argument_group("int8 (static quantization with onnxruntime)")
+    int8.add_argument(
+        "--int8",
+        action="store_true",
+        help="write an int8 graph (the backbone's convolutions after the first; preprocessing, region cut, "
+        "first convolution and attention head stay float), checked against fp32 on --calibration's test "
+        "split; the numbers go beside it (<name>.report.json) and into its metadata",
+    )
+    int8.add_argument("--calibration", metavar="DATA", help="'ran data' folder: calibrate on its train split")
+    int8.add_argument(
+        "--calibration-faces",
+        type=CALIBRATION_RANGE,
+        default=CALIBRATION_FACES,
+        metavar="N",
+        help=f"train faces to calibrate on, spread over the split (default {CALIBRATION_FACES})",
+    )
+    int8.add_argument(
+        "--min-agreement",
+        type=AGREEMENT_RANGE,
+        default=MIN_AGREEMENT,
+        metavar="SHARE",
+        help=f"share of test predictions int8 must leave unchanged (default {MIN_AGREEMENT})",
+    )
     return finish_help(parser)
+
+
+def _check_int8_flags(args: argparse.Namespace) -> None:
+    if args.int8 and not args.calibration:
+        raise UserError("--int8 needs --calibration DATA (a 'ran data' folder with train and test splits)")
+    if args.calibration and not args.int8:
+        raise UserError("--calibration is for --int8; pass --int8 too, or leave --calibration out")
+    if args.int8 and args.no_weights:
+        raise UserError("--int8 checks the region weights too; leave out --no-weights")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ran.extras import require
 
-    for module in ("onnx", "onnxscript") if args.no_check else ("onnx", "onnxscript", "onnxruntime"):
-        require(module, "ran export")  # before anything is loaded
+    _check_int8_flags(args)
+    runtime = () if args.no_check and not args.int8 else ("onnxruntime",)
+    for module in ("onnx", "onnxscript", *runtime):
+        require(module, "ran export --int8" if args.int8 else "ran export")  # before anything is loaded
     from ran.export import check_onnx, check_onnx_target, export_onnx
     from ran.loading import load_model
 
     out = Path(args.onnx)
     check_onnx_target(out, overwrite=args.overwrite)  # before the model is loaded
+    if args.int8:
+        return _export_int8(args, out)
     model = load_model(args.model)
     path = export_onnx(
         model,
@@ -65,6 +107,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         message += ")"
     print(message)
+    return 0
+
+
+def _export_int8(args: argparse.Namespace, out: Path) -> int:
+    from ran.loading import load_model
+    from ran.quantize import check_report_target, export_int8, report_path
+
+    check_report_target(out, overwrite=args.overwrite)
+    model = load_model(args.model)
+    path, report = export_int8(
+        model,
+        out,
+        args.calibration,
+        calibration_faces=args.calibration_faces,
+        min_agreement=args.min_agreement,
+        check=not args.no_check,
+        overwrite=args.overwrite,
+        input_size=args.input_size,
+        opset=args.opset,
+        boxes_input=args.boxes_input,
+    )
+    check, speed = report["agreement"], report["faces_per_second"]
+    low, high = check["fp32_interval"]
+    print(
+        f"wrote {path} and {report_path(path).name}: int8 vs fp32 on {check['faces']} {check['split']} "
+        f"faces: {check['unchanged']:.2%} of predictions unchanged, max probability difference "
+        f"{check['max_probability_difference']:.2g}; accuracy int8 {check['accuracy_int8']:.4f}, fp32 "
+        f"{check['accuracy_fp32']:.4f} [{low:.4f}, {high:.4f}]; {speed['int8']:.1f} faces/s int8 vs "
+        f"{speed['fp32']:.1f} fp32 ({report['speedup']:.2f}x)"
+    )
     return 0
 
 

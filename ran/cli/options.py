@@ -15,7 +15,7 @@ from ran.constants import HOW_TO_GET_A_MODEL
 from ran.errors import UserError
 from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE, dataclass_parser, integer
-from ran.vocabulary import DETECTOR_CHOICES, PRECISION_CHOICES, REGION_MODES
+from ran.vocabulary import DETECTOR_CHOICES, PRECISION_CHOICES, REGION_MODES, RUNTIMES
 
 
 def options_parser(dataclass_types: Sequence[type], prog: str, description: str) -> Any:
@@ -56,6 +56,12 @@ def device_option(requested: str | None, flag: str = "--device") -> Any:
     return device
 
 
+def runtime_device(requested: str | None, runtime: str) -> Any:
+    """:func:`device_option` for ``--runtime torch``; the CPU for ``--runtime onnx`` unless a device is
+    named (then it is checked, and anything but the CPU is refused when the model is run)."""
+    return device_option(requested) if runtime == "torch" or requested else "cpu"
+
+
 # --- flags several commands share (one spelling, one help) ----------------------------------------------
 def add_device_flags(parser: Any, precision_flag: str = "--precision") -> None:
     """``--device`` and the autocast precision (``--precision``, or ``--mixed-precision`` where the
@@ -67,6 +73,17 @@ def add_device_flags(parser: Any, precision_flag: str = "--precision") -> None:
         choices=PRECISION_CHOICES,
         metavar="PRECISION",
         help="fp32, bf16 or fp16 (GPU) autocast",
+    )
+
+
+def add_runtime_flag(parser: Any) -> None:
+    """``--runtime``: PyTorch, or onnxruntime on an .onnx file from ``ran export`` (fp32 or int8)."""
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        choices=RUNTIMES,
+        help="torch (a model folder, Hub id or name) or onnx (--model is an .onnx file from 'ran export', "
+        "fp32 or --int8; CPU, needs ran[export])",
     )
 
 

@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help, require_model
+from ran.cli.options import (
+    add_device_flags,
+    add_face_flags,
+    add_runtime_flag,
+    finish_help,
+    require_model,
+    runtime_device,
+)
 from ran.errors import UserError
 from ran.numbers import IMAGE_SIDE, MARGIN, integer, number
 from ran.vocabulary import COLOR_MODES
@@ -63,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=integer(1), default=16, help="faces per forward pass")
     add_device_flags(parser)
+    add_runtime_flag(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument(
@@ -144,9 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = _predictions(args)
     except FileNotFoundError as err:  # only the model is looked up before the first input
-        raise FileNotFoundError(
-            f"{err}; pass --model with a model folder, a training checkpoint or a Hub id"
-        ) from None
+        expected = (
+            "an .onnx file from ran export"
+            if args.runtime == "onnx"
+            else "a model folder, a training checkpoint or a Hub id"
+        )
+        raise FileNotFoundError(f"{err}; pass --model with {expected}") from None
     frames: dict[str, list[InputResult]] = {video: [] for video in csv_paths}
     names: list[str] = []
     total = failed = unused = 0
@@ -195,16 +206,17 @@ def _write_csvs(frames: dict[str, list[InputResult]], paths: dict[str, Path], na
 
 def _predictions(args: argparse.Namespace) -> Iterator[InputResult]:
     from ran.pipeline.pipeline import iter_predictions
+    from ran.runtime import OnnxModel
 
     return iter_predictions(
         args.inputs,
-        args.model,
+        OnnxModel(args.model) if args.runtime == "onnx" else args.model,
         detector=args.detector,
         detect=not args.no_detect,
         margin=args.margin,
         regions=args.regions,
         batch_size=args.batch_size,
-        device=device_option(args.device),
+        device=runtime_device(args.device, args.runtime),
         precision=args.precision,
         color=args.color,
         input_size=args.input_size,

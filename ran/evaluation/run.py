@@ -165,9 +165,16 @@ def evaluate_samples(
             regions=regions,
             cross_dataset=_dropped(match, dataset_dict[name].num_rows - unlabelled - rows.size),
             unlabelled=unlabelled,
-            precision=resolve_precision(mixed_precision),
+            precision=recorded_precision(model, mixed_precision),
         )
     return samples
+
+
+def recorded_precision(model: nn.Module, precision: str) -> str:
+    """The precision results record: the autocast one, or ``onnx fp32`` / ``onnx int8`` for an ONNX
+    graph (``ran.runtime.OnnxModel``), which runs in its own."""
+    graph = getattr(model, "runtime_precision", None)
+    return f"onnx {graph}" if graph else resolve_precision(precision)
 
 
 def evaluate(

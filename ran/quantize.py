@@ -1,0 +1,290 @@
+"""``ran export --int8``: static int8 quantization of an exported RAN, and the check that it still answers
+as the fp32 graph does.
+
+onnxruntime's ``quantize_static`` rewrites the fp32 graph (:func:`ran.export.export_onnx`) in QDQ form:
+int8 weights per output channel, uint8 activations whose ranges come from a few hundred faces of a dataset
+folder's train split (VNNI runs such convolutions about 4x fp32 on this CPU). The backbone's convolutions
+are quantized, all but the first; the input's normalisation, gray and resize, the region boxes and the
+``RoiAlign`` cut stay float (everything upstream of the cut is excluded by node), and so do the first
+convolution (the stem, which sees the pixels) and the attention head's matrix products. Those two decide
+most of the answers that change: on ``ran demo --quick``'s model (320 test faces), quantizing every
+convolution and matrix product leaves 96.9 % of the predictions unchanged, this choice 99.1 %, for about
+17 % of int8's speed on ``ran_resnet18`` (the head is a negligible share of the work).
+
+The int8 graph is then measured against the fp32 graph on the folder's test split, both run by the one
+inference step (``ran.inference.infer`` on ``ran.runtime.OnnxModel``): the share of predictions that stay
+the same, the largest probability difference, both accuracies with the fp32 95 % interval and McNemar's
+test, and faces per second. The numbers go into the graph's metadata (``int8_report``) and beside it
+(``<name>.report.json``); the graph keeps every metadata entry of the fp32 one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ran.errors import UserError
+from ran.extras import require
+from ran.files import atomic_path, read_small_json, write_json
+from ran.numbers import integer, number
+
+if TYPE_CHECKING:
+    from torch import nn
+
+QUANTIZED_OPS = ("Conv",)  # the backbone; the attention head's MatMul / Gemm stay float
+FLOAT_CUT = ("RoiAlign",)  # this node and everything upstream of it stays float
+CALIBRATION_FACES = 256
+CALIBRATION_RANGE = integer(1, 100_000)
+MIN_AGREEMENT = 0.98
+AGREEMENT_RANGE = number(0.0, 1.0)
+REPORT_KIND = "ran export --int8"
+FEATURE = "ran export --int8"
+
+
+def report_path(out: str | Path) -> Path:
+    """Where the report goes beside the graph: ``model.onnx`` -> ``model.report.json``."""
+    out = Path(out).expanduser()
+    return out.with_name(f"{out.stem}.report.json")
+
+
+def check_report_target(out: str | Path, *, overwrite: bool) -> None:
+    """The report beside ``out`` may be replaced only with --overwrite and only when ran wrote it."""
+    path = report_path(out)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    data = read_small_json(path)
+    if not path.is_file() or not isinstance(data, dict) or data.get("written_by") != REPORT_KIND:
+        raise FileExistsError(f"{path}: not a report written by {REPORT_KIND}; refusing to replace it")
+
+
+def calibration_batches(split: Any, transform: Any, faces: int, batch: int = 32) -> list[np.ndarray]:
+    """``faces`` rows spread evenly over ``split`` (all of them when it has fewer), as uint8 batches at
+    the model's face size: what the graph is fed."""
+    from ran.data.batches import FaceImages, collate_faces
+
+    if not split.num_rows:
+        raise UserError("--calibration: the train split is empty; nothing to calibrate on")
+    rows = np.unique(np.linspace(0, split.num_rows - 1, num=min(faces, split.num_rows)).round().astype(int))
+    dataset = FaceImages(split.select(rows.tolist()), transform)
+    starts = range(0, len(dataset), batch)
+    items = (dataset.__getitems__(list(range(s, min(s + batch, len(dataset))))) for s in starts)
+    return [collate_faces(chunk)["images"].numpy() for chunk in items]
+
+
+def float_nodes(graph: Any) -> list[str]:
+    """Names of the nodes that stay float: the region cut and everything that feeds it (the input's
+    normalisation, gray and resize, the boxes), and the first convolution (the stem, which sees the
+    pixels)."""
+    producers = {name: node for node in graph.graph.node for name in node.output}
+    pending = [name for node in graph.graph.node if node.op_type in FLOAT_CUT for name in node.input]
+    kept = [node.name for node in graph.graph.node if node.op_type in FLOAT_CUT]
+    seen: set[str] = set()
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        kept.append(node.name)
+        pending.extend(node.input)
+    stem = next((node.name for node in graph.graph.node if node.op_type == "Conv"), None)  # nodes are sorted
+    return kept + ([stem] if stem else [])
+
+
+def quantize_graph(fp32: Path, out: Path, batches: Iterable[np.ndarray]) -> None:
+    """Static QDQ int8 of ``fp32`` into ``out``, calibrated on ``batches`` of uint8 faces (the 99.999th
+    percentile of each activation's magnitude: a few outliers do not stretch the range)."""
+    onnx = require("onnx", FEATURE)
+    quantization = require("onnxruntime.quantization", FEATURE)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Faces(quantization.CalibrationDataReader):
+        """One face per run: the percentile calibrator stacks the runs' activations, so they must all
+        have one shape."""
+
+        def __init__(self) -> None:
+            self.faces = (images[i : i + 1] for images in batches for i in range(len(images)))
+
+        def get_next(self) -> dict | None:
+            face = next(self.faces, None)
+            return None if face is None else {"images": np.ascontiguousarray(face)}
+
+    # the calibrators print their progress on stdout, which belongs to the command's own output
+    with tempfile.TemporaryDirectory(prefix="ran-int8-") as work, contextlib.redirect_stdout(io.StringIO()):
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # RoiAlign: no symbolic shapes
+        quantization.quantize_static(
+            str(prepared),
+            str(out),
+            Faces(),
+            quant_format=quantization.QuantFormat.QDQ,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_exclude=float_nodes(onnx.load(str(prepared))),
+            calibrate_method=quantization.CalibrationMethod.Percentile,
+        )
+
+
+def agreement(fp32: nn.Module, int8: nn.Module, splits: Any, split: str = "test") -> dict[str, Any]:
+    """int8 against fp32 on ``splits[split]``, each run by the one inference step: share of predictions
+    unchanged, largest probability difference, both accuracies, the fp32 interval and McNemar's test."""
+    from ran.evaluation import evaluate_samples
+    from ran.evaluation.statistics import accuracy_intervals, mcnemar_exact
+
+    if split not in splits:
+        raise UserError(
+            f"--calibration: the dataset has no {split!r} split to check on; it has {sorted(splits)}"
+        )
+    a, b = (
+        evaluate_samples(m, splits, [split], cross_dataset=True, progress=False)[split] for m in (fp32, int8)
+    )
+    predicted_a, predicted_b = a.probabilities.argmax(1), b.probabilities.argmax(1)
+    correct_a, correct_b = predicted_a == a.labels, predicted_b == b.labels
+    interval = accuracy_intervals(a.labels, predicted_a, len(a.classes))["accuracy"]
+    accuracy_b = float(correct_b.mean())
+    return {
+        "split": split,
+        "faces": int(a.labels.size),
+        "unchanged": float((predicted_a == predicted_b).mean()),
+        "max_probability_difference": float(np.abs(a.probabilities - b.probabilities).max()),
+        "accuracy_fp32": float(correct_a.mean()),
+        "accuracy_int8": accuracy_b,
+        "fp32_interval": interval,
+        "int8_inside_fp32_interval": bool(interval[0] <= accuracy_b <= interval[1]),
+        "mcnemar": mcnemar_exact(correct_a, correct_b),
+    }
+
+
+def faces_per_second(models: dict[str, nn.Module], images: np.ndarray, repeats: int = 5) -> dict[str, float]:
+    """Faces per second of each model on one batch, rows interleaved round by round (median)."""
+    import torch
+
+    from ran.inference import infer
+
+    faces = torch.from_numpy(images)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for model in models.values():
+        infer(model, faces)  # warm-up
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            infer(model, faces)
+            times[name].append(time.perf_counter() - start)
+    return {name: len(images) / statistics.median(values) for name, values in times.items()}
+
+
+def check_agreement(report: dict[str, Any], min_agreement: float) -> None:
+    """Refuse an int8 graph that changes too many predictions or leaves the fp32 accuracy interval."""
+    check = report["agreement"]
+    low, high = check["fp32_interval"]
+    if check["unchanged"] < min_agreement or not check["int8_inside_fp32_interval"]:
+        raise UserError(
+            f"int8 check failed on {check['faces']} {check['split']} faces: {check['unchanged']:.2%} of "
+            f"predictions unchanged (need >= {min_agreement:.0%}), accuracy int8 "
+            f"{check['accuracy_int8']:.4f} vs fp32 {check['accuracy_fp32']:.4f} [{low:.4f}, {high:.4f}]; "
+            "nothing written (see --min-agreement, --calibration-faces, --no-check)"
+        )
+
+
+def export_int8(
+    model: nn.Module,
+    out: str | Path,
+    calibration: str | Path,
+    *,
+    calibration_faces: int = CALIBRATION_FACES,
+    min_agreement: float = MIN_AGREEMENT,
+    check: bool = True,
+    overwrite: bool = False,
+    **export_options: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """Export ``model`` as a static int8 ONNX graph to ``out`` and its report beside it (both atomic,
+    neither written when the agreement check fails). ``export_options`` go to ``export_onnx``."""
+    from ran.data.batches import load_splits
+    from ran.export import check_onnx, check_onnx_target, export_onnx
+    from ran.runtime import OnnxModel
+    from ran.transforms import transform_for
+
+    CALIBRATION_RANGE.check(calibration_faces, "calibration_faces")
+    AGREEMENT_RANGE.check(min_agreement, "min_agreement")
+    out = Path(out).expanduser()
+    check_onnx_target(out, overwrite=overwrite)
+    check_report_target(out, overwrite=overwrite)
+    splits = load_splits(calibration)
+    if "train" not in splits:
+        raise UserError(
+            f"--calibration {calibration}: no train split to calibrate on; it has {sorted(splits)}"
+        )
+    batches = calibration_batches(splits["train"], transform_for(model), calibration_faces)
+    with tempfile.TemporaryDirectory(prefix="ran-int8-") as work:
+        fp32_path = export_onnx(model, Path(work) / "fp32.onnx", **export_options)
+        if check:
+            check_onnx(model, fp32_path)
+        quantize_graph(fp32_path, Path(work) / "int8.onnx", batches)
+        fp32, int8 = OnnxModel(fp32_path), OnnxModel(Path(work) / "int8.onnx")
+        report = {
+            "written_by": REPORT_KIND,
+            "quantization": _method(calibration, sum(len(b) for b in batches)),
+            "agreement": agreement(fp32, int8, splits),
+            "faces_per_second": faces_per_second({"fp32": fp32, "int8": int8}, batches[0]),
+        }
+        speeds = report["faces_per_second"]
+        report["speedup"] = speeds["int8"] / speeds["fp32"]
+        if check:
+            check_agreement(report, min_agreement)
+        _save(Path(work) / "int8.onnx", fp32_path, out, report)
+    return out, report
+
+
+def _method(calibration: str | Path, faces: int) -> dict[str, Any]:
+    return {
+        "tool": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "weights": "int8, per output channel",
+        "activations": "uint8, percentile calibration",
+        "ops": list(QUANTIZED_OPS),
+        "float": "input normalisation / gray / resize, boxes, RoiAlign, first convolution, attention head",
+        "calibration_data": Path(str(calibration)).name,
+        "calibration_faces": faces,
+    }
+
+
+def _save(int8: Path, fp32: Path, out: Path, report: dict[str, Any]) -> None:
+    """The int8 graph with the fp32 graph's metadata, the method and the report, and the report beside it:
+    each written atomically, the report only once the graph is complete."""
+    onnx = require("onnx", FEATURE)
+    graph, source = onnx.load(str(int8)), onnx.load(str(fp32), load_external_data=False)
+    del graph.metadata_props[:]
+    for prop in source.metadata_props:
+        graph.metadata_props.add(key=prop.key, value=prop.value)
+    graph.metadata_props.add(key="quantization", value=json.dumps(report["quantization"]))
+    graph.metadata_props.add(key="int8_report", value=json.dumps(report))
+    with atomic_path(out) as tmp:
+        onnx.save(graph, str(tmp))
+        write_json(report_path(out), report)
+
+
+__all__ = [
+    "CALIBRATION_FACES",
+    "MIN_AGREEMENT",
+    "QUANTIZED_OPS",
+    "agreement",
+    "calibration_batches",
+    "check_agreement",
+    "export_int8",
+    "faces_per_second",
+    "float_nodes",
+    "quantize_graph",
+    "report_path",
+]

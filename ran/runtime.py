@@ -1,0 +1,206 @@
+"""Where the model runs: PyTorch, or an ONNX graph written by ``ran export`` (fp32 or int8) under
+onnxruntime, for ``ran predict`` / ``ran evaluate`` ``--runtime``.
+
+:class:`OnnxModel` is the ONNX graph as a model the one inference step (``ran.inference.infer``) runs: it
+takes the uint8 faces themselves (``takes_pixels``; the graph normalises, makes gray and resizes them as
+the exported model did) and gives the same :class:`ran.models.RANOutput` logits and region weights. Its
+labels, face size, colour, mean / std and region boxes come from the graph's metadata, so the pipeline,
+evaluation and their input checks read it as they read a RAN. It runs on the CPU, in the graph's own
+precision (int8 where ``ran export --int8`` quantized it), and is never copied: a session is read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ran.errors import UserError
+from ran.extras import require
+from ran.vocabulary import RUNTIMES
+
+MAX_ONNX_BYTES = 2**31  # protobuf's limit: no ONNX graph of this exporter is larger
+ONNX_FEATURE = "the onnx runtime (--runtime onnx)"
+
+
+class GraphOutput(NamedTuple):
+    """What the graph gives: logits (B, C) and region weights (B, K), the ``RANOutput`` fields infer reads."""
+
+    logits: torch.Tensor
+    weights: torch.Tensor
+
+
+class OnnxModel(nn.Module):
+    """An ONNX graph from ``ran export`` under onnxruntime (CPU), as a RAN for ``ran.inference.infer``.
+
+    Args:
+        path: the .onnx file.
+        threads: onnxruntime's intra-op threads (default: onnxruntime's own choice, one per core).
+    """
+
+    takes_pixels = True  # infer feeds the uint8 faces: the graph holds the model's own normalisation
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path).expanduser()
+        self.session = _session(self.path, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "ran_config" not in meta:
+            raise UserError(
+                f"{self.path}: not an ONNX graph written by ran export (no ran_config in its metadata)"
+            )
+        self._read_signature()
+        labels = _meta(meta, "label_names", self.path)
+        boxes = _meta(meta, "region_boxes", self.path)
+        _check_labels(labels, self.path)
+        _check_boxes(boxes, self.path)
+        self.num_classes, self.num_regions = len(labels), len(boxes)
+        self.boxes = [tuple(float(v) for v in box) for box in boxes]
+        self.region_boxes = torch.tensor(self.boxes, dtype=torch.float32)
+        size = _side_pair(_meta(meta, "input_size", self.path), self.path)
+        self.face_size = size if _meta(meta, "resizes_input", self.path) is True else None
+        self.input_color = "gray" if _meta(meta, "input_color", self.path) == "gray" else "rgb"
+        self.input_mean = _triple(_meta(meta, "mean", self.path), "mean", self.path)
+        self.input_std = _triple(_meta(meta, "std", self.path), "std", self.path)
+        self.runtime_precision = "int8" if "quantization" in meta else "fp32"
+        self.pretrained_cfg = {
+            "label_names": [str(n) for n in labels],
+            "input_size": (3, *size),
+            "mean": self.input_mean,
+            "std": self.input_std,
+            "interpolation": json.loads(meta.get("interpolation", '"bilinear"')),
+        }
+
+    def _read_signature(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs[:1] != ["images"] or outputs[:1] != ["logits"]:
+            raise UserError(f"{self.path}: expected inputs (images[, boxes]) and outputs (logits, weights)")
+        if "weights" not in outputs:
+            raise UserError(
+                f"{self.path}: the graph gives no region weights (exported with --no-weights), which "
+                "prediction and evaluation report: export again without --no-weights"
+            )
+        self.boxes_input = "boxes" in inputs
+
+    def forward(
+        self, pixels: torch.Tensor, boxes: torch.Tensor | None = None, with_attention: bool = True
+    ) -> Any:
+        """uint8 faces (B, 3, H, W) and optional region boxes -> :class:`GraphOutput` (or the logits)."""
+        feeds = {"images": np.ascontiguousarray(pixels.cpu().numpy())}
+        if boxes is not None and not self.boxes_input:
+            raise UserError(
+                f"boxes: {self.path.name} was exported without --boxes-input; it cuts the model's own regions"
+            )
+        if self.boxes_input:
+            given = self.region_boxes if boxes is None else boxes.float().cpu()
+            feeds["boxes"] = np.ascontiguousarray(given.expand(len(pixels), -1, -1).numpy())
+        logits, weights = (torch.from_numpy(v) for v in self.session.run(["logits", "weights"], feeds))
+        return GraphOutput(logits, weights) if with_attention else logits
+
+    def forward_with_attention(self, pixels: torch.Tensor, boxes: torch.Tensor | None = None) -> Any:
+        return self(pixels, boxes, with_attention=True)
+
+    def __deepcopy__(self, memo: dict) -> OnnxModel:
+        return self  # an onnxruntime session is read-only and serves concurrent calls
+
+    def extra_repr(self) -> str:
+        classes, regions = self.num_classes, self.num_regions
+        return f"{self.path.name}, {self.runtime_precision}, {classes} classes, {regions} regions"
+
+
+def load_runtime_model(
+    name_or_path: str | Path, runtime: str = "torch", *, revision: str | None = None
+) -> nn.Module:
+    """The model ``ran predict`` / ``ran evaluate`` run: a RAN through ``ran.loading.load_model``
+    (``runtime='torch'``) or an .onnx file as an :class:`OnnxModel` (``runtime='onnx'``)."""
+    if runtime not in RUNTIMES:
+        raise UserError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    path = Path(name_or_path).expanduser()
+    if runtime == "onnx":
+        if revision:
+            raise UserError(f"--revision {revision}: an ONNX file has no revisions")
+        return OnnxModel(path)
+    from ran.loading import load_model
+
+    return load_model(name_or_path, revision=revision)
+
+
+def check_cpu(model: nn.Module, device: torch.device) -> None:
+    """An :class:`OnnxModel` runs on the CPU only: refuse another device, naming it."""
+    if getattr(model, "takes_pixels", False) and device.type != "cpu":
+        raise UserError(
+            f"device: the onnx runtime runs on the CPU, not {device}; use --device cpu or --runtime torch"
+        )
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    ort = require("onnxruntime", ONNX_FEATURE)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    if path.stat().st_size > MAX_ONNX_BYTES:
+        raise UserError(f"{path}: larger than 2 GiB; not an ONNX graph written by ran export")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for unreadable files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not an ONNX graph onnxruntime can load ({reason[:200]})") from None
+
+
+def _meta(meta: dict[str, str], key: str, path: Path) -> Any:
+    if key not in meta:
+        raise UserError(f"{path}: the ONNX metadata has no {key!r}; export it again with this version")
+    try:
+        return json.loads(meta[key])
+    except ValueError:
+        raise UserError(f"{path}: the ONNX metadata {key!r} is not JSON") from None
+
+
+def _check_labels(labels: Any, path: Path) -> None:
+    if not isinstance(labels, list) or not labels or not all(isinstance(n, str) for n in labels):
+        raise UserError(f"{path}: the ONNX metadata 'label_names' must be a non-empty list of names")
+
+
+def _check_boxes(boxes: Any, path: Path) -> None:
+    def good(box: Any) -> bool:
+        return (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in box)
+            and box[2] > box[0]
+            and box[3] > box[1]
+        )
+
+    if not isinstance(boxes, list) or not boxes or not all(good(b) for b in boxes):
+        raise UserError(
+            f"{path}: the ONNX metadata 'region_boxes' must be a list of [x0, y0, x1, y1] fractions"
+        )
+
+
+def _side_pair(size: Any, path: Path) -> tuple[int, int]:
+    if (
+        not isinstance(size, list)
+        or len(size) != 3
+        or not all(isinstance(v, int) and 0 < v <= 4096 for v in size)
+    ):
+        raise UserError(f"{path}: the ONNX metadata 'input_size' must be [3, H, W], got {size!r}")
+    return int(size[1]), int(size[2])
+
+
+def _triple(values: Any, key: str, path: Path) -> tuple[float, float, float]:
+    ok = isinstance(values, list) and len(values) == 3
+    ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    if not ok or (key == "std" and min(values) <= 0):
+        raise UserError(f"{path}: the ONNX metadata {key!r} must be 3 finite numbers, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
+__all__ = ["RUNTIMES", "GraphOutput", "OnnxModel", "check_cpu", "load_runtime_model"]
