@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ran.constants import MIN_OPSET
 from ran.extras import require
 from ran.files import atomic_path
 from ran.loading import class_names
 from ran.numbers import integer
 from ran.transforms import FaceTransform, transform_for
 
-MIN_OPSET = 17  # RoiAlign with half_pixel needs >= 16
 # The newest opset torch's TorchScript exporter writes (23 in torch 2.9); a newer one fails inside torch.
 MAX_OPSET = int(getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", MIN_OPSET))
 OPSETS = integer(MIN_OPSET, max(MIN_OPSET, MAX_OPSET))

@@ -35,14 +35,10 @@ def shown_default(action: argparse.Action) -> Any:
 
 
 def finish_help(parser: Any) -> Any:
-    """Give ``parser`` (and its sub-commands' parsers) the one help style; an ``--no-X`` switch that
-    ``HfArgumentParser`` adds for a boolean ``--X`` gets its own help line. Returns ``parser``."""
+    """Give ``parser`` (and its sub-commands' parsers) the one help style. Returns ``parser``."""
     parser.formatter_class = HelpFormatter
-    by_dest = {a.dest: a for a in parser._actions if a.option_strings and a.nargs != 0}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 finish_help(sub)
-        elif isinstance(action, argparse._StoreFalseAction) and action.dest in by_dest:
-            action.help = f"turn {by_dest[action.dest].option_strings[0]} off"
     return parser

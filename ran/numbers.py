@@ -3,8 +3,8 @@
 A :class:`NumberRange` is at once an argparse ``type`` (``--lr inf`` is refused while the flags are parsed,
 before anything is written), the check of a value set in code or read from YAML (:meth:`NumberRange.check`)
 and the words of the error (``expected a finite number > 0, got inf``). Dataclass options carry theirs as
-``metadata={'type': ...}``: transformers' ``HfArgumentParser`` ignores that key (it sets the field's own
-type), :func:`apply_number_types` puts it on the parsed flag and :func:`check_numbers` checks an instance.
+``metadata={'type': ...}``: ``ran.flags`` makes it the type of the field's flag and :func:`check_numbers`
+checks an instance.
 """
 
 from __future__ import annotations
@@ -123,14 +123,6 @@ def number_fields(cls: type) -> list[tuple[str, NumberRange]]:
     ]
 
 
-def apply_number_types(parser: argparse.ArgumentParser, dataclass_types: list[type]) -> None:
-    """Make the flags of ``dataclass_types`` that carry a range parse through it (``HfArgumentParser``
-    gives each flag its field's plain type)."""
-    for cls in dataclass_types:
-        for name, bounds in number_fields(cls):
-            parser._option_string_actions[f"--{name}"].type = bounds
-
-
 def check_numbers(instance: Any, name: Any = None) -> None:
     """Check every ranged field of a dataclass instance (lists element by element; None is "not given").
     ``name(field)`` says how to name an option in the error (default: its flag)."""
@@ -149,7 +141,6 @@ __all__ = [
     "REGION_SIDE",
     "SEED",
     "NumberRange",
-    "apply_number_types",
     "brief",
     "check_numbers",
     "integer",

@@ -4,19 +4,22 @@ A sub-command module parses its arguments and calls the library; it never import
 Library code raises ``ValueError`` / ``FileNotFoundError`` / ...; :func:`run_main` is the one place where
 they become one clear line on stderr and exit code 2 (``RAN_DEBUG=1`` shows the traceback instead). A
 write the file system refuses (disk full, read-only, no permission) is one line naming the file, exit
-code 1. Progress bars still open are closed first, so the error is the last line, on its own.
+code 1. Progress bars still open are closed first, so the error is the last line, on its own. An optional
+output left out for want of an extra (``ran.extras.optional_part``) is one ``note:`` line.
 Each module also runs as ``python -m ran.cli.<name>``; ``python -m ran.train`` and
 ``accelerate launch -m ran.train`` start ``ran train`` under a launcher.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 
-from ran.extras import MissingExtra
+from ran.extras import MissingExtra, MissingExtraWarning
 
 # name -> one-line help; the module is ran.cli.<name>
 COMMANDS: dict[str, str] = {
@@ -78,7 +81,8 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     """Run a sub-command's ``main``; user errors become one clear line and exit code 2, file-system
     faults one line and exit code 1, Ctrl-C one line (with how to continue, when the command says)."""
     try:
-        return int(fn(argv) or 0)
+        with _notes_on_one_line(prog):
+            return int(fn(argv) or 0)
     except USER_ERRORS as err:
         if os.environ.get("RAN_DEBUG"):
             raise
@@ -93,6 +97,25 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     except KeyboardInterrupt as err:
         detail = one_line(err) if str(err) else ""
         return _report(prog, f"interrupted{'; ' + detail if detail else ''}", EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _notes_on_one_line(prog: str) -> Iterator[None]:
+    """Show a :class:`MissingExtraWarning` as ``prog: note: ...`` (no source line under it); other
+    warnings as Python shows them."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def showwarning(
+            message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+        ) -> None:
+            if issubclass(category, MissingExtraWarning):
+                print(f"{prog}: note: {one_line(str(message))}", file=sys.stderr, flush=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = showwarning
+        yield
 
 
 def _report(prog: str, message: str, code: int) -> int:

@@ -12,8 +12,16 @@ from __future__ import annotations
 import argparse
 
 from ran.app.limits import AppLimits
-from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help, require_model
+from ran.cli.options import (
+    add_device_flags,
+    add_face_flags,
+    add_threads_flag,
+    device_option,
+    finish_help,
+    require_model,
+)
 from ran.numbers import integer, number_fields
+from ran.threads import use_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=integer(1, 65535), help="port (default: 7860, or the next free one)")
     add_face_flags(parser)
     add_device_flags(parser)
+    add_threads_flag(parser)
     parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")
     _add_visitor_flags(parser)
     return finish_help(parser)
@@ -88,6 +97,7 @@ def visitor_limits(args: argparse.Namespace) -> AppLimits:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     require_model(args.model)
+    use_threads(args.threads)
     limits = visitor_limits(args)
     from ran.app import build_app
 

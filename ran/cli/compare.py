@@ -19,6 +19,7 @@ from pathlib import Path
 from ran.cli.options import add_evaluation_flags, device_option, finish_help
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
+from ran.threads import use_threads
 
 
 def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
@@ -83,6 +84,7 @@ def _compare_models(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_threads(args.threads)
     _check_form(args)
     from ran.evaluation.statistics import check_resamples
     from ran.locks import output_lock

@@ -6,9 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.export import MIN_OPSET, OPSETS
+from ran.constants import MIN_OPSET
 from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE
+
+
+def _opset(text: str) -> int:
+    """``--opset``: an opset the installed torch writes (read from torch, so only when the flag is given)."""
+    from ran.export import OPSETS
+
+    return OPSETS(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="model folder, Hub id or registered name")
     parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     parser.add_argument(
-        "--opset", type=OPSETS, default=MIN_OPSET, help=f"ONNX opset ({MIN_OPSET} to {OPSETS.high})"
+        "--opset",
+        type=_opset,
+        default=MIN_OPSET,
+        help=f"ONNX opset, {MIN_OPSET} to the newest the installed torch writes",
     )
     parser.add_argument(
         "--input-size",

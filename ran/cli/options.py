@@ -1,9 +1,9 @@
-"""Command-line flags from dataclasses, through transformers' ``HfArgumentParser`` (shared by commands).
+"""Flags several commands share (one spelling, one help) and the helpers that turn them into values.
 
-A dataclass field ``batch_size: int = 32`` becomes ``--batch-size`` (and ``--batch_size``); a ``bool``
-field that defaults to True also gets ``--no-<name>``; ``metadata={'help': ...}`` is its help and
-``metadata={'type': ran.numbers.integer(1)}`` the range its values must lie in. Every numeric flag of every
-command is finite and in range by a ``ran.numbers`` type, refused while the flags are parsed.
+Dataclass options become flags through ``ran.flags`` (``batch_size: int = 32`` -> ``--batch-size``, help,
+choices and range from the field's metadata). Every numeric flag of every command is finite and in range
+by a ``ran.numbers`` type, refused while the flags are parsed. Nothing here imports torch: a parser is
+built, and ``--help`` shown, before any command imports what it runs on.
 """
 
 from __future__ import annotations
@@ -12,19 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ran.constants import HOW_TO_GET_A_MODEL
+from ran.flags import dataclass_parser, parse_dataclasses
 from ran.helptext import finish_help
-from ran.numbers import IMAGE_SIDE, apply_number_types, integer
+from ran.numbers import IMAGE_SIDE, integer
+from ran.threads import MAX_THREADS, threads_help
 
 
 def options_parser(dataclass_types: Sequence[type], prog: str, description: str) -> Any:
-    """An ``HfArgumentParser`` for ``dataclass_types`` (one flag per field)."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(list(dataclass_types), prog=prog, description=description)
-    apply_number_types(parser, list(dataclass_types))
-    for action in parser._actions:  # show --batch-size before its --batch_size alias
-        action.option_strings.sort(key=lambda flag: "_" in flag)
-    return finish_help(parser)
+    """A parser with one flag per field of ``dataclass_types``, in the one help style."""
+    return finish_help(dataclass_parser(dataclass_types, prog=prog, description=description))
 
 
 def parse_options(
@@ -32,8 +28,7 @@ def parse_options(
 ) -> tuple[Any, ...]:
     """Parse ``argv`` into one instance per dataclass; unknown flags exit with argparse's usage error."""
     types = [dataclass_type] if isinstance(dataclass_type, type) else list(dataclass_type)
-    parser = options_parser(types, prog, description)
-    return tuple(parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
+    return parse_dataclasses(options_parser(types, prog, description), types, argv)
 
 
 def require_model(model: str | None, flag: str = "--model") -> str:
@@ -91,10 +86,16 @@ def add_face_flags(parser: Any, detectors: Sequence[str] = ("mtcnn", "cascade"))
     )
 
 
+def add_threads_flag(parser: Any) -> None:
+    """``--threads``: CPU threads of the computation (``ran.threads.use_threads`` applies it)."""
+    parser.add_argument("--threads", type=integer(1, MAX_THREADS), help=threads_help())
+
+
 def add_evaluation_flags(parser: Any) -> None:
     """How a model is run over a dataset folder (``ran evaluate``, ``ran compare --models``)."""
     parser.add_argument("--batch-size", type=integer(1), default=64, help="faces per forward pass")
     add_device_flags(parser, "--mixed-precision")
+    add_threads_flag(parser)
     parser.add_argument(
         "--image-size", type=IMAGE_SIDE, help="resize source images to this square size first"
     )

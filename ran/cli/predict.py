@@ -19,8 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ran.cli.options import add_device_flags, add_face_flags, device_option, finish_help, require_model
+from ran.cli.options import (
+    add_device_flags,
+    add_face_flags,
+    add_threads_flag,
+    device_option,
+    finish_help,
+    require_model,
+)
 from ran.numbers import IMAGE_SIDE, MARGIN, integer, number
+from ran.threads import use_threads
 
 if TYPE_CHECKING:  # the parser loads without torch (ran --help); the pipeline loads in main()
     from ran.pipeline.results import InputResult
@@ -60,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=integer(1), default=16, help="faces per forward pass")
     add_device_flags(parser)
+    add_threads_flag(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument(
@@ -134,6 +143,7 @@ def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     require_model(args.model)
+    use_threads(args.threads)
     from ran.pipeline.results import video_csv_paths
 
     csv_paths = video_csv_paths(args.inputs, args.csv_dir, overwrite=args.overwrite)

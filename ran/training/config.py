@@ -2,7 +2,7 @@
 
 One place names every training option, so the CLI, the YAML files in ``examples/`` and the saved
 ``config.yaml`` of a run stay the same vocabulary (flag ``--rb-margin`` = YAML ``loss: {rb_margin: ...}``).
-transformers' ``HfArgumentParser`` turns the dataclasses into flags; YAML values go through the very same
+``ran.flags`` turns the dataclasses into flags; YAML values go through the very same
 argparse actions (each key parsed as the tokens of its flag), so a value is converted and checked one way.
 """
 
@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
+from ran.flags import dataclass_parser
 from ran.numbers import (
     IMAGE_SIDE,
     REGION_SIDE,
     SEED,
     NumberRange,
-    apply_number_types,
     brief,
     check_numbers,
     integer,
@@ -31,6 +31,7 @@ from ran.numbers import (
 from ran.precision import CHOICES as PRECISION_CHOICES
 from ran.precision import resolve_precision
 from ran.safeyaml import read_yaml
+from ran.threads import MAX_THREADS, threads_help
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
@@ -42,7 +43,7 @@ RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resume
 
 
 def _opt(default: Any, help_: str, choices: tuple | None = None, numbers: NumberRange | None = None) -> Any:
-    """A dataclass field whose metadata ``HfArgumentParser`` passes to ``add_argument``; ``numbers`` is
+    """A dataclass field whose metadata ``ran.flags`` makes the flag's help and choices; ``numbers`` is
     the range a numeric option's values must lie in (``ran.numbers``)."""
     meta: dict[str, Any] = {"help": help_}
     if choices:
@@ -163,6 +164,7 @@ class RunConfig:
     deterministic: bool = _opt(
         False, "deterministic kernels (cuDNN, cuBLAS): bit-exact resume on a GPU, somewhat slower"
     )
+    threads: int | None = _opt(None, threads_help(), numbers=integer(1, MAX_THREADS))
     seed: int = _opt(0, "random seed (data order, augmentation, initial weights)", numbers=SEED)
     save_every_steps: int = _opt(
         0, "also save a checkpoint every N optimizer updates (0: epochs only)", numbers=integer(0)
@@ -261,17 +263,12 @@ DESCRIPTION = (
 
 
 def build_parser(prog: str = "ran train", **kwargs: Any) -> Any:
-    """One flag per option (``--batch-size`` / ``--batch_size``, ``--no-hflip`` ...), by transformers'
-    ``HfArgumentParser`` as every command's flags (``ran.cli.options``); ``kwargs`` go to argparse."""
-    from transformers import HfArgumentParser
-
+    """One flag per option (``--batch-size`` / ``--batch_size``, ``--no-hflip`` ...), by ``ran.flags`` as
+    every command's flags; ``kwargs`` go to argparse."""
     from ran.helptext import finish_help
 
-    parser = HfArgumentParser([ConfigFile, *SECTIONS.values()], prog=prog, description=DESCRIPTION, **kwargs)
-    apply_number_types(parser, list(SECTIONS.values()))
-    for action in parser._actions:  # show --batch-size before its --batch_size alias
-        action.option_strings.sort(key=lambda flag: "_" in flag)
-    return finish_help(parser)
+    types = [ConfigFile, *SECTIONS.values()]
+    return finish_help(dataclass_parser(types, prog=prog, description=DESCRIPTION, **kwargs))
 
 
 def _flag_action(parser: argparse.ArgumentParser, name: str) -> argparse.Action:
