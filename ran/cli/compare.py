@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     use_threads(args.threads)
     _check_form(args)
     from ran.evaluation.statistics import check_resamples
+    from ran.extras import require
     from ran.locks import output_lock
 
+    require("scipy.stats", "McNemar's exact test (ran compare)")  # before any model runs
     check_resamples(args.resamples)
     out = args.output_dir.expanduser() if args.output_dir else None
     if out is None:
