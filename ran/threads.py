@@ -24,6 +24,7 @@ WAIT_POLICY = "OMP_WAIT_POLICY"
 NUM_THREADS = "OMP_NUM_THREADS"
 MAX_THREADS = 1024  # the most --threads accepts
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+CPU_TOPOLOGY = Path("/sys/devices/system/cpu")  # cpu<N>/topology/core_cpus_list: N's hyper-thread siblings
 
 
 def passive_waiting() -> bool:
@@ -53,7 +54,7 @@ def _quota() -> int | None:
 
 def _core(cpu: int) -> str:
     """The physical core ``cpu`` belongs to (its hyper-thread siblings list); ``cpu`` itself if unknown."""
-    topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+    topology = CPU_TOPOLOGY / f"cpu{cpu}" / "topology"
     for name in ("core_cpus_list", "thread_siblings_list"):
         try:
             return (topology / name).read_text().strip()
