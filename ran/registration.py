@@ -5,10 +5,12 @@ registry; that imports torch, torchvision and timm: seconds and most of a gigaby
 a script that only reads a results file, does not need. So the registration waits for timm:
 
 * timm already imported: ``ran.models`` is imported at once;
-* otherwise a finder placed first on ``sys.meta_path`` notices the first ``import timm``. It asks the
-  other finders for timm as usual and only wraps the loader they return, so that right after timm's own
-  module has run, ``ran.models`` is imported, before that ``import timm`` returns. Then it takes itself
-  off ``sys.meta_path`` and gives timm its own loader back: nothing else about the import changes.
+* otherwise a finder placed first on ``sys.meta_path`` answers for ``timm``: it asks the other finders
+  as usual and only wraps the loader they return, so that right after timm's own module has run,
+  ``ran.models`` is imported, before that ``import timm`` returns. Then the finder takes itself off
+  ``sys.meta_path`` and timm gets its own loader back: nothing else about the import changes. A mere
+  look-up (``importlib.util.find_spec('timm')``, as transformers does to see whether timm is installed)
+  loads nothing, so the finder stays for the real import.
 
 Either way, once ``import ran`` and ``import timm`` have both run, in any order,
 ``timm.create_model('ran_resnet18')``, ``timm.list_models('ran_*')`` and a Hub repository whose config
@@ -19,7 +21,6 @@ unknown model.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from importlib.machinery import ModuleSpec
 from types import ModuleType
@@ -50,6 +51,7 @@ class _RegisterAfter:
         module.__loader__ = self.loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterTimm)]
         register_models()
 
     def __getattr__(self, name: str) -> Any:
@@ -57,17 +59,18 @@ class _RegisterAfter:
 
 
 class _AfterTimm:
-    """A ``sys.meta_path`` finder that answers only for ``timm``, once."""
+    """A ``sys.meta_path`` finder that answers only for ``timm``, until timm is loaded."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
         if name != TIMM:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(TIMM)  # the other finders' answer
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisterAfter(spec.loader)
-        return spec
+        for finder in [f for f in sys.meta_path if not isinstance(f, _AfterTimm)]:  # the others' answer
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _RegisterAfter(spec.loader)
+                return spec
+        return None
 
 
 def register_in_timm() -> None:

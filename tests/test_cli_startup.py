@@ -78,8 +78,11 @@ print(json.dumps({
         "import ran\nTORCH_AFTER_RAN = 'torch' in sys.modules\nimport timm",
         "import timm\nimport ran\nTORCH_AFTER_RAN = False",
         "import ran\nTORCH_AFTER_RAN = 'torch' in sys.modules\nfrom timm.models import resnet\nimport timm",
+        # transformers looks timm up (find_spec) without loading it; the real import still registers
+        "import ran\nTORCH_AFTER_RAN = 'torch' in sys.modules\nimport importlib.util\n"
+        "importlib.util.find_spec('timm')\nimport transformers\nimport timm",
     ],
-    ids=["ran-then-timm", "timm-then-ran", "ran-then-timm-submodule"],
+    ids=["ran-then-timm", "timm-then-ran", "ran-then-timm-submodule", "timm-looked-up-before-import"],
 )
 def test_import_ran_registers_the_family_in_timm_in_either_order(order):
     answer = json.loads(python(REGISTERED.replace("ORDER", order)).splitlines()[-1])
