@@ -1,16 +1,16 @@
 """Region Attention Networks for pose- and occlusion-robust facial expression recognition.
 
-``import ran`` registers the RAN model family in timm (``timm.create_model('ran_resnet18')``).
+``import ran`` registers the RAN model family in timm (``timm.create_model('ran_resnet18')``): at once if
+timm is imported, else as soon as it is (``ran.registration``). Everything this package offers is imported
+on first use (``ran.lazy``), so ``import ran`` itself does not import torch: ``ran --help`` answers at
+once, and the compute threads' settings (``ran.threads``) are in place before torch starts.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import ran.threads  # noqa: F401  (first: OMP_WAIT_POLICY=PASSIVE before torch is imported)
-from ran.losses import RANCriterion, RegionBiasedLoss
-from ran.models import RANOutput, RegionAttentionNet
-from ran.regions import REGION_PRESETS, crop_regions, resolve_regions
+from ran.lazy import lazy_attributes
+from ran.registration import register_in_timm
 
 __version__ = "0.1.0"
 
@@ -31,20 +31,23 @@ __all__ = [
     "transform_for",
 ]
 
-# Layers above the model load lazily: `import ran` stays a model-only import.
-_LAZY = {
-    "from_pretrained": "ran.loading",
-    "load_model": "ran.loading",
-    "save_pretrained": "ran.hub",
-    "push_to_hub": "ran.hub",
-    "predict": "ran.pipeline",
-    "transform_for": "ran.transforms",
-}
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "RANCriterion": "ran.losses",
+        "RegionBiasedLoss": "ran.losses",
+        "RANOutput": "ran.models",
+        "RegionAttentionNet": "ran.models",
+        "REGION_PRESETS": "ran.regions",
+        "crop_regions": "ran.regions",
+        "resolve_regions": "ran.regions",
+        "from_pretrained": "ran.loading",
+        "load_model": "ran.loading",
+        "save_pretrained": "ran.hub",
+        "push_to_hub": "ran.hub",
+        "predict": "ran.pipeline",
+        "transform_for": "ran.transforms",
+    },
+)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ran' has no attribute {name!r}")
+register_in_timm()

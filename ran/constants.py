@@ -3,10 +3,27 @@ parser can show them without importing torch)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 # No trained RAN weights are published, so there is no default model: what to give instead.
 HOW_TO_GET_A_MODEL = (
     "no trained weights are published, so give one: 'ran demo' trains a small one into ran-demo/best "
     "in a few minutes, 'ran train ... --output-dir DIR' writes DIR/best, or a Hub id of a model you uploaded"
 )
 
-__all__ = ["HOW_TO_GET_A_MODEL"]
+# The named RAN architectures (registered in timm by ``ran.models``): backbone and region size of each;
+# every other constructor argument can be overridden.
+RAN_VARIANTS: dict[str, dict[str, Any]] = {
+    "ran": {"backbone": "resnet18", "region_size": 224},
+    **{f"ran_resnet{d}": {"backbone": f"resnet{d}", "region_size": 224} for d in (18, 34, 50, 101)},
+    **{f"ran_iresnet{d}": {"backbone": f"iresnet{d}", "region_size": 112} for d in (18, 34, 50, 100)},
+    "ran_vgg16": {"backbone": "vgg16", "region_size": 224},
+}
+
+# The oldest ONNX opset ``ran export`` writes (RoiAlign with half_pixel needs 16); the newest is what the
+# installed torch can write (``ran.export.OPSETS``).
+MIN_OPSET = 17
+# The default: opset 18 has Resize with antialias, which a model with a face size needs in its graph.
+DEFAULT_OPSET = 18
+
+__all__ = ["DEFAULT_OPSET", "HOW_TO_GET_A_MODEL", "MIN_OPSET", "RAN_VARIANTS"]

@@ -25,11 +25,11 @@ import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
 from ran.errors import UserError
-from ran.labels import DATASET_CLASSES
+from ran.labels import CHECKPOINT_LABEL_SETS, DATASET_CLASSES
 from ran.models import RAN_VARIANTS
 from ran.models.checkpoint import load_state_dict_file
 
-LABEL_SETS = {name: DATASET_CLASSES[name] for name in ("ferplus", "rafdb", "affectnet")}
+LABEL_SETS = {name: DATASET_CLASSES[name] for name in CHECKPOINT_LABEL_SETS}
 
 # blocks per stage -> depth
 RESNET_BASIC_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ran.numbers import REGION_SIDE, SEED, check_numbers, integer, number
+from ran.threads import MAX_THREADS, threads_help
 
 # Sizes chosen so the full demo takes about 3-6 minutes on a 2-core CPU in bf16 and still learns well;
 # --quick (or RAN_DEMO_QUICK=1) is the test suite's reduced version.
@@ -64,6 +65,9 @@ class DemoOptions:
         default=False, metadata={"help": "replace an earlier demo's folder (never other folders)"}
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    threads: int | None = field(
+        default=None, metadata={"help": threads_help(), "type": integer(1, MAX_THREADS)}
+    )
 
     def sizes(self) -> dict[str, int]:
         """Training size, test size and epochs: the quick or full defaults, overridden where given."""
@@ -135,6 +139,7 @@ def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: in
     config.run.output_dir, config.run.epochs = str(out / "train"), epochs
     config.run.mixed_precision, config.run.seed = options.mixed_precision, options.seed
     config.run.progress, config.run.keep_checkpoints = options.progress, 1
+    config.run.threads = options.threads
     return config
 
 
@@ -142,7 +147,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings. One
     demo writes a folder at a time (its lock lives beside it, as the folder is replaced whole)."""
     from ran.locks import output_lock
+    from ran.threads import use_threads
 
+    use_threads(options.threads)
     out = Path(options.output_dir).expanduser().absolute()
     with output_lock(out, "ran demo", inside=False):
         _prepare_output(out, options)
@@ -153,6 +160,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     from ran.data.batches import load_splits
     from ran.data.synthetic import write_synthetic
     from ran.evaluation import evaluate_samples, print_results, summarize
+    from ran.evaluation.report import ATTENTION_PNG
     from ran.inference import REPORTED_PRECISION
     from ran.loading import load_model
     from ran.training import train
@@ -201,7 +209,9 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     )
     print(f"model: {out / 'best'}   results and plots: {out / 'results'}")
     print(f"note: {PURPOSE}")
-    print(f"region attention per subset: {out / 'results' / 'attention.png'}")
+    attention = out / "results" / ATTENTION_PNG
+    if attention.is_file():  # drawn only with matplotlib (the plots extra)
+        print(f"region attention per subset: {attention}")
     return report
 
 

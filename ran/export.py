@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ran.constants import DEFAULT_OPSET, MIN_OPSET
 from ran.errors import UserError
 from ran.extras import require
 from ran.files import atomic_path
@@ -37,9 +38,7 @@ from ran.loading import class_names
 from ran.numbers import integer
 from ran.transforms import FaceTransform, transform_for
 
-MIN_OPSET = 17  # RoiAlign with half_pixel needs >= 16
-RESIZE_OPSET = 18  # Resize with antialias: the resize to the face size inside the graph
-DEFAULT_OPSET = RESIZE_OPSET
+RESIZE_OPSET = DEFAULT_OPSET  # Resize with antialias: the resize to the face size inside the graph
 # The newest opset torch's TorchScript exporter writes (23 in torch 2.9); a newer one fails inside torch.
 MAX_OPSET = int(getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", MIN_OPSET))
 OPSETS = integer(MIN_OPSET, max(MIN_OPSET, MAX_OPSET))

@@ -17,6 +17,9 @@ FERPLUS_CLASSES: tuple[str, ...] = (
     "contempt",
 )
 
+# How FERPlus's ten annotator votes per face become a training label (``ran data ferplus --label-mode``).
+FERPLUS_LABEL_MODES: tuple[str, ...] = ("majority", "probability", "crossentropy", "multi_target")
+
 # RAF-DB basic, official labels 1..7 shifted to 0..6.
 RAFDB_CLASSES: tuple[str, ...] = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 
@@ -39,3 +42,6 @@ DATASET_CLASSES: dict[str, tuple[str, ...]] = {
     "affectnet": AFFECTNET_CLASSES,
     "affectnet7": AFFECTNET_CLASSES[:7],
 }
+
+# The class orders an original RAN checkpoint may have been trained with (``ran convert --labels``).
+CHECKPOINT_LABEL_SETS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet")

@@ -8,16 +8,17 @@ benchmarks use :func:`autocast`. ``no`` and the torch dtype names are accepted a
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # imported where used: the parsers read the choices without importing torch
+    import torch
 
 from ran.errors import UserError
 from ran.vocabulary import PRECISION_ALIASES as ALIASES
 from ran.vocabulary import PRECISION_CHOICES as CHOICES
 from ran.vocabulary import PRECISIONS
 
-DTYPES: dict[str, torch.dtype] = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))
+DTYPES: dict[str, str] = dict(zip(PRECISIONS, ("float32", "bfloat16", "float16")))  # torch's names
 
 
 def resolve_precision(value: str | None, name: str = "precision") -> str:
@@ -37,18 +38,22 @@ def accelerate_precision(value: str | None) -> str:
 
 def check_device_support(precision: str, device: torch.device | str) -> None:
     """fp16 autocast needs a GPU here; say so before anything runs."""
+    import torch
+
     if resolve_precision(precision) == "fp16" and torch.device(device).type == "cpu":
         raise UserError("precision fp16 needs a GPU; use bf16 on a CPU")
 
 
 def autocast(device: torch.device | str, precision: str | None) -> Any:
     """The autocast context for ``precision`` on ``device`` (a no-op context for fp32)."""
+    import torch
+
     key = resolve_precision(precision)
     device = torch.device(device)
     if key == "fp32":
         return contextlib.nullcontext()
     check_device_support(key, device)
-    return torch.autocast(device.type, dtype=DTYPES[key])
+    return torch.autocast(device.type, dtype=getattr(torch, DTYPES[key]))
 
 
 __all__ = [

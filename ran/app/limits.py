@@ -16,11 +16,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ran.numbers import check_numbers, integer, number
-from ran.pipeline.faces import Face, FaceDetector
+
+if TYPE_CHECKING:  # annotations only: ran app --help reads AppLimits without torch
+    import numpy as np
+
+    from ran.pipeline.faces import Face, FaceDetector
 
 LARGEST = 10**12  # any bound beyond this is a typo, not a choice
 

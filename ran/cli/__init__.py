@@ -5,19 +5,22 @@ Library code raises ``ran.errors.UserError`` (a ``ValueError``) / ``FileNotFound
 :func:`run_main` is the one place where they become one clear line on stderr and exit code 2; any other
 error is a bug and keeps its traceback (``--debug`` or ``RAN_DEBUG=1`` shows every traceback). A
 write the file system refuses (disk full, read-only, no permission) is one line naming the file, exit
-code 1. Progress bars still open are closed first, so the error is the last line, on its own.
+code 1. Progress bars still open are closed first, so the error is the last line, on its own. An optional
+output left out for want of an extra (``ran.extras.optional_part``) is one ``note:`` line.
 Each module also runs as ``python -m ran.cli.<name>``; ``python -m ran.train`` and
 ``accelerate launch -m ran.train`` start ``ran train`` under a launcher.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 
 from ran.errors import MESSAGE_CHARS, UserError, debug_requested, one_line  # noqa: F401 (ran.cli.one_line)
-from ran.extras import MissingExtra
+from ran.extras import MissingExtra, MissingExtraWarning
 
 # name -> one-line help; the module is ran.cli.<name>
 COMMANDS: dict[str, str] = {
@@ -82,7 +85,8 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     Anything else is a bug and keeps its traceback; ``--debug`` / ``RAN_DEBUG=1`` show every traceback."""
     debug = debug_requested(sys.argv[1:] if argv is None else argv)
     try:
-        return int(fn(argv) or 0)
+        with _notes_on_one_line(prog):
+            return int(fn(argv) or 0)
     except USER_ERRORS as err:
         if debug:
             raise
@@ -100,6 +104,25 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     except Exception:
         close_progress_bars()  # the traceback starts on a line of its own
         raise
+
+
+@contextlib.contextmanager
+def _notes_on_one_line(prog: str) -> Iterator[None]:
+    """Show a :class:`MissingExtraWarning` as ``prog: note: ...`` (no source line under it); other
+    warnings as Python shows them."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def showwarning(
+            message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+        ) -> None:
+            if issubclass(category, MissingExtraWarning):
+                print(f"{prog}: note: {one_line(str(message))}", file=sys.stderr, flush=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = showwarning
+        yield
 
 
 def _report(prog: str, message: str, code: int) -> int:

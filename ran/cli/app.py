@@ -16,11 +16,13 @@ from ran.cli.options import (
     add_device_flags,
     add_face_flags,
     add_runtime_flag,
+    add_threads_flag,
     finish_help,
     require_model,
     runtime_device,
 )
 from ran.numbers import integer, number_fields
+from ran.threads import use_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_face_flags(parser)
     add_device_flags(parser)
     add_runtime_flag(parser)
+    add_threads_flag(parser)
     parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")
     _add_visitor_flags(parser)
     return finish_help(parser)
@@ -96,6 +99,7 @@ def visitor_limits(args: argparse.Namespace) -> AppLimits:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     require_model(args.model)
+    use_threads(args.threads)
     limits = visitor_limits(args)
     from ran.app import build_app
 

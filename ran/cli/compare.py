@@ -20,6 +20,7 @@ from ran.cli.options import add_evaluation_flags, device_option, finish_help
 from ran.errors import UserError
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
+from ran.threads import use_threads
 
 
 def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
@@ -84,10 +85,13 @@ def _compare_models(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_threads(args.threads)
     _check_form(args)
     from ran.evaluation.statistics import check_resamples
+    from ran.extras import require
     from ran.locks import output_lock
 
+    require("scipy.stats", "McNemar's exact test (ran compare)")  # before any model runs
     check_resamples(args.resamples)
     out = args.output_dir.expanduser() if args.output_dir else None
     if out is None:

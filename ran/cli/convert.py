@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.convert import LABEL_SETS, convert
+from ran.constants import RAN_VARIANTS
 from ran.helptext import finish_help
-from ran.models import RAN_VARIANTS
+from ran.labels import CHECKPOINT_LABEL_SETS
 from ran.numbers import REGION_SIDE
 from ran.vocabulary import ATTENTION_MODES
 
@@ -31,10 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         default="softmax",
         help="softmax = the original code (default; required for the authors' checkpoints)",
     )
-    parser.add_argument("--labels", choices=sorted(LABEL_SETS), help="class names (default: by class count)")
+    parser.add_argument(
+        "--labels", choices=sorted(CHECKPOINT_LABEL_SETS), help="class names (default: by class count)"
+    )
     parser.add_argument("--allow-missing", action="store_true", help="keep missing weights random")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     args = finish_help(parser).parse_args(argv)
+    from ran.convert import convert
+
     report = convert(
         args.src,
         args.dst,

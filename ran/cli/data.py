@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ran.data.ferplus import LABEL_MODES
 from ran.helptext import finish_help
+from ran.labels import FERPLUS_LABEL_MODES
 from ran.numbers import IMAGE_SIDE, SEED, integer
 
 
@@ -190,7 +190,9 @@ def build_parser(prog: str = "ran data") -> argparse.ArgumentParser:
         help="FERPlus checkout or its data/ folder (label.csv per split), fer2013new.csv, or a FERPlus PNG "
         "tree; default: download the label files at the pinned commit",
     )
-    ferplus.add_argument("--label-mode", choices=LABEL_MODES, default="majority", help="training-label rule")
+    ferplus.add_argument(
+        "--label-mode", choices=FERPLUS_LABEL_MODES, default="majority", help="training-label rule"
+    )
     _add_lists(ferplus)
     _add_output(ferplus)
     ferplus.set_defaults(handler=_ferplus)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ran.cli.options import add_evaluation_flags, add_runtime_flag, finish_help, runtime_device
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
+from ran.threads import use_threads
 
 
 def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
@@ -46,6 +47,7 @@ def build_parser(prog: str = "ran evaluate") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_threads(args.threads)
     from ran.evaluation.statistics import check_resamples
     from ran.locks import output_lock
 

@@ -6,11 +6,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ran.constants import DEFAULT_OPSET, MIN_OPSET
 from ran.errors import UserError
-from ran.export import DEFAULT_OPSET, MIN_OPSET, OPSETS
 from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE
 from ran.quantize import AGREEMENT_RANGE, CALIBRATION_FACES, CALIBRATION_RANGE, MIN_AGREEMENT
+
+
+def _opset(text: str) -> int:
+    """``--opset``: an opset the installed torch writes (read from torch, so only when the flag is given)."""
+    from ran.export import OPSETS
+
+    return OPSETS(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     parser.add_argument(
         "--opset",
-        type=OPSETS,
+        type=_opset,
         default=DEFAULT_OPSET,
-        help=f"ONNX opset ({MIN_OPSET} to {OPSETS.high}; {DEFAULT_OPSET}+ for a model with a face size)",
+        help=f"ONNX opset, {MIN_OPSET} to the newest the installed torch writes; {DEFAULT_OPSET}+ for a "
+        "model with a face size (the graph resizes faces with an antialiased Resize)",
     )
     parser.add_argument(
         "--input-size",

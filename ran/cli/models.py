@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ran.constants import RAN_VARIANTS
 from ran.errors import UserError
 from ran.helptext import finish_help
-from ran.models import RAN_VARIANTS
-from ran.models.catalog import describe_models
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=8, help="classes the parameter count assumes")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = finish_help(parser).parse_args(argv)
+    from ran.models.catalog import describe_models
+
     rows = describe_models(args.pattern, args.num_classes)
     if not rows:
         known = ", ".join(sorted(RAN_VARIANTS))

@@ -1,9 +1,10 @@
-"""Command-line flags from dataclasses, through transformers' ``HfArgumentParser`` (shared by commands).
+"""Flags several commands share (one spelling, one help) and the helpers that turn them into values.
 
-A dataclass field ``batch_size: int = 32`` becomes ``--batch-size`` (and ``--batch_size``); a ``bool``
-field that defaults to True also gets ``--no-<name>``; ``metadata={'help': ...}`` is its help and
-``metadata={'type': ran.numbers.integer(1)}`` the range its values must lie in. Every numeric flag of every
-command is finite and in range by a ``ran.numbers`` type, refused while the flags are parsed.
+Dataclass options become flags through transformers' ``HfArgumentParser`` (``batch_size: int = 32`` ->
+``--batch-size``, help, choices and range from the field's metadata). Every numeric flag of every command
+is finite and in range by a ``ran.numbers`` type, refused while the flags are parsed. Nothing here imports
+torch (transformers' argument parser loads without it): a parser is built, and ``--help`` shown, before
+any command imports what it runs on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ran.constants import HOW_TO_GET_A_MODEL
 from ran.errors import UserError
 from ran.helptext import finish_help
 from ran.numbers import IMAGE_SIDE, dataclass_parser, integer
+from ran.threads import MAX_THREADS, threads_help
 from ran.vocabulary import DETECTOR_CHOICES, PRECISION_CHOICES, REGION_MODES, RUNTIMES
 
 
@@ -103,10 +105,16 @@ def add_face_flags(parser: Any) -> None:
     )
 
 
+def add_threads_flag(parser: Any) -> None:
+    """``--threads``: CPU threads of the computation (``ran.threads.use_threads`` applies it)."""
+    parser.add_argument("--threads", type=integer(1, MAX_THREADS), help=threads_help())
+
+
 def add_evaluation_flags(parser: Any) -> None:
     """How a model is run over a dataset folder (``ran evaluate``, ``ran compare --models``)."""
     parser.add_argument("--batch-size", type=integer(1), default=64, help="faces per forward pass")
     add_device_flags(parser, "--mixed-precision")
+    add_threads_flag(parser)
     parser.add_argument(
         "--image-size", type=IMAGE_SIDE, help="resize source images to this square size first"
     )

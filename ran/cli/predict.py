@@ -23,12 +23,14 @@ from ran.cli.options import (
     add_device_flags,
     add_face_flags,
     add_runtime_flag,
+    add_threads_flag,
     finish_help,
     require_model,
     runtime_device,
 )
 from ran.errors import UserError
 from ran.numbers import IMAGE_SIDE, MARGIN, integer, number
+from ran.threads import use_threads
 from ran.vocabulary import COLOR_MODES
 
 if TYPE_CHECKING:  # the parser loads without torch (ran --help); the pipeline loads in main()
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=integer(1), default=16, help="faces per forward pass")
     add_device_flags(parser)
     add_runtime_flag(parser)
+    add_threads_flag(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument(
@@ -145,6 +148,7 @@ def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     require_model(args.model)
+    use_threads(args.threads)
     from ran.pipeline.results import video_csv_paths
 
     csv_paths = video_csv_paths(args.inputs, args.csv_dir, overwrite=args.overwrite)

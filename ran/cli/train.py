@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ran.training.config import resolve_config
-from ran.training.loop import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(resolve_config(argv))
+    config = resolve_config(argv)  # --help and bad flags end here, before torch is imported
+    from ran.training.loop import train
+
+    train(config)
     return 0
 
 

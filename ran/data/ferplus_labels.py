@@ -18,11 +18,11 @@ from ran.data.columns import column_index
 from ran.data.subsets import fetch_ferplus_labels
 from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
+from ran.labels import FERPLUS_LABEL_MODES as LABEL_MODES
 
 USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
 SPLIT_FOLDERS: dict[str, str] = {"train": "FER2013Train", "validation": "FER2013Valid", "test": "FER2013Test"}
 VOTE_COLUMNS: tuple[str, ...] = (*FERPLUS_CLASSES, "unknown", "NF")
-LABEL_MODES: tuple[str, ...] = ("majority", "probability", "crossentropy", "multi_target")
 EVALUATION_LABEL_MODE = "majority"  # validation, test and the subsets, whatever the training mode
 
 

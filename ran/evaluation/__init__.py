@@ -1,12 +1,10 @@
 """Evaluation of a RAN on every test subset: running it (``run``), the per-face predictions (``samples``),
 the metrics (``metrics``, ``statistics``, ``attention``), the reports people read (``report``) and the
-paired comparison of two models (``compare``)."""
+paired comparison of two models (``compare``).
 
-from ran.evaluation.classes import ClassMatch, match_classes
-from ran.evaluation.metrics import subset_metrics, summarize
-from ran.evaluation.report import format_per_class, format_table, print_results, write_results
-from ran.evaluation.run import evaluate, evaluate_samples
-from ran.evaluation.samples import SubsetSamples, read_predictions
+The names below are imported on first use: a parser reads ``statistics``' defaults without torch."""
+
+from ran.lazy import lazy_attributes
 
 __all__ = [
     "ClassMatch",
@@ -22,3 +20,21 @@ __all__ = [
     "summarize",
     "write_results",
 ]
+
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "ClassMatch": "ran.evaluation.classes",
+        "match_classes": "ran.evaluation.classes",
+        "subset_metrics": "ran.evaluation.metrics",
+        "summarize": "ran.evaluation.metrics",
+        "format_per_class": "ran.evaluation.report",
+        "format_table": "ran.evaluation.report",
+        "print_results": "ran.evaluation.report",
+        "write_results": "ran.evaluation.report",
+        "evaluate": "ran.evaluation.run",
+        "evaluate_samples": "ran.evaluation.run",
+        "SubsetSamples": "ran.evaluation.samples",
+        "read_predictions": "ran.evaluation.samples",
+    },
+)

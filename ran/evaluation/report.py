@@ -9,7 +9,6 @@ command writes results into a folder at a time (its lock, ``OUT/.ran.lock``)."""
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 from ran.evaluation.attention import format_attention, plot_attention
 from ran.evaluation.samples import PREDICTIONS, SubsetSamples, write_predictions
 from ran.evaluation.tables import render_table
-from ran.extras import available
+from ran.extras import optional_part
 from ran.files import check_overwrite_files, read_small_json, staging_files
 from ran.inference import precision_note
 from ran.locks import output_lock
@@ -222,8 +221,9 @@ def plot_reliability(result: Mapping[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def results_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:
-    """results.md: the summary with intervals, per-class accuracy, attention and the pictures."""
+def results_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "", pictures: bool = True) -> str:
+    """results.md: the summary with intervals, per-class accuracy, attention and (where they were drawn)
+    the pictures."""
     parts = [f"# {title or 'Evaluation results'}", "", format_table(results, markdown=True), ""]
     parts += [note + "\n" for note in _notes(results)]
     parts += ["Per-class accuracy:", "", format_per_class(results, markdown=True), ""]
@@ -234,10 +234,9 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "") 
             "",
             attention,
             "",
-            f"![region attention]({ATTENTION_PNG})",
-            "",
+            *([f"![region attention]({ATTENTION_PNG})", ""] if pictures else []),
         ]
-    for name in results:
+    for name in results if pictures else ():
         parts.append(f"![confusion {name}](confusion_{name}.png)")
         if "calibration" in results[name]:
             parts.append(f"![reliability {name}](reliability_{name}.png)")
@@ -282,9 +281,10 @@ def write_results(
     with output_lock(out, "ran evaluate", inside=True):
         check_results_folder(out, overwrite=overwrite, subsets=results)
         with staging_files(out, kind=EVALUATION) as staging:
+            pictures = pictures_available()
             (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-            (staging / RESULTS_MD).write_text(results_markdown(results, title), encoding="utf-8")
-            if pictures_available():
+            (staging / RESULTS_MD).write_text(results_markdown(results, title, pictures), encoding="utf-8")
+            if pictures:
                 _plot_all(results, staging)
             if samples is not None:
                 write_predictions(samples, staging / PREDICTIONS)
@@ -295,11 +295,9 @@ def write_results(
 
 
 def pictures_available() -> bool:
-    """Pictures need matplotlib (the ``plots`` extra); without it the tables are written alone."""
-    if available("matplotlib"):
-        return True
-    warnings.warn("no pictures: they need matplotlib (pip install 'ran[plots]')", stacklevel=3)
-    return False
+    """Pictures need matplotlib (the ``plots`` extra); without it the tables are written alone, and a
+    note (once) says why."""
+    return optional_part("matplotlib", "pictures")
 
 
 def _plot_all(results: Mapping[str, Mapping[str, Any]], folder: Path) -> None:

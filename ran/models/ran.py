@@ -26,6 +26,7 @@ from timm.models._pretrained import PretrainedCfg
 from timm.models._registry import get_pretrained_cfg
 from torch import nn
 
+from ran.constants import RAN_VARIANTS
 from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
 from ran.models.inference import FusedBackbone
@@ -720,13 +721,6 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
-# backbone and region size of each named RAN; every other constructor argument can be overridden.
-RAN_VARIANTS: dict[str, dict[str, Any]] = {
-    "ran": {"backbone": "resnet18", "region_size": 224},
-    **{f"ran_resnet{d}": {"backbone": f"resnet{d}", "region_size": 224} for d in (18, 34, 50, 101)},
-    **{f"ran_iresnet{d}": {"backbone": f"iresnet{d}", "region_size": 112} for d in (18, 34, 50, 100)},
-    "ran_vgg16": {"backbone": "vgg16", "region_size": 224},
-}
 assert set(RAN_VARIANTS) == set(default_cfgs.keys()) and "ferplus6" in REGION_PRESETS
 
 

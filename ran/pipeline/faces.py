@@ -173,7 +173,8 @@ class CascadeDetector:
 def get_detector(detector: str | FaceDetector | None = "mtcnn") -> FaceDetector:
     """A detector by name (``ran.vocabulary.DETECTOR_CHOICES``) or the given object; MTCNN when None.
 
-    If MTCNN cannot be built (package missing), falls back to the cascade with a warning.
+    If MTCNN's package is missing, falls back to the cascade with a one-line warning; if the cascade's
+    is missing too (no ``predict`` extra), raises MTCNN's :class:`MissingExtra` alone, naming the extra.
     """
     if detector is None:
         detector = "mtcnn"
@@ -187,9 +188,13 @@ def get_detector(detector: str | FaceDetector | None = "mtcnn") -> FaceDetector:
     if resolve_detector(detector) == "mtcnn":
         try:
             return MTCNNDetector()
-        except ImportError as err:
-            _logger.warning("%s; falling back to the frontal-face cascade (no landmarks)", err)
-            return CascadeDetector()
+        except ImportError as missing:
+            try:
+                fallback = CascadeDetector()
+            except ImportError:
+                raise missing from None
+            _logger.warning("%s; falling back to the frontal-face cascade (no landmarks)", missing)
+            return fallback
     return CascadeDetector()
 
 

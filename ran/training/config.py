@@ -30,6 +30,7 @@ from ran.numbers import (
 )
 from ran.precision import resolve_precision
 from ran.safeyaml import read_yaml
+from ran.threads import MAX_THREADS, threads_help
 from ran.vocabulary import ATTENTION_MODES, DEVICES, LABEL_TARGETS, OPTIMIZERS, PRECISION_CHOICES, SCHEDULES
 
 REFERENCE_BATCH = 128  # the recipe's total batch size, the reference of --scale-lr
@@ -169,6 +170,7 @@ class RunConfig:
     deterministic: bool = _opt(
         False, "deterministic kernels (cuDNN, cuBLAS): bit-exact resume on a GPU, somewhat slower"
     )
+    threads: int | None = _opt(None, threads_help(), numbers=integer(1, MAX_THREADS))
     seed: int = _opt(0, "random seed (data order, augmentation, initial weights)", numbers=SEED)
     save_every_steps: int = _opt(
         0, "also save a checkpoint every N optimizer updates (0: epochs only)", numbers=integer(0)

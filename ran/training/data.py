@@ -9,7 +9,6 @@ draws exactly what the original drew.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader
 from ran.data.batches import EpochSampler, FaceImages, collate_faces, load_splits
 from ran.data.labelled import class_names_of, keep_labelled
 from ran.errors import UserError
+from ran.threads import available_cpus
 from ran.training.config import DataConfig, TrainConfig
 from ran.transforms import FaceTransform
 
@@ -79,13 +79,6 @@ def _labelled(split: Any, name: str, data: str, num_classes: int, purpose: str) 
     if not left_out:
         return kept, None
     return kept, f"note: {left_out} unlabelled rows (label -1) of split {name!r} left out of {purpose}"
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def loader_options(data: DataConfig, device: torch.device, num_processes: int) -> dict[str, Any]:

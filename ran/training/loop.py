@@ -43,8 +43,10 @@ from ran.training.setup import Training, determinism, set_up
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or continue) one training run; returns its summary (best accuracy, history, paths)."""
     from ran.devices import resolve_device
+    from ran.threads import use_threads
 
     config = config.copy().validate()
+    use_threads(config.run.threads)
     device = resolve_device(config.run.device, "--device")
     with determinism(config.run.deterministic, device), ExitStack() as held:  # held: the folder's lock
         run = set_up(config, held)

@@ -189,6 +189,7 @@ def make_accelerator(config: TrainConfig, device: torch.device, precision: str, 
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
+    from ran.extras import optional_part
     from ran.precision import accelerate_precision
 
     _forget_previous_run()
@@ -196,7 +197,7 @@ def make_accelerator(config: TrainConfig, device: torch.device, precision: str, 
         cpu=device.type == "cpu",  # without it, CPU processes started by a launcher train alone
         mixed_precision=accelerate_precision(precision),
         gradient_accumulation_steps=config.optim.gradient_accumulation,
-        log_with="tensorboard",
+        log_with="tensorboard" if optional_part("tensorboard", "tensorboard logs") else None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out)),
         dataloader_config=DataLoaderConfiguration(non_blocking=device.type == "cuda"),
         rng_types=[],
