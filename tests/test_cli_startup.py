@@ -15,7 +15,7 @@ import pytest
 from ran.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
-# transformers may load: its HfArgumentParser builds the dataclass commands' flags, and it loads without torch.
+# transformers may load: its HfArgumentParser builds the dataclass commands' flags, without torch.
 HEAVY = ("torch", "torchvision", "timm", "datasets", "gradio", "cv2")
 FAMILY = [
     "ran_iresnet100",
