@@ -66,7 +66,7 @@ def make_affectnet(root: Path, count: int, seed: int = 0) -> None:
 
 def make_ferplus(root: Path, every: int) -> tuple[Path, Path]:
     """fer2013.csv (random pixels) and FERPlus label files for every ``every``-th row of the real ones."""
-    from ran.data.ferplus import write_random_fer2013_csv
+    from ran.data.sources.ferplus import write_random_fer2013_csv
 
     root.mkdir(parents=True, exist_ok=True)
     if every == 1:
@@ -96,7 +96,7 @@ def make_ferplus(root: Path, every: int) -> tuple[Path, Path]:
 # The child: imports first (not timed), then the command itself, timed; its peak RSS comes from time(1).
 CHILD = """
 import sys, time
-import ran.cli.data, ran.data.affectnet, ran.data.ferplus
+import ran.cli.data, ran.data.sources.affectnet, ran.data.sources.ferplus
 start = time.perf_counter()
 code = ran.cli.data.main(sys.argv[1:])
 print(f"BUILD_SECONDS {time.perf_counter() - start:.3f}")
@@ -136,7 +136,7 @@ def rows_written(printed: str) -> int:
 
 def imports_floor() -> int:
     """Peak RSS of importing the ``ran data`` command and the builders, doing nothing (MiB)."""
-    code = "import ran.cli.data, ran.data.affectnet, ran.data.ferplus"
+    code = "import ran.cli.data, ran.data.sources.affectnet, ran.data.sources.ferplus"
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "%M", sys.executable, "-c", code], capture_output=True, text=True
     )

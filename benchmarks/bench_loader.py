@@ -40,8 +40,8 @@ class RowByRow(Dataset):
 
 def make_folder(root: Path, rows: int, side: int, gray: bool) -> Path:
     """A ``ran data`` folder of random PNG faces (random pixels compress like real faces, or worse)."""
-    from ran.data.folder import labelled_split
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.folder import labelled_split
+    from ran.data.format.writer import write_dataset_folder
     from ran.labels import FERPLUS_CLASSES
 
     rng = np.random.default_rng(0)

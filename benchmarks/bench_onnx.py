@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from ran.data.batches import load_splits
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     model = load_model(args.model).eval()
     transform = transform_for(model)

@@ -17,7 +17,7 @@ from ran.cli import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ran.hub import assemble_checkpoint, load_spec, render_spec_card
+    from ran.modelio.hub import assemble_checkpoint, load_spec, render_spec_card
 
     parser = argparse.ArgumentParser(prog="hub/publish.py", description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="hub/<name>/ folder (checkpoint.json, results.json)")

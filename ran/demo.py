@@ -158,11 +158,11 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
 
 def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     from ran.data.batches import load_splits
-    from ran.data.synthetic import write_synthetic
+    from ran.data.synthetic.generator import write_synthetic
     from ran.evaluation import evaluate_samples, print_results, summarize
     from ran.evaluation.report import ATTENTION_PNG
     from ran.inference import REPORTED_PRECISION
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
     from ran.training import train
 
     check_numbers(options)  # before the output folder is touched
@@ -222,7 +222,7 @@ def _save(
     per-face predictions, the training curves."""
     from ran.evaluation import format_table, write_results
     from ran.evaluation.report import pictures_available
-    from ran.hub import save_pretrained
+    from ran.modelio.hub import save_pretrained
 
     command = "ran demo" + (" --quick" if options.is_quick() else "")
     save_pretrained(model, out / "best", results=results, dataset="synthetic", training_command=command)

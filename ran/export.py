@@ -34,7 +34,7 @@ from ran.errors import UserError
 from ran.extras import require
 from ran.files import atomic_path
 from ran.inference import infer, inference_copy
-from ran.loading import class_names
+from ran.modelio.loading import class_names
 from ran.numbers import integer
 from ran.transforms import FaceTransform, transform_for
 

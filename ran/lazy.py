@@ -18,7 +18,7 @@ from typing import Any
 
 def lazy_attributes(package: str, homes: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package``: ``homes`` maps a public name to the module defining it.
-    A name that is not in ``homes`` but is a submodule of ``package`` (``ran.data.ferplus``) is imported
+    A name that is not in ``homes`` but is a submodule of ``package`` (``ran.data.batches``) is imported
     too, as an eager ``__init__`` made it available before."""
 
     def __getattr__(name: str) -> Any:

@@ -117,7 +117,7 @@ class OnnxModel(nn.Module):
 def load_runtime_model(
     name_or_path: str | Path, runtime: str = "torch", *, revision: str | None = None
 ) -> nn.Module:
-    """The model ``ran predict`` / ``ran evaluate`` run: a RAN through ``ran.loading.load_model``
+    """The model ``ran predict`` / ``ran evaluate`` run: a RAN through ``ran.modelio.loading.load_model``
     (``runtime='torch'``) or an .onnx file as an :class:`OnnxModel` (``runtime='onnx'``)."""
     if runtime not in RUNTIMES:
         raise UserError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -126,7 +126,7 @@ def load_runtime_model(
         if revision:
             raise UserError(f"--revision {revision}: an ONNX file has no revisions")
         return OnnxModel(path)
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     return load_model(name_or_path, revision=revision)
 

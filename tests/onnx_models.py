@@ -13,8 +13,8 @@ from ran.transforms import transform_for
 
 
 def synthetic_data(out: Path, train: int = 64, test: int = 120) -> Path:
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     return write_dataset_folder(
         build_synthetic(seed=2, train_size=train, test_size=test, progress=False), out

@@ -44,7 +44,7 @@ def _complete(ferplus: Path, lists: Path) -> bool:
 
 
 def _download() -> ReferenceData:
-    from ran.data.subsets import AUTHORS_LISTS, DownloadError, fetch_ferplus_labels
+    from ran.data.sources.subsets import AUTHORS_LISTS, DownloadError, fetch_ferplus_labels
 
     try:
         ferplus = fetch_ferplus_labels()

@@ -16,7 +16,7 @@ import ran  # noqa: F401
 from ran.cli import main as ran_main
 from ran.evaluation.compare import compare_samples
 from ran.evaluation.samples import SubsetSamples
-from ran.hub import save_pretrained
+from ran.modelio.hub import save_pretrained
 
 CLASSES = ["a", "b", "c"]
 
@@ -98,8 +98,8 @@ def test_runs_of_different_faces_are_refused():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     """Tiny data, a second tiny data set of other faces, two saved models."""
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     base = tmp_path_factory.mktemp("compare")
     paths = {}

@@ -7,7 +7,7 @@ import pytest
 
 from ran.cli import main as ran_main
 from ran.cli.data import build_parser, main
-from ran.data.folder import load_dataset_folder
+from ran.data.format.folder import load_dataset_folder
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -26,7 +26,7 @@ def test_unknown_label_mode_is_refused(capsys):
 
 
 def test_synthetic_writes_a_loadable_folder(tmp_path, capsys):
-    pytest.importorskip("ran.data.synthetic")
+    pytest.importorskip("ran.data.synthetic.generator")
     out = tmp_path / "synth"
     assert (
         main(["synthetic", "--out", str(out), "--seed", "3", "--train-size", "40", "--test-size", "100"]) == 0

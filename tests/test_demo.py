@@ -14,13 +14,13 @@ CHANCE = 1 / 8
 
 
 def test_demo_overwrite_replaces_only_a_demo_folder(tmp_path, monkeypatch):
-    import ran.data.synthetic
+    import ran.data.synthetic.generator
     from ran.demo import DemoOptions, run_demo
 
     def never(*args, **kwargs):
         raise AssertionError("the demo must stop before it writes anything")
 
-    monkeypatch.setattr(ran.data.synthetic, "write_synthetic", never)
+    monkeypatch.setattr(ran.data.synthetic.generator, "write_synthetic", never)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
@@ -75,7 +75,7 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
     # the saved model reproduces the reported numbers with evaluation's defaults
     from ran.data.batches import load_splits
     from ran.evaluation import evaluate
-    from ran.loading import from_pretrained
+    from ran.modelio.loading import from_pretrained
 
     again = evaluate(
         from_pretrained(out / "best"),
@@ -110,7 +110,7 @@ def test_the_cards_numbers_are_what_ran_evaluate_gives_with_its_defaults(tmp_pat
     assert "Precision: fp32 " in card and "Precision: fp32 " in (out / "results" / "results.md").read_text()
     from huggingface_hub import ModelCard
 
-    from ran.card import card_results
+    from ran.modelio.card import card_results
 
     stated = card_results(ModelCard.load(out / "best" / "README.md"))
     for name, r in results.items():

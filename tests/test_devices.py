@@ -36,7 +36,7 @@ def model() -> torch.nn.Module:
 
 
 def test_evaluate_export_and_predict_leave_the_model_alone(model, tmp_path):
-    from ran.data.synthetic import build_synthetic
+    from ran.data.synthetic.generator import build_synthetic
     from ran.evaluation import evaluate
     from ran.export import export_onnx
 

@@ -12,17 +12,17 @@ import torch
 import ran  # noqa: F401
 from ran.cli import main as ran_main
 from ran.evaluation import evaluate
-from ran.hub import save_pretrained
 from ran.labels import FERPLUS_CLASSES
-from ran.loading import load_model
+from ran.modelio.hub import save_pretrained
+from ran.modelio.loading import load_model
 
 SUBSETS = ["test", "occlusion", "pose30", "pose45"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     out = tmp_path_factory.mktemp("data") / "tiny_eval"
     return write_dataset_folder(build_synthetic(seed=2, train_size=16, test_size=80, progress=False), out)
@@ -416,9 +416,9 @@ def renamed_data(tmp_path_factory) -> Path:
     """The tiny faces relabelled in RAF-DB order (contempt rows dropped), with anger renamed 'angry'."""
     import datasets
 
-    from ran.data.mapping import remap_dataset
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.sources.mapping import remap_dataset
+    from ran.data.synthetic.generator import build_synthetic
 
     names = ["surprise", "fear", "disgust", "happiness", "sadness", "angry", "neutral"]
     source = build_synthetic(seed=2, train_size=16, test_size=80, progress=False)

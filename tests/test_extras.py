@@ -102,7 +102,7 @@ def naming(extra: str, done: subprocess.CompletedProcess) -> list[str]:
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    from ran.data.synthetic import write_synthetic
+    from ran.data.synthetic.generator import write_synthetic
 
     out = tmp_path_factory.mktemp("extras-data") / "data"
     write_synthetic(out, seed=0, train_size=24, test_size=16, progress=False)

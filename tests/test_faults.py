@@ -33,8 +33,8 @@ REASONS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     out = tmp_path_factory.mktemp("faults") / "data"
     return write_dataset_folder(build_synthetic(seed=2, train_size=24, test_size=16, progress=False), out)

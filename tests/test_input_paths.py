@@ -123,7 +123,7 @@ def _every_path(colour: str, scale: float, tmp_path: Path, monkeypatch, capsys) 
     crop = photo.crop(tuple(int(v) for v in crop_box))
     crop.save(tmp_path / "crop.png")
     model = ran.load_model(folder)
-    names = ran.loading.class_names(model)
+    names = ran.modelio.loading.class_names(model)
     with torch.no_grad():
         got["ran.load_model"] = _probabilities(model(ran.transform_for(model)(crop)[None]))
         raw = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1)[None]

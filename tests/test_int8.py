@@ -45,7 +45,7 @@ def _metadata(path) -> dict[str, str]:
 
 def _test_faces(model_dir, data) -> tuple[np.ndarray, np.ndarray]:
     from ran.data.batches import FaceImages, collate_faces, load_splits
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
     from ran.transforms import transform_for
 
     split = load_splits(data)["test"]

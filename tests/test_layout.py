@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ran"
 CLI_SHARED = {"ran.cli", "ran.cli.options"}  # the dispatcher and the flag helper, used by every command
 # Library layers that belong to one command each (or a few): none may import another.
-LAYERS = ("ran.training", "ran.evaluation", "ran.pipeline", "ran.export", "ran.convert", "ran.app")
+LAYERS = ("ran.training", "ran.evaluation", "ran.pipeline", "ran.export", "ran.modelio.convert", "ran.app")
 # Layers built on another one's public API: the web app is prediction behind a page.
 BUILT_ON = {"ran.app": {"ran.pipeline"}}
 MAX_FUNCTION_LINES = 80

@@ -198,7 +198,9 @@ def test_cli_json_pictures_and_exit_codes(model, tmp_path, capsys):
 
 def test_no_model_is_one_line_saying_how_to_get_one(capsys, monkeypatch):
     """No trained weights are published, so there is no default model to try (and retry) on the Hub."""
-    monkeypatch.setattr("ran.loading.load_model", lambda *a, **k: pytest.fail("no model may be looked up"))
+    monkeypatch.setattr(
+        "ran.modelio.loading.load_model", lambda *a, **k: pytest.fail("no model may be looked up")
+    )
     assert run_main(main, [str(PHOTOS / "astronaut.png")], "ran predict") == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

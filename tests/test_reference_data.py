@@ -18,16 +18,16 @@ from reference_data import ENV, SHARED_DATA, reference_data, shared_beside_check
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_TESTS = [
-    "tests/test_data_subsets.py",
-    "tests/test_data_ferplus.py",
-    "tests/test_data_rafdb_affectnet.py",
+    "tests/data/test_subsets.py",
+    "tests/data/test_ferplus.py",
+    "tests/data/test_rafdb_affectnet.py",
 ]
 # with the download served: the tests that read the files themselves (not the full FERPlus image builds)
 SERVED_TESTS = [
-    "tests/test_data_subsets.py",
-    "tests/test_data_ferplus.py::test_label_csv_counts_per_mode",
-    "tests/test_data_ferplus.py::test_fer2013new_majority_counts",
-    "tests/test_data_rafdb_affectnet.py",
+    "tests/data/test_subsets.py",
+    "tests/data/test_ferplus.py::test_label_csv_counts_per_mode",
+    "tests/data/test_ferplus.py::test_fer2013new_majority_counts",
+    "tests/data/test_rafdb_affectnet.py",
 ]
 
 

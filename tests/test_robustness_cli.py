@@ -14,8 +14,8 @@ import torch
 
 import ran  # noqa: F401
 from ran.cli import main as ran_main
-from ran.hub import save_pretrained
 from ran.labels import FERPLUS_CLASSES
+from ran.modelio.hub import save_pretrained
 
 KINDS = ["eye_band", "gaussian_noise"]
 
@@ -24,8 +24,8 @@ KINDS = ["eye_band", "gaussian_noise"]
 def lab(tmp_path_factory) -> dict[str, Path]:
     from timm.models import save_for_hf
 
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     root = tmp_path_factory.mktemp("robustness")
     data = write_dataset_folder(
@@ -59,7 +59,7 @@ def robustness_run(lab) -> Path:
 def _direct_accuracy(model_dir: Path, data: Path, kind: str, severity: int) -> float:
     """Accuracy from the model itself on perturb()'s faces (ids = row numbers), without the lab."""
     from ran.data.batches import load_splits
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
     from ran.robustness import perturb
     from ran.transforms import transform_for
 
@@ -140,7 +140,7 @@ def test_plain_classifier_through_ran_evaluate(lab):
 
 def _clean_accuracy(lab) -> float:
     from ran.data.batches import load_splits
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
     from ran.transforms import transform_for
 
     model = load_model(lab["plain"])

@@ -40,8 +40,8 @@ TINY = ["--model", "ran", "--backbone", "test_resnet", "--region-size", "32", "-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     out = tmp_path_factory.mktemp("data") / "tiny_train"
     return write_dataset_folder(build_synthetic(seed=1, train_size=40, test_size=16, progress=False), out)
@@ -199,7 +199,7 @@ def test_stop_and_resume_ends_with_the_same_weights(tiny_data, tmp_path):
         saved = (tmp_path / run / "config.yaml").read_text()
         assert "num_processes: 1" in saved and "deterministic: true" in saved
     # a checkpoint IS a model folder: the one loader reads it, with the plain weight names
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     loaded = load_model(tmp_path / "stopped" / "checkpoints" / "epoch_002").state_dict()
     assert loaded.keys() == final_b.keys() and all(torch.equal(loaded[k], final_b[k]) for k in final_b)
@@ -230,7 +230,7 @@ def test_options_soft_labels_balanced_random_crops_freeze(tiny_data, tmp_path):
         )
     )
     assert len(summary["history"]) == 1 and summary["best_epoch"] == 1
-    from ran.loading import from_pretrained
+    from ran.modelio.loading import from_pretrained
 
     best = from_pretrained(tmp_path / "out" / "best")
     assert best.num_classes == 8 and best.ran_config()["region_size"] == [32, 32]
@@ -335,7 +335,7 @@ def test_bad_inputs(tiny_data, tmp_path, capsys):
     from datasets import DatasetDict
 
     from ran.data.batches import load_splits
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
 
     splits = load_splits(tiny_data)
     only_test = write_dataset_folder(DatasetDict({"test": splits["test"]}), tmp_path / "only_test")
@@ -637,7 +637,7 @@ def test_resume_refuses_optimizer_state_larger_than_the_model_unread(real_checkp
     """optimizer.safetensors declaring an extra 8 GB tensor (a sparse file): refused from its header."""
     import safetensors.torch
 
-    from ran.training.checkpoints import read_checkpoint
+    from ran.modelio.checkpoints import read_checkpoint
 
     read_whole = safetensors.torch.load_file
 
@@ -682,8 +682,8 @@ def test_compile_keeps_plain_weight_names(tiny_data, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def sharded_data(tmp_path_factory) -> Path:
     """400 training faces in 4 Parquet shards of 100 (one row group each)."""
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     out = tmp_path_factory.mktemp("data") / "sharded"
     splits = build_synthetic(seed=1, train_size=400, test_size=16, progress=False)
@@ -694,7 +694,7 @@ def sharded_data(tmp_path_factory) -> Path:
 def test_two_process_cpu_launch(sharded_data, tmp_path):
     """accelerate launch --multi_gpu --num_processes 2 on CPU: DDP over gloo, both processes train, each on
     its own shard files of the train split (--shard-data)."""
-    from ran.data.folder import split_files
+    from ran.data.format.folder import split_files
 
     shards = [path.name for path in split_files(sharded_data, "train")]
     assert len(shards) == 4

@@ -19,8 +19,8 @@ TINY = ["--model", "ran", "--backbone", "test_resnet", "--region-size", "16", "-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     out = tmp_path_factory.mktemp("data") / "tiny_augment"
     return write_dataset_folder(build_synthetic(seed=2, train_size=24, test_size=8, progress=False), out)
@@ -118,7 +118,7 @@ def test_whole_face_baseline_is_backbone_and_linear_classifier(tiny_data, tmp_pa
     argv = ["train", "--data", str(tiny_data), "--output-dir", str(out), *TINY, "--epochs", "1"]
     assert ran_main([*argv, "--regions", "whole", "--batch-size", "8"]) == 0
     assert "the region-biased loss is off" in capsys.readouterr().out
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     model = load_model(out / "best").eval()
     assert model.num_regions == 1 and model.boxes == ((0.0, 0.0, 1.0, 1.0),)
@@ -147,7 +147,7 @@ def test_ablation_configs_train(tiny_data, tmp_path, name):
     config.run.mixed_precision = "fp32"
     summary = train(config)
     assert summary["global_step"] == 1
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     model = load_model(tmp_path / "run" / "best").eval()  # the variant survives saving and loading
     assert model.num_regions == (1 if config.model.regions == "whole" else 6)

@@ -18,7 +18,7 @@ import torch
 
 import ran  # noqa: F401
 from ran.cli import main as ran_main
-from ran.hub import save_pretrained
+from ran.modelio.hub import save_pretrained
 
 TINY = ["--model", "ran", "--backbone", "test_resnet", "--region-size", "32", "--no-progress"]
 
@@ -32,8 +32,8 @@ def _withhold(split: datasets.Dataset, every: int) -> datasets.Dataset:
 
 @pytest.fixture(scope="module")
 def unlabelled_data(tmp_path_factory) -> Path:
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     source = build_synthetic(seed=2, train_size=16, test_size=80, progress=False)
     data = datasets.DatasetDict(
@@ -134,8 +134,8 @@ def test_label_past_the_class_count_is_refused_naming_the_row(unlabelled_data, t
 
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory) -> Path:
-    from ran.data.synthetic import build_synthetic
-    from ran.data.writer import write_dataset_folder
+    from ran.data.format.writer import write_dataset_folder
+    from ran.data.synthetic.generator import build_synthetic
 
     source = build_synthetic(seed=1, train_size=40, test_size=16, progress=False)
     data = datasets.DatasetDict(train=_withhold(source["train"], 4), test=source["test"])

@@ -160,7 +160,7 @@ def saved(tmp_path_factory) -> Path:
 
 
 def test_models_and_checkpoints_refuse_pickles_by_one_rule(saved, tmp_path):
-    from ran.training.checkpoints import read_checkpoint
+    from ran.modelio.checkpoints import read_checkpoint
 
     folder = Path(shutil.copytree(saved, tmp_path / "pickled"))
     (folder / "Optimizer.BIN").write_bytes(b"\x80\x04N.")
@@ -174,8 +174,8 @@ def test_models_and_checkpoints_refuse_pickles_by_one_rule(saved, tmp_path):
 
 
 def test_a_ran_0_1_checkpoint_is_refused_by_loading_and_resuming_alike(saved, tmp_path):
-    from ran.model_folder import LEGACY_CHECKPOINT_FILE
-    from ran.training.checkpoints import read_checkpoint
+    from ran.modelio.checkpoints import read_checkpoint
+    from ran.modelio.folder import LEGACY_CHECKPOINT_FILE
 
     folder = Path(shutil.copytree(saved, tmp_path / "old"))
     (folder / LEGACY_CHECKPOINT_FILE).write_text("{}")

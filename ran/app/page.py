@@ -53,7 +53,7 @@ def build_app(
 
     Args:
         model: the model shown first and used by the ``predict`` API endpoint: a model folder, a training
-            checkpoint folder, a Hub id or a registered name (``ran.loading.load_model``).
+            checkpoint folder, a Hub id or a registered name (``ran.modelio.loading.load_model``).
         models: more models offered in the page's picker. Visitors may use only these and ``model``
             (by these names), unless ``allow_any_model``.
         detector / regions / device / precision: as in ``ran predict``.

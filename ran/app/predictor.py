@@ -32,7 +32,7 @@ from torch import nn
 from ran.app.limits import AppLimits, SharedDetector, Turns
 from ran.devices import default_device
 from ran.errors import UserError, one_line
-from ran.loading import load_model
+from ran.modelio.loading import load_model
 from ran.pipeline import FacePipeline, InputResult
 from ran.pipeline.faces import get_detector
 from ran.pipeline.inputs import Frame, InputError, read_image

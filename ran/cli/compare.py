@@ -61,7 +61,7 @@ def _check_form(args: argparse.Namespace) -> None:
 def _compare_models(args: argparse.Namespace) -> dict:
     from ran.data.batches import load_splits
     from ran.evaluation.compare import compare_models
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     dataset_dict = load_splits(args.data)
     model_a, model_b = (load_model(name) for name in args.models)

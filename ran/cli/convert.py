@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-missing", action="store_true", help="keep missing weights random")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     args = finish_help(parser).parse_args(argv)
-    from ran.convert import convert
+    from ran.modelio.convert import convert
 
     report = convert(
         args.src,

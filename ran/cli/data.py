@@ -34,7 +34,7 @@ def _print_counts(counts: dict[str, int], out: Path) -> int:
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an existing OUT before reading any input rather than after the (long) build (the writer
     checks again, under OUT's lock)."""
-    from ran.data.writer import DATASET, is_dataset_folder
+    from ran.data.format.writer import DATASET, is_dataset_folder
     from ran.files import check_overwrite
 
     check_overwrite(args.out, overwrite=args.overwrite, kind=DATASET, recognise=is_dataset_folder)
@@ -51,7 +51,7 @@ def _output(args: argparse.Namespace) -> dict:
 
 
 def _ferplus(args: argparse.Namespace) -> int:
-    from ran.data.ferplus import write_ferplus
+    from ran.data.sources.ferplus import write_ferplus
 
     options = _output(args)
     counts = write_ferplus(
@@ -61,14 +61,14 @@ def _ferplus(args: argparse.Namespace) -> int:
 
 
 def _rafdb(args: argparse.Namespace) -> int:
-    from ran.data.rafdb import write_rafdb
+    from ran.data.sources.rafdb import write_rafdb
 
     options = _output(args)
     return _print_counts(write_rafdb(args.out, args.root, _lists_argument(args.lists), **options), args.out)
 
 
 def _affectnet(args: argparse.Namespace) -> int:
-    from ran.data.affectnet import write_affectnet
+    from ran.data.sources.affectnet import write_affectnet
 
     options = _output(args)
     counts = write_affectnet(
@@ -84,7 +84,7 @@ def _affectnet(args: argparse.Namespace) -> int:
 
 def _perturb(args: argparse.Namespace) -> int:
     from ran.data.batches import load_splits
-    from ran.data.perturbed import write_perturbed
+    from ran.data.sources.perturbed import write_perturbed
     from ran.robustness import PERTURBATIONS
 
     _check_out(args)
@@ -103,7 +103,7 @@ def _perturb(args: argparse.Namespace) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    from ran.data.synthetic import write_synthetic
+    from ran.data.synthetic.generator import write_synthetic
 
     options = _output(args)
     sizes = {
@@ -120,7 +120,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from ran.data.folder import push_dataset_folder
+    from ran.data.format.folder import push_dataset_folder
 
     result = push_dataset_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
     print(f"uploaded {args.folder} to https://huggingface.co/datasets/{args.repo_id}")
@@ -130,7 +130,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _shard_size(value: str) -> int:
-    from ran.data.writer import parse_shard_size
+    from ran.data.format.writer import parse_shard_size
 
     try:
         return parse_shard_size(value)

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in ("onnx", "onnxscript", *runtime):
         require(module, "ran export --int8" if args.int8 else "ran export")  # before anything is loaded
     from ran.export import check_onnx, check_onnx_target, export_onnx
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     out = Path(args.onnx)
     check_onnx_target(out, overwrite=args.overwrite)  # before the model is loaded
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export_int8(args: argparse.Namespace, out: Path) -> int:
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
     from ran.quantize import check_report_target, export_int8, report_path
 
     check_report_target(out, overwrite=args.overwrite)

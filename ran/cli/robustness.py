@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference
     from ran.evaluation.robustness_metrics import corruption_errors, model_summary
     from ran.evaluation.robustness_report import ROBUSTNESS, print_robustness, write_robustness
     from ran.files import check_overwrite
-    from ran.loading import load_model, resolve_model_source
+    from ran.modelio.loading import load_model, resolve_model_source
     from ran.robustness import PERTURBATIONS, parse_kind
 
     out = args.output_dir.expanduser()

@@ -1,19 +1,22 @@
 """Datasets for RAN as Parquet folders (FERPlus, RAF-DB, AffectNet, synthetic) and ``datasets`` objects.
 
-Every builder writes the same features (``ran.data.folder.dataset_features``) so one training and
+Every builder writes the same features (``ran.data.format.folder.dataset_features``) so one training and
 evaluation loop reads them all. The ``write_*`` builders stream into a folder (Parquet shards in row
 groups, ``num_proc`` worker processes, bounded memory); the ``load_*`` forms return the same rows as an
 in-memory DatasetDict. ``load_dataset_folder`` reads a folder back (``datasets.load_dataset`` does too),
 ``load_split_shards`` gives one process of a multi-node run its own shard files.
+
+Subpackages: ``sources`` (where each dataset comes from), ``format`` (the folder on disk: written, checked,
+read), ``synthetic`` (the generated dataset of ``ran demo``) and ``batches`` (the torch side: rows as
+batches of faces, class-balanced sampling).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ran.data.affectnet import load_affectnet, write_affectnet
-from ran.data.ferplus import LABEL_MODES, ferplus_targets, load_ferplus, write_ferplus
-from ran.data.folder import (
+from ran.data.batches.sampling import class_balanced_weights
+from ran.data.format.folder import (
     check_dataset_folder,
     dataset_features,
     load_dataset_folder,
@@ -21,11 +24,12 @@ from ran.data.folder import (
     push_dataset_folder,
     split_files,
 )
-from ran.data.mapping import class_index_map, convert_labels, remap_dataset
-from ran.data.rafdb import load_rafdb, write_rafdb
-from ran.data.sampling import class_balanced_weights
-from ran.data.subsets import fetch_ferplus_labels, load_subset_lists
-from ran.data.writer import write_dataset_folder
+from ran.data.format.writer import write_dataset_folder
+from ran.data.sources.affectnet import load_affectnet, write_affectnet
+from ran.data.sources.ferplus import LABEL_MODES, ferplus_targets, load_ferplus, write_ferplus
+from ran.data.sources.mapping import class_index_map, convert_labels, remap_dataset
+from ran.data.sources.rafdb import load_rafdb, write_rafdb
+from ran.data.sources.subsets import fetch_ferplus_labels, load_subset_lists
 
 __all__ = [
     "LABEL_MODES",
@@ -55,7 +59,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The synthetic generator lives in its own module (another layer); import it only when asked for.
+    # The synthetic generator lives in its own subpackage; import it only when asked for.
     if name in ("build_synthetic", "write_synthetic"):
         from ran.data import synthetic
 

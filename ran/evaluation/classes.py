@@ -1,6 +1,7 @@
 """Which of the model's outputs answer which of the dataset's classes.
 
-Classes are matched by name (``ran.data.mapping.class_index_map``): a model trained on one dataset can be
+Classes are matched by name (``ran.data.sources.mapping.class_index_map``): a model trained on one dataset
+can be
 scored on another whose class order differs (AffectNet vs FERPlus) or whose class list differs (FERPlus 8
 vs RAF-DB 7, no contempt). When the lists differ, scoring on the shared classes only is a choice the user
 makes (``cross_dataset=True``, ``--cross-dataset``): the model's logits are restricted to the shared
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ran.data.mapping import UNMAPPED, class_index_map
+from ran.data.sources.mapping import UNMAPPED, class_index_map
 from ran.errors import UserError
 
 

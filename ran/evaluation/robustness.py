@@ -24,7 +24,7 @@ from ran.evaluation.classes import match_classes
 from ran.evaluation.run import _data_classes, _dropped, _kept_rows
 from ran.evaluation.samples import SubsetSamples, row_ids
 from ran.inference import infer, on_device
-from ran.loading import class_names
+from ran.modelio.loading import class_names
 from ran.robustness import SEVERITIES, covered_fraction, is_occluder, occlusion_mask, parse_kind, perturb
 from ran.transforms import transform_for
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
-from ran.data.labelled import class_names_of, labelled_rows
+from ran.data.format.labelled import class_names_of, labelled_rows
 from ran.errors import UserError
 from ran.evaluation.attention import region_labels
 from ran.evaluation.classes import ClassMatch, match_classes
@@ -24,7 +24,7 @@ from ran.evaluation.metrics import summarize
 from ran.evaluation.samples import SubsetSamples, row_ids
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resamples
 from ran.inference import REPORTED_PRECISION, infer, on_device
-from ran.loading import class_names
+from ran.modelio.loading import class_names
 from ran.precision import resolve_precision
 from ran.transforms import FaceTransform, transform_for
 

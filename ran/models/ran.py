@@ -529,7 +529,7 @@ class RegionAttentionNet(nn.Module):
     @torch.jit.ignore
     def load_backbone(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
         """Load a local backbone checkpoint; report (and log) missing and unexpected keys."""
-        from ran.models.checkpoint import load_state_dict_file
+        from ran.modelio.state_dict import load_state_dict_file
 
         state = load_state_dict_file(path)
         state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}

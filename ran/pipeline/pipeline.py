@@ -29,7 +29,7 @@ from ran.constants import HOW_TO_GET_A_MODEL
 from ran.devices import default_device, model_device
 from ran.errors import UserError
 from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
-from ran.loading import class_names, load_model
+from ran.modelio.loading import class_names, load_model
 from ran.numbers import MARGIN, integer, number
 from ran.pipeline.faces import Face, FaceDetector, crop_face, detect_faces, get_detector, landmark_boxes
 from ran.pipeline.inputs import Frame, InputError, expand_inputs, iter_frames, source_name
@@ -44,7 +44,7 @@ LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the
 
 
 def resolve_model(model: str | Path | nn.Module | None) -> nn.Module:
-    """An nn.Module as is; a string through ``ran.loading.load_model`` (model folder, training
+    """An nn.Module as is; a string through ``ran.modelio.loading.load_model`` (model folder, training
     checkpoint, Hub id, or a registered name with random weights, with a warning)."""
     if model is None or (isinstance(model, (str, Path)) and not str(model)):
         raise UserError(f"model: none given; {HOW_TO_GET_A_MODEL}")

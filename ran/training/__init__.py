@@ -10,7 +10,7 @@ __all__ = ["TrainConfig", "read_checkpoint", "resolve_config", "train"]
 __getattr__ = lazy_attributes(
     __name__,
     {
-        "read_checkpoint": "ran.training.checkpoints",
+        "read_checkpoint": "ran.modelio.checkpoints",
         "TrainConfig": "ran.training.config",
         "resolve_config": "ran.training.config",
         "train": "ran.training.loop",

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler, FaceImages, collate_faces, load_splits
-from ran.data.labelled import class_names_of, keep_labelled
+from ran.data.format.labelled import class_names_of, keep_labelled
 from ran.errors import UserError
 from ran.threads import available_cpus
 from ran.training.config import DataConfig, TrainConfig
@@ -59,7 +59,7 @@ def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tupl
         raise UserError(f"--data: {val_name} classes {val_classes} differ from train classes {class_names}")
     train, files = splits["train"], []
     if data.shard_data and world_size > 1:
-        from ran.data.folder import load_split_shards, split_files
+        from ran.data.format.folder import load_split_shards, split_files
 
         train = load_split_shards(data.data, "train", rank, world_size)
         files = [path.name for path in split_files(data.data, "train")[rank::world_size]]
@@ -110,7 +110,7 @@ def build_loaders(
 ) -> tuple[DataLoader, DataLoader, EpochSampler]:
     """Training loader (order from :class:`EpochSampler`, ``num_samples`` rows an epoch; default all),
     validation loader, and the sampler."""
-    from ran.data.sampling import class_balanced_weights
+    from ran.data.batches.sampling import class_balanced_weights
 
     soft = config.loss.label_mode == "soft"
     train_set = FaceImages(splits.train, transform, soft_labels=soft)

@@ -32,7 +32,7 @@ import torch
 
 from ran.errors import UserError
 from ran.files import faults_named
-from ran.training.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
+from ran.modelio.checkpoints import CHECKPOINTS, latest_checkpoint, prune_checkpoints, write_checkpoint
 from ran.training.config import RUN_CONFIG_FILE, TrainConfig
 from ran.training.data import augment, step_seed
 from ran.training.outputs import BEST_DIR, HISTORY_FILE, TRACKER_PROJECT, start_output
@@ -245,7 +245,7 @@ def _diverged(run: Training, what: str) -> None:
 
 def end_of_epoch(run: Training, epoch: int, val: dict[str, Any], seconds: float, skipped: int) -> None:
     """History, tensorboard, the best model so far to OUT/best, the epoch's checkpoint."""
-    from ran.hub import save_pretrained
+    from ran.modelio.hub import save_pretrained
 
     progress, name = run.progress, run.splits.val_name
     totals = _epoch_totals(run)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ran.files import not_written_error, write_marker, write_text, written_by
 from ran.locks import output_lock
-from ran.training.checkpoints import CHECKPOINTS, RESUME_FILES, SCALER_FILE, is_checkpoint_name
+from ran.modelio.checkpoints import CHECKPOINTS, RESUME_FILES, SCALER_FILE, is_checkpoint_name
 from ran.training.config import RUN_CONFIG_FILE, TrainConfig
 
 HISTORY_FILE = "history.json"
@@ -56,7 +56,7 @@ def check_output(out: Path, config: TrainConfig) -> None:
     if not existing or config.run.resume:
         return
     if not config.run.overwrite:
-        from ran.training.checkpoints import latest_checkpoint
+        from ran.modelio.checkpoints import latest_checkpoint
 
         latest = latest_checkpoint(out / CHECKPOINTS)
         resume = f"pass --resume {latest} to continue it or" if latest else "it saved no checkpoint; pass"
@@ -103,7 +103,7 @@ def _tracker_files(logs: Path) -> list[Path]:
 def run_files(out: Path) -> list[Path]:
     """What runs wrote in ``out``: config.yaml, history.json, the checkpoint folders, best/ (when it holds
     only a model) and the tensorboard files under logs/."""
-    from ran.hub import is_model_folder
+    from ran.modelio.hub import is_model_folder
 
     found = [out / name for name in (RUN_CONFIG_FILE, HISTORY_FILE) if (out / name).is_file()]
     checkpoints, best, logs = out / CHECKPOINTS, out / BEST_DIR, out / TRACKER_PROJECT

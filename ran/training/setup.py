@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from ran.data.batches import EpochSampler
 from ran.errors import UserError
-from ran.training.checkpoints import Progress, ResumeState
+from ran.modelio.checkpoints import Progress, ResumeState
 from ran.training.config import TrainConfig
 from ran.training.data import Splits
 from ran.transforms import FaceTransform
@@ -76,7 +76,7 @@ def build_model(config: TrainConfig, class_names: list[str]) -> nn.Module:
     """A RAN for ``class_names`` from a registered name (with overrides) or a save_pretrained folder."""
     import timm
 
-    from ran.loading import load_model
+    from ran.modelio.loading import load_model
 
     spec = config.model
     registered = timm.list_models("ran*")
@@ -221,7 +221,7 @@ def startup_line(accelerator: Any, precision: str, config: TrainConfig) -> str:
 
 def apply_resume(run: Training, state: ResumeState) -> None:
     """Optimizer / schedule / scaler state and the position of a checked checkpoint into ``run``."""
-    from ran.training.checkpoints import load_training_state
+    from ran.modelio.checkpoints import load_training_state
 
     load_training_state(state, run.optimizer, run.scheduler, run.accelerator.scaler)
     progress = state.progress
@@ -250,7 +250,7 @@ def set_up(config: TrainConfig, held: ExitStack) -> Training:
     """
     from accelerate.utils import set_seed
 
-    from ran.training.checkpoints import read_checkpoint
+    from ran.modelio.checkpoints import read_checkpoint
     from ran.training.outputs import claim_output
 
     out = Path(config.run.output_dir).expanduser().absolute()
@@ -287,7 +287,7 @@ ONE_REGION_NOTE = (
 def _build(config: TrainConfig, accelerator: Any, out: Path, resume: ResumeState | None) -> Training:
     """Data, model (with the checkpoint's weights), optimizer and schedule, prepared by accelerate."""
     from ran.losses import RANCriterion
-    from ran.training.checkpoints import load_model_weights
+    from ran.modelio.checkpoints import load_model_weights
     from ran.training.data import build_loaders, loader_options, read_splits
     from ran.training.schedule import build_optimizer, build_scheduler, peak_lr
     from ran.transforms import record_transform, transform_for_images
