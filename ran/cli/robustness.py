@@ -10,12 +10,15 @@ results.json, results.md, models/<name>/predictions.parquet (for ``ran compare``
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ran.cli.options import add_evaluation_flags, device_option, finish_help
+from ran.cli.options import add_evaluation_flags, add_runtime_flag, finish_help, runtime_device
 from ran.errors import UserError
 from ran.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ran.numbers import SEED
+from ran.threads import use_threads
 
 
 def build_parser(prog: str = "ran robustness") -> argparse.ArgumentParser:
@@ -25,7 +28,10 @@ def build_parser(prog: str = "ran robustness") -> argparse.ArgumentParser:
         "geometry and corruptions, severities 1-5.",
     )
     parser.add_argument(
-        "--model", nargs="+", help="model folders, Hub ids or RAN names (plain timm classifiers too)"
+        "--model",
+        nargs="+",
+        help="model folders, Hub ids or RAN names (plain timm classifiers too); with --runtime onnx, "
+        ".onnx files from 'ran export'",
     )
     parser.add_argument("--data", help="dataset folder written by 'ran data' (or a Hub dataset id)")
     parser.add_argument("--split", default="test", help="the split evaluated")
@@ -46,6 +52,7 @@ def build_parser(prog: str = "ran robustness") -> argparse.ArgumentParser:
         "--list", action="store_true", help="print the perturbations and what severity means; exit"
     )
     add_evaluation_flags(parser)
+    add_runtime_flag(parser)
     parser.add_argument(
         "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the intervals"
     )
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from ran.evaluation.statistics import check_resamples
 
     check_resamples(args.resamples)
+    use_threads(args.threads)
     kinds = list(dict.fromkeys(canonical_kind(k) for k in (args.perturbations or PERTURBATIONS)))
     names = model_names(args.model)
     reference = _reference(args.reference, args.model, names)
@@ -98,24 +106,41 @@ def _reference(reference: str | None, models: list[str], names: list[str]) -> st
     raise UserError(f"--reference {reference!r}: not one of the --model values ({', '.join(models)})")
 
 
+def model_loaders(sources: list[str], runtime: str) -> list[Callable[[], Any]]:
+    """One loader per ``--model``, every model checked first so that one that cannot be found (or an ONNX
+    file that is not a graph from ``ran export``) is refused before any runs. A PyTorch model is loaded
+    when its turn comes; an ONNX graph is opened here (a read-only session; its metadata is the check)."""
+    from functools import partial
+
+    from ran.runtime import load_runtime_model
+
+    if runtime == "onnx":
+        graphs = [load_runtime_model(source, runtime) for source in sources]
+        return [lambda graph=graph: graph for graph in graphs]
+    from ran.modelio.loading import resolve_model_source
+
+    for source in sources:
+        resolve_model_source(source)
+    return [partial(load_runtime_model, source, runtime) for source in sources]
+
+
 def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference: str) -> int:
     from ran.data.batches import load_splits
     from ran.evaluation.robustness import perturbation_grid, robustness_samples
     from ran.evaluation.robustness_metrics import corruption_errors, model_summary
     from ran.evaluation.robustness_report import ROBUSTNESS, print_robustness, write_robustness
+    from ran.evaluation.run import recorded_precision
     from ran.files import check_overwrite
-    from ran.modelio.loading import load_model, resolve_model_source
     from ran.robustness import PERTURBATIONS, parse_kind
 
     out = args.output_dir.expanduser()
     check_overwrite(out, overwrite=args.overwrite, kind=ROBUSTNESS)
-    for source in args.model:  # a model that cannot be found is refused before any other runs
-        resolve_model_source(source)
+    loaders = model_loaders(args.model, args.runtime)
     dataset_dict = load_splits(args.data)
-    device = device_option(args.device)
+    device = runtime_device(args.device, args.runtime)
     runs, models, grid = {}, {}, None
-    for source, name in zip(args.model, names):
-        model = load_model(source)
+    for source, name, load in zip(args.model, names, loaders):
+        model = load()
         runs[name] = robustness_samples(
             model,
             dataset_dict,
@@ -132,6 +157,7 @@ def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference
         )
         models[name] = {
             "model": source,
+            "precision": recorded_precision(model, args.mixed_precision),
             **model_summary(runs[name], resamples=args.resamples, seed=args.seed),
         }
         if grid is None:

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from ran.data.batches import FaceImages, collate_faces
+from ran.devices import model_device
 from ran.errors import UserError
 from ran.evaluation.attention import region_labels
 from ran.evaluation.classes import match_classes
-from ran.evaluation.run import _data_classes, _dropped, _kept_rows
+from ran.evaluation.run import _data_classes, _dropped, _kept_rows, recorded_precision
 from ran.evaluation.samples import SubsetSamples, row_ids
 from ran.inference import infer, on_device
 from ran.modelio.loading import class_names
@@ -86,7 +87,7 @@ def _run_batches(
 ) -> _Collected:
     collected = _Collected()
     boxes = getattr(net, "boxes", None) if hasattr(net, "forward_with_attention") else None
-    device = next(net.parameters()).device
+    device = model_device(net)  # an ONNX graph (ran.runtime.OnnxModel) has no parameters: the CPU
     for batch in loader:
         faces, ids = batch["images"].to(device), batch["ids"].to(device)
         collected.add(CLEAN, infer(net, faces, **options))
@@ -128,8 +129,10 @@ def robustness_samples(
 ) -> RobustnessSamples:
     """``model`` on split ``split``, clean and under every kind in ``kinds`` at severities 1-5.
 
-    A RAN or a plain classifier (no region weights: empty weight columns, no coverage). Faces are fed as
-    ``transform_for(model, image_size)`` says; a face's perturbation id is its row in the split.
+    A RAN, a plain classifier (no region weights: empty weight columns, no coverage) or an ONNX graph from
+    ``ran export`` (``ran.runtime.OnnxModel``, fp32 or int8, on the CPU). Faces are fed as
+    ``transform_for(model, image_size)`` says; a face's perturbation id is its row in the split. Every
+    setting records the precision it ran in (``fp32``, ``bf16``, ``onnx int8``, ...).
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -168,6 +171,7 @@ def robustness_samples(
         "regions": regions,
         "cross_dataset": _dropped(match, dataset_dict[split].num_rows - unlabelled - rows.size),
         "unlabelled": unlabelled,
+        "precision": recorded_precision(model, precision),
     }
     samples = {}
     for name, parts in collected.probabilities.items():

@@ -73,11 +73,19 @@ def shift_table(results: Mapping[str, Any], markdown: bool = False) -> str:
     return render_table(header, rows, markdown=markdown) if rows else ""
 
 
+def precision_line(results: Mapping[str, Any]) -> str:
+    """Which precision (and runtime) each model ran in: ``Precision: a fp32; b onnx int8.`` ('' if none
+    recorded, as in results written before it was)."""
+    named = [f"{m} {s['precision']}" for m, s in results["models"].items() if s.get("precision")]
+    return f"Precision: {'; '.join(named)}." if named else ""
+
+
 def robustness_markdown(results: Mapping[str, Any]) -> str:
     lines = [f"# Robustness: {results['data']} ({results['split']})", ""]
     lines += [
         f"Seed {results['seed']}; accuracy intervals: {BOOTSTRAP_METHOD}, 95 %. CE and relative CE against "
-        f"{results['reference']} (ImageNet-C definitions; 1.0 = as robust as the reference).",
+        f"{results['reference']} (ImageNet-C definitions; 1.0 = as robust as the reference). "
+        f"{precision_line(results)}".rstrip(),
         "",
         accuracy_table(results, markdown=True),
         "",
@@ -134,6 +142,8 @@ def write_robustness(
 
 def print_robustness(results: Mapping[str, Any]) -> None:
     print(accuracy_table(results))
+    if precision_line(results):
+        print(precision_line(results))
     shifts = shift_table(results)
     if shifts:
         print("\nattention shift (negative: attention leaves what the occluder hides):")
