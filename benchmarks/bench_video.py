@@ -120,7 +120,6 @@ def main() -> None:
                 f"{shift:>20.1f}"
             )
 
-        labels = sorted({f.label for r in reference for f in r.faces})
         print(f"labels with detection on every frame: {', '.join(labels)}")
 
 
