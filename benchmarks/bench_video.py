@@ -119,7 +119,7 @@ def main() -> None:
                 f"{n:>12} | {fps:8.1f} | {fps / base:7.2f}x | {calls:>14} | {100 * same:8.1f} % | "
                 f"{shift:>20.1f}"
             )
-
+        labels = sorted({f.label for r in reference for f in r.faces})
         print(f"labels with detection on every frame: {', '.join(labels)}")
 
 
