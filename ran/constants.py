@@ -26,4 +26,16 @@ MIN_OPSET = 17
 # The default: opset 18 has Resize with antialias, which a model with a face size needs in its graph.
 DEFAULT_OPSET = 18
 
-__all__ = ["DEFAULT_OPSET", "HOW_TO_GET_A_MODEL", "MIN_OPSET", "RAN_VARIANTS"]
+# Videos (``ran predict``, ``ran.pipeline.video``): the face detector runs on every DETECT_EVERY-th sampled
+# frame, faces are tracked in between; ``--smooth`` without a value weighs the newest frame by DEFAULT_SMOOTH.
+DETECT_EVERY = 5
+DEFAULT_SMOOTH = 0.5
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "DEFAULT_SMOOTH",
+    "DETECT_EVERY",
+    "HOW_TO_GET_A_MODEL",
+    "MIN_OPSET",
+    "RAN_VARIANTS",
+]

@@ -28,8 +28,9 @@ from ran.cli.options import (
     require_model,
     runtime_device,
 )
+from ran.constants import DEFAULT_SMOOTH, DETECT_EVERY
 from ran.errors import UserError
-from ran.numbers import IMAGE_SIDE, MARGIN, integer, number
+from ran.numbers import IMAGE_SIDE, MARGIN, SMOOTH_FACTOR, integer, number
 from ran.threads import use_threads
 from ran.vocabulary import COLOR_MODES
 
@@ -80,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--every", type=integer(1), help="videos: use every N-th frame (default: every frame)"
     )
     sampling.add_argument("--fps", type=number(above=0), help="videos: sample about F frames per second")
+    parser.add_argument(
+        "--detect-every",
+        type=integer(1),
+        default=DETECT_EVERY,
+        metavar="N",
+        help="videos: run the face detector on every N-th sampled frame and track the faces in between "
+        "(sooner where a track is lost); 1 = detect on every frame",
+    )
+    parser.add_argument(
+        "--smooth",
+        type=SMOOTH_FACTOR,
+        nargs="?",
+        const=DEFAULT_SMOOTH,
+        metavar="ALPHA",
+        help="videos: smooth each face's probabilities over frames (moving average, newest frame weighted "
+        f"ALPHA in (0, 1]; {DEFAULT_SMOOTH} without a value); the label follows them (default: off)",
+    )
     parser.add_argument("--csv-dir", default=".", help="videos: folder for the per-frame CSV (<video>.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing CSV files / pictures")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -230,6 +248,8 @@ def _predictions(args: argparse.Namespace) -> Iterator[InputResult]:
         visualize=args.visualize,
         progress=not args.no_progress,
         compile=args.compile,
+        detect_every=args.detect_every,
+        smooth=args.smooth,
     )
 
 

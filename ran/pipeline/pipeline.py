@@ -30,11 +30,12 @@ from ran.devices import default_device, model_device
 from ran.errors import UserError
 from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
 from ran.modelio.loading import class_names, load_model
-from ran.numbers import MARGIN, integer, number
-from ran.pipeline.faces import Face, FaceDetector, crop_face, detect_faces, get_detector, landmark_boxes
+from ran.numbers import MARGIN, integer
+from ran.pipeline.faces import Face, FaceDetector, crop_face, get_detector, landmark_boxes
 from ran.pipeline.inputs import Frame, InputError, expand_inputs, iter_frames, source_name
 from ran.pipeline.pictures import PictureWriter, picture_crop
 from ran.pipeline.results import FacePrediction, InputResult
+from ran.pipeline.video import DETECT_EVERY, ProbabilitySmoother, VideoFaces, check_sampling
 from ran.precision import check_device_support, resolve_precision
 from ran.transforms import FaceTransform, transform_for
 from ran.vocabulary import COLOR_MODES, REGION_MODES
@@ -130,6 +131,8 @@ class FacePipeline:
             records.
         max_faces: keep at most this many (largest) faces per image.
         compile: run the model through ``torch.compile`` (worth it for many calls; the first is slow).
+        detect_every / smooth: videos: the detector on every N-th sampled frame, tracking between; per-face
+            smoothing of the probabilities over frames (``ran.pipeline.video``).
 
     Not thread-safe: one call at a time. (``preprocess`` only reads the pipeline, so with a detector that
     serves several threads it may run beside a model call; ``ran.app`` does that.)
@@ -150,6 +153,8 @@ class FacePipeline:
         input_size: int | None = None,
         max_faces: int | None = None,
         compile: bool = False,
+        detect_every: int = DETECT_EVERY,
+        smooth: float | None = None,
     ) -> None:
         _check_options(regions, batch_size, margin, max_faces, detect)
         self.precision = resolve_precision(precision)
@@ -166,6 +171,8 @@ class FacePipeline:
         if compile:
             compile_for_inference(self.model, self.device)
         self.detector = get_detector(detector) if detect else None
+        self.video = VideoFaces(self.detector, detect_every, max_faces)  # detection / tracking per frame
+        self.smooth = ProbabilitySmoother(smooth)  # a no-op when smooth is None
         self.margin, self.regions, self.batch_size, self.max_faces = margin, regions, batch_size, max_faces
 
     # --- the three steps ----------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ class FacePipeline:
             pixels = self.transform.prepare(frame.image)
             return [FaceInput(result, 0, None, (0.0, 0.0, float(width), float(height)), pixels, None, crop)]
         inputs = []
-        for index, face in enumerate(detect_faces(self.detector, frame.image, max_faces=self.max_faces)):
+        for index, face in enumerate(self.video.faces(frame)):
             crop = crop_face(frame.image, face, self.margin)
             boxes = None
             if self.regions == "landmarks":
@@ -223,8 +230,9 @@ class FacePipeline:
         each also appended to its input's result."""
         predictions = []
         for i, item in enumerate(batch):
+            probabilities = self.smooth(item.face, outputs.probabilities[i])
             prediction = _prediction(
-                item, outputs.probabilities[i], outputs.weights[i], outputs.boxes[i], self.class_names
+                item, probabilities, outputs.weights[i], outputs.boxes[i], self.class_names
             )
             item.result.faces.append(prediction)
             predictions.append(prediction)
@@ -261,7 +269,7 @@ class FacePipeline:
         progress: bool = False,
     ) -> Iterator[InputResult]:
         """Like ``__call__``, but yields each result, in input order, as soon as its faces are done."""
-        _check_sampling(every, fps)
+        check_sampling(every, fps)
         return self._iterate(expand_inputs(inputs), every, fps, keep_crops, progress)
 
     def _iterate(
@@ -317,6 +325,7 @@ def _prediction(
         if face is not None and face.landmarks is not None
         else None,
         crop=item.crop,
+        track=getattr(face, "track", None),
     )
 
 
@@ -331,15 +340,6 @@ def _check_options(regions: str, batch_size: int, margin: float, max_faces: int 
     MARGIN.check(margin, "margin")
     if max_faces is not None:
         _AT_LEAST_ONE.check(max_faces, "max_faces")
-
-
-def _check_sampling(every: int | None, fps: float | None) -> None:
-    if every is not None and fps is not None:
-        raise UserError("every and fps: pass one of them, not both")
-    if every is not None:
-        _AT_LEAST_ONE.check(every, "every")
-    if fps is not None:
-        number(above=0).check(fps, "fps")
 
 
 # --- one-call forms -------------------------------------------------------------------------------------
@@ -391,6 +391,8 @@ def predict(
     visualize: str | Path | None = None,
     progress: bool = True,
     compile: bool = False,
+    detect_every: int = DETECT_EVERY,
+    smooth: float | None = None,
 ) -> list[InputResult]:
     """Predict the expression of every face in ``inputs``.
 
@@ -428,6 +430,8 @@ def predict(
             input_size=input_size,
             max_faces=max_faces,
             compile=compile,
+            detect_every=detect_every,
+            smooth=smooth,
         )
     )
 

@@ -22,7 +22,8 @@ class FacePrediction:
     """One face. Boxes are (x0, y0, x1, y1) in the source image's pixels; ``region_boxes`` are the boxes
     the model weighted (region 0 = the whole crop). ``crop`` is the face crop at picture size (at most
     ``ran.pipeline.pictures.PICTURE_SIDE``), kept only when asked for (``keep_crops=True``), for pictures;
-    it is not part of :meth:`to_dict`."""
+    it is not part of :meth:`to_dict`. ``track`` is the face's id across a video's frames (None for photos;
+    see ``ran.pipeline.video``)."""
 
     face_index: int
     box: list[float]
@@ -33,11 +34,12 @@ class FacePrediction:
     region_weights: list[float]
     region_boxes: list[list[float]]
     landmarks: list[list[float]] | None = None
+    track: int | None = None
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The face as JSON-ready values (as in ``ran predict --json``)."""
-        return {
+        """The face as JSON-ready values (as in ``ran predict --json``); ``track`` only for video faces."""
+        out = {
             "face_index": self.face_index,
             "box": list(self.box),
             "crop_box": list(self.crop_box),
@@ -48,6 +50,9 @@ class FacePrediction:
             "region_boxes": [list(b) for b in self.region_boxes],
             "landmarks": None if self.landmarks is None else [list(p) for p in self.landmarks],
         }
+        if self.track is not None:
+            out["track"] = self.track
+        return out
 
 
 @dataclass
@@ -100,11 +105,12 @@ def video_csv_paths(
 
 def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Sequence[str]) -> Path:
     """Per-frame CSV of one video's results: frame, time_s, face, box, score, label, one probability
-    column per class, one weight column per region. Frames without a face get a row with empty face
-    fields. Written atomically, with the process umask's permissions (``ran.files``)."""
+    column per class, one weight column per region, then the face's track id across frames. Frames
+    without a face get a row with empty face fields. Written atomically, with the process umask's
+    permissions (``ran.files``)."""
     num_regions = max((len(f.region_weights) for r in results for f in r.faces), default=0)
     header = ["frame", "time_s", "face", "x0", "y0", "x1", "y1", "score", "label"]
-    header += [f"prob_{n}" for n in names] + [f"weight_region{k}" for k in range(num_regions)]
+    header += [f"prob_{n}" for n in names] + [f"weight_region{k}" for k in range(num_regions)] + ["track"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -117,6 +123,7 @@ def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Seq
                     + [f.probabilities[n] for n in names]
                     + f.region_weights
                     + [""] * (num_regions - len(f.region_weights))
+                    + ["" if f.track is None else f.track]
                 )
     return Path(path)
 
