@@ -53,13 +53,12 @@ def photos(count: int) -> list[Path]:
 
 
 def pipelines(rows: dict, batch: int) -> dict[str, FacePipeline]:
-    """One pipeline per end-to-end row: each runtime as ``ran predict`` runs it, and torch fp32 / bf16 as
-    prediction ran before (whole-photo detection, no prefetch)."""
+    """Two pipelines per runtime: as ``ran predict`` runs it now, and as prediction ran before (whole-photo
+    detection, no prefetch)."""
     made = {}
     for name, (model, precision) in rows.items():
         made[name] = FacePipeline(model, batch_size=batch, precision=precision, device="cpu")
-    for name in ("torch fp32", "torch bf16"):
-        model, precision = rows[name]
+    for name, (model, precision) in rows.items():
         made[f"{TODAY}, {name}"] = FacePipeline(
             model, batch_size=batch, precision=precision, device="cpu", prefetch=0, detect_scale=1.0
         )
