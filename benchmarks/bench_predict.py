@@ -80,6 +80,17 @@ def end_to_end(pipes: dict[str, FacePipeline], inputs: list[Path], repeats: int)
     return {name: faces[name] / statistics.median(values) for name, values in times.items()}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (the ratios between runtimes depend on it: AMX, VNNI, AVX-512 BF16)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU"
+    )
+
+
 def measure(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = timm.create_model(args.model, region_size=args.region_size).eval()
@@ -95,7 +106,7 @@ def measure(args: argparse.Namespace) -> dict:
         "setup": (
             f"{args.model} (random weights), {model.num_regions} regions of {args.region_size} px, faces of "
             f"{side[0]} px, {args.photos} photos (one face each), {args.batch} faces per batch; torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+            f"{torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({cpu_name()})"
         ),
         "model_alone": alone,
         "end_to_end": e2e,
