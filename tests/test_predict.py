@@ -127,7 +127,9 @@ def test_input_kinds(model, astronaut, tmp_path):
     results = predict(batch, model, progress=False)  # uint8 (B, C, H, W)
     assert len(results) == 2 and all(len(r.faces) == 1 for r in results)
     mirrored = results[1].faces[0].box
-    assert mirrored[0] == pytest.approx(512 - results[0].faces[0].box[2], abs=4)
+    # MTCNN is not mirror-symmetric: on the whole photo its boxes of these portraits and their mirror
+    # images differ by up to 8 px at one edge or the other; detection runs on the half-size copy
+    assert mirrored[0] == pytest.approx(512 - results[0].faces[0].box[2], abs=8)
 
 
 def test_exif_rotation_and_very_large_images(model, astronaut, tmp_path):
@@ -509,7 +511,7 @@ def test_pipeline_is_built_once_and_gives_the_json_line_and_the_picture(model, t
 
 def test_results_stream_in_input_order(model, astronaut):
     detector = RecordingDetector()
-    pipeline = ran.pipeline.FacePipeline(model, detector=detector, batch_size=2)
+    pipeline = ran.pipeline.FacePipeline(model, detector=detector, batch_size=2, prefetch=0)
     blank = np.full((64, 64, 3), 128, np.uint8)
     inputs = [astronaut, blank, astronaut[::-1].copy(), astronaut, blank]
     stream = pipeline.iterate(inputs)

@@ -10,8 +10,9 @@ Any object with ``detect(image) -> list[Face]`` (``image`` an RGB uint8 array H 
   main wheel, so it falls back to scikit-image's LBP frontal-face cascade when scikit-image is installed.
   Frontal faces only, no landmarks.
 
-The pipeline hands detectors a copy of each image at most ``DETECT_SIDE`` px long (:func:`detect_faces`)
-and crops the faces from the original (:func:`crop_face`), so a huge photo is never copied whole.
+The pipeline hands detectors a copy of each image at most ``DETECT_SIDE`` px long and at most
+``DETECT_SCALE`` of its size (:func:`detect_faces`), and crops the faces from the original
+(:func:`crop_face`), so a huge photo is never copied whole and detection costs little beside the model.
 
 The helpers at the bottom turn 5-point (or 68-point) landmarks into the paper's landmark regions, for
 prediction (``--regions landmarks``) and for training (pass the boxes as ``model(images, boxes=...)``).
@@ -32,7 +33,7 @@ from PIL import Image
 from ran.errors import UserError
 from ran.extras import require
 from ran.regions import landmark_regions
-from ran.vocabulary import DETECTOR_CHOICES, DETECTORS, resolve_detector
+from ran.vocabulary import DETECT_SCALE, DETECTOR_CHOICES, DETECTORS, resolve_detector
 
 _logger = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ _logger = logging.getLogger(__name__)
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 # Detectors see a copy of each image whose longer side is at most this (boxes are mapped back).
 DETECT_SIDE = 1280
+# ... and at most DETECT_SCALE (ran.vocabulary, 0.5) of the image's size, but not below DETECT_MIN_SIDE (small
+# images cost little). MTCNN's cost grows with the image's side over the smallest face it looks for (20 px of
+# what it sees): at half size it looks for faces of 40 px of the photo and more (a smaller face would be
+# blown up over 5x to the model's 224 px) in about a third of the time (a 512 px portrait); 1.0 finds 20 px
+# faces.
+DETECT_MIN_SIDE = 256
 
 
 @dataclass
@@ -252,13 +259,18 @@ def crop_face(image: np.ndarray | Image.Image, face: Face, margin: float = 0.2) 
 # --- detection on a bounded-size copy -------------------------------------------------------------------
 
 
-def detection_copy(image: Image.Image, max_side: int | None = DETECT_SIDE) -> tuple[np.ndarray, float, float]:
-    """An RGB uint8 copy of ``image`` whose longer side is at most ``max_side``, and the x and y factors that
-    map its pixels back. Detectors gain nothing from megapixels; the copy of a 144-megapixel photo is 5 MB."""
+def detection_copy(
+    image: Image.Image, max_side: int | None = DETECT_SIDE, scale: float = 1.0
+) -> tuple[np.ndarray, float, float]:
+    """An RGB uint8 copy of ``image`` whose longer side is at most ``max_side`` and at most ``scale`` times
+    its own (but not below ``DETECT_MIN_SIDE``), and the x and y factors that map its pixels back. Detectors
+    gain nothing from megapixels; the copy of a 144-megapixel photo is 5 MB."""
     width, height = image.size
+    longer = max(width, height)
+    target = min(max(longer * scale, min(longer, DETECT_MIN_SIDE)), max_side or longer)
     small = image
-    if max_side and max(width, height) > max_side:
-        factor = max(width, height) / max_side
+    if target < longer:
+        factor = longer / target
         size = (max(1, round(width / factor)), max(1, round(height / factor)))
         small = image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
     array = np.asarray(small.convert("RGB") if small.mode != "RGB" else small)
@@ -270,10 +282,11 @@ def detect_faces(
     image: Image.Image,
     max_side: int | None = DETECT_SIDE,
     max_faces: int | None = None,
+    scale: float = DETECT_SCALE,
 ) -> list[Face]:
     """The faces ``detector`` finds on a bounded-size copy of ``image`` (:func:`detection_copy`), with boxes
     and landmarks in ``image``'s pixels, largest first, at most ``max_faces``."""
-    small, fx, fy = detection_copy(image, max_side)
+    small, fx, fy = detection_copy(image, max_side, scale)
     faces = []
     for face in detector.detect(small):
         x0, y0, x1, y1 = face.box
@@ -322,6 +335,7 @@ def landmark_boxes(
 __all__ = [
     "LANDMARK_NAMES",
     "CascadeDetector",
+    "DETECT_SCALE",
     "DETECT_SIDE",
     "Face",
     "FaceCrop",

@@ -4,7 +4,8 @@
 ``preprocess`` (a frame -> face crops from the original image + uint8 tensors the model's transform
 prepared), ``_forward`` (one batched ``ran.inference.infer`` call), ``postprocess``
 (-> :class:`FacePrediction` objects in the source image's pixels). Faces are batched across inputs;
-results come back in input order, each as soon as its faces are done.
+results come back in input order, each as soon as its faces are done. While the model runs, a background
+thread decodes, detects and crops the next inputs (``prefetch``, ``ran.pipeline.prefetch``).
 
 :func:`predict` (``ran.predict``) and :func:`iter_predictions` are the one-call forms, which can also
 write one picture per face (``visualize``). Faces are fed as every other loader feeds them
@@ -17,11 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -30,10 +29,18 @@ from ran.devices import default_device, model_device
 from ran.errors import UserError
 from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
 from ran.modelio.loading import class_names, load_model
-from ran.numbers import MARGIN, integer
-from ran.pipeline.faces import Face, FaceDetector, crop_face, get_detector, landmark_boxes
+from ran.numbers import MARGIN, integer, number
+from ran.pipeline.facebatch import FaceInput, FaceOutputs, face_predictions
+from ran.pipeline.faces import (
+    DETECT_SCALE,
+    FaceDetector,
+    crop_face,
+    get_detector,
+    landmark_boxes,
+)
 from ran.pipeline.inputs import Frame, InputError, expand_inputs, iter_frames, source_name
 from ran.pipeline.pictures import PictureWriter, picture_crop
+from ran.pipeline.prefetch import prefetched
 from ran.pipeline.results import FacePrediction, InputResult
 from ran.pipeline.video import DETECT_EVERY, ProbabilitySmoother, VideoFaces, check_sampling
 from ran.precision import check_device_support, resolve_precision
@@ -41,6 +48,8 @@ from ran.transforms import FaceTransform, transform_for
 from ran.vocabulary import COLOR_MODES, REGION_MODES
 
 _AT_LEAST_ONE = integer(1)
+_PREFETCH = integer(0)
+_DETECT_SCALE = number(above=0, high=1)
 LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the mouth
 
 
@@ -86,29 +95,6 @@ def face_transform(model: nn.Module, color: str = "auto", input_size: int | None
     return transform
 
 
-@dataclass
-class FaceInput:
-    """One face ready for the model: what ``preprocess`` gives and ``_forward`` takes."""
-
-    result: InputResult
-    face_index: int
-    face: Face | None  # None when the whole input is the face (detect=False)
-    crop_box: tuple[float, float, float, float]
-    pixels: torch.Tensor  # uint8 (3, H, W), prepared by the model's transform
-    boxes: torch.Tensor | None  # (K, 4) landmark regions, else None (the model's own boxes)
-    crop: np.ndarray | None  # the crop at picture size, kept only for pictures
-
-
-@dataclass
-class FaceOutputs:
-    """What one batched model call gives, on the CPU: probabilities (B, C), region weights (B, K) and the
-    fractional region boxes used (B, K, 4)."""
-
-    probabilities: torch.Tensor
-    weights: torch.Tensor
-    boxes: torch.Tensor
-
-
 class FacePipeline:
     """Find faces, crop them, run a RAN, report per face. Build once, call many times.
 
@@ -117,13 +103,18 @@ class FacePipeline:
             works on its own inference copy (eval mode, channels-last, on ``device``): the caller's model
             is never changed, and later changes to it do not reach the pipeline.
         detector: ``'mtcnn'`` (default, gives landmarks), ``'cascade'``, or any ``FaceDetector``; it sees a
-            copy of each image at most ``ran.pipeline.faces.DETECT_SIDE`` px long, faces are cropped from
-            the original.
+            copy of each image at most ``ran.pipeline.faces.DETECT_SIDE`` px long and at most
+            ``detect_scale`` of its size; faces are cropped from the original.
         detect: False treats every input as an already cropped face.
+        detect_scale: the detection copy's size as a fraction of the image's (``DETECT_SCALE``, 0.5: MTCNN
+            finds faces of 40 px and more); 1.0 finds faces down to 20 px, in about 3x the time.
         margin: extra context around each detected box, as a fraction of its side, per side.
         regions: ``'model'`` (the model's own boxes) or ``'landmarks'`` (boxes on the eyes, nose and
             mouth from the detector's 5 landmarks; the model must have 5 regions).
         batch_size: faces per model call (faces of several inputs share a batch).
+        prefetch: inputs decoded, detected and cropped ahead by a background thread while the model runs
+            (default: ``batch_size``; 0: none, one step after the other in the caller's thread). Results
+            are the same either way, in input order.
         device: where the model runs; default: the given model's own device, or
             ``ran.devices.default_device()`` for a model given by name.
         precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast (``ran.precision``; fp16 needs a GPU).
@@ -155,8 +146,12 @@ class FacePipeline:
         compile: bool = False,
         detect_every: int = DETECT_EVERY,
         smooth: float | None = None,
+        prefetch: int | None = None,
+        detect_scale: float = DETECT_SCALE,
     ) -> None:
         _check_options(regions, batch_size, margin, max_faces, detect)
+        self.prefetch = batch_size if prefetch is None else _PREFETCH.check(prefetch, "prefetch")
+        self.detect_scale = _DETECT_SCALE.check(detect_scale, "detect_scale")
         self.precision = resolve_precision(precision)
         net = resolve_model(model)
         if regions == "landmarks" and landmarks_unusable(net.num_regions):
@@ -171,7 +166,8 @@ class FacePipeline:
         if compile:
             compile_for_inference(self.model, self.device)
         self.detector = get_detector(detector) if detect else None
-        self.video = VideoFaces(self.detector, detect_every, max_faces)  # detection / tracking per frame
+        # where the faces are: detected on photos; on videos detected every N frames, tracked between
+        self.video = VideoFaces(self.detector, detect_every, max_faces, detect_scale)
         self.smooth = ProbabilitySmoother(smooth)  # a no-op when smooth is None
         self.margin, self.regions, self.batch_size, self.max_faces = margin, regions, batch_size, max_faces
 
@@ -228,14 +224,12 @@ class FacePipeline:
     def postprocess(self, batch: list[FaceInput], outputs: FaceOutputs) -> list[FacePrediction]:
         """Model outputs -> one :class:`FacePrediction` per face (boxes in the source image's pixels),
         each also appended to its input's result."""
-        predictions = []
-        for i, item in enumerate(batch):
-            probabilities = self.smooth(item.face, outputs.probabilities[i])
-            prediction = _prediction(
-                item, probabilities, outputs.weights[i], outputs.boxes[i], self.class_names
-            )
+        if self.smooth.alpha is not None and batch:  # per track, in frame order
+            smoothed = [self.smooth(item.face, outputs.probabilities[i]) for i, item in enumerate(batch)]
+            outputs = dataclasses.replace(outputs, probabilities=torch.stack(smoothed))
+        predictions = face_predictions(batch, outputs, self.class_names)
+        for item, prediction in zip(batch, predictions):
             item.result.faces.append(prediction)
-            predictions.append(prediction)
         return predictions
 
     def predict_faces(self, batch: list[FaceInput]) -> list[FacePrediction]:
@@ -275,25 +269,35 @@ class FacePipeline:
     def _iterate(
         self, items: list[Any], every: int | None, fps: float | None, keep_crops: bool, progress: bool
     ) -> Iterator[InputResult]:
-        from tqdm.auto import tqdm
-
+        """Batches of faces through the model, fed by ``_prepared`` (``prefetch`` inputs ahead, in a
+        background thread); each result is yielded once none of its faces waits for the model."""
         waiting: list[InputResult] = []
         pending: list[FaceInput] = []
-        for index, item in enumerate(
-            tqdm(items, desc="predict", unit="input", disable=not progress or len(items) < 2)
+        for result, faces in prefetched(
+            self._prepared(items, every, fps, keep_crops, progress), self.prefetch
         ):
-            for result, faces in self._preprocess_item(item, index, every, fps, keep_crops):
-                waiting.append(result)
-                pending.extend(faces)
-                while len(pending) >= self.batch_size:
-                    batch, pending = pending[: self.batch_size], pending[self.batch_size :]
-                    self.postprocess(batch, self._forward(batch))
-                blocked = pending[0].result if pending else None
-                while waiting and waiting[0] is not blocked:
-                    yield waiting.pop(0)
+            waiting.append(result)
+            pending.extend(faces)
+            while len(pending) >= self.batch_size:
+                batch, pending = pending[: self.batch_size], pending[self.batch_size :]
+                self.postprocess(batch, self._forward(batch))
+            blocked = pending[0].result if pending else None
+            while waiting and waiting[0] is not blocked:
+                yield waiting.pop(0)
         if pending:
             self.postprocess(pending, self._forward(pending))
         yield from waiting
+
+    def _prepared(
+        self, items: list[Any], every: int | None, fps: float | None, keep_crops: bool, progress: bool
+    ) -> Iterator[tuple[InputResult, list[FaceInput]]]:
+        """Every frame of ``items``, preprocessed, in order: what the model's side of ``_iterate`` takes."""
+        from tqdm.auto import tqdm
+
+        for index, item in enumerate(
+            tqdm(items, desc="predict", unit="input", disable=not progress or len(items) < 2)
+        ):
+            yield from self._preprocess_item(item, index, every, fps, keep_crops)
 
     def _preprocess_item(
         self, item: Any, index: int, every: int | None, fps: float | None, keep_crops: bool
@@ -303,30 +307,6 @@ class FacePipeline:
                 yield self.preprocess(frame, keep_crops)
         except InputError as err:
             yield InputResult(source=source_name(item, index), error=str(err)), []
-
-
-def _prediction(
-    item: FaceInput, probs: torch.Tensor, weights: torch.Tensor, boxes: torch.Tensor, names: list[str]
-) -> FacePrediction:
-    x0, y0, x1, y1 = item.crop_box
-    scale = torch.tensor([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
-    region_px = (boxes * scale + torch.tensor([x0, y0, x0, y0])).tolist()
-    face = item.face
-    return FacePrediction(
-        face_index=item.face_index,
-        box=[round(float(v), 2) for v in (face.box if face else item.crop_box)],
-        crop_box=[round(float(v), 2) for v in item.crop_box],
-        score=round(float(face.score), 5) if face else None,
-        label=names[int(probs.argmax())],
-        probabilities={name: round(float(p), 6) for name, p in zip(names, probs)},
-        region_weights=[round(float(w), 6) for w in weights],
-        region_boxes=[[round(v, 2) for v in box] for box in region_px],
-        landmarks=face.landmarks.round(2).tolist()
-        if face is not None and face.landmarks is not None
-        else None,
-        crop=item.crop,
-        track=getattr(face, "track", None),
-    )
 
 
 def _check_options(regions: str, batch_size: int, margin: float, max_faces: int | None, detect: bool) -> None:
@@ -393,6 +373,8 @@ def predict(
     compile: bool = False,
     detect_every: int = DETECT_EVERY,
     smooth: float | None = None,
+    prefetch: int | None = None,
+    detect_scale: float = DETECT_SCALE,
 ) -> list[InputResult]:
     """Predict the expression of every face in ``inputs``.
 
@@ -432,6 +414,8 @@ def predict(
             compile=compile,
             detect_every=detect_every,
             smooth=smooth,
+            prefetch=prefetch,
+            detect_scale=detect_scale,
         )
     )
 

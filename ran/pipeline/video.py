@@ -28,7 +28,7 @@ import torch
 from ran.constants import DEFAULT_SMOOTH, DETECT_EVERY
 from ran.errors import UserError
 from ran.numbers import SMOOTH_FACTOR, integer, number
-from ran.pipeline.faces import Face, FaceDetector, detect_faces
+from ran.pipeline.faces import DETECT_SCALE, Face, FaceDetector, detect_faces
 from ran.pipeline.inputs import Frame
 from ran.pipeline.tracking import GrayFrame, follow_face, gray_frame
 
@@ -71,10 +71,15 @@ class VideoFaces:
     (photos keep no state)."""
 
     def __init__(
-        self, detector: FaceDetector | None, detect_every: int = DETECT_EVERY, max_faces: int | None = None
+        self,
+        detector: FaceDetector | None,
+        detect_every: int = DETECT_EVERY,
+        max_faces: int | None = None,
+        detect_scale: float = DETECT_SCALE,
     ) -> None:
         DETECT_EVERY_RANGE.check(detect_every, "detect_every")
         self.detector, self.detect_every, self.max_faces = detector, detect_every, max_faces
+        self.detect_scale = detect_scale
         self._streams = itertools.count()
         self._source: tuple[str, int] | None = None  # (source, last frame index)
         self._stream = 0
@@ -88,7 +93,7 @@ class VideoFaces:
         if self.detector is None:
             raise UserError("faces: this pipeline finds no faces (detect=False)")
         if frame.frame is None:
-            return detect_faces(self.detector, frame.image, max_faces=self.max_faces)
+            return detect_faces(self.detector, frame.image, max_faces=self.max_faces, scale=self.detect_scale)
         current = gray_frame(frame.image)
         if self._source is None or self._source[0] != frame.source or frame.frame <= self._source[1]:
             self._start(frame.source)
@@ -114,7 +119,7 @@ class VideoFaces:
         """The detector's faces, each with the id of the track it continues (or a new one): the one whose
         box in this frame (followed, or where it was last where it is lost) it overlaps most."""
         self._since_detection = 0
-        found = detect_faces(self.detector, frame.image, max_faces=self.max_faces)
+        found = detect_faces(self.detector, frame.image, max_faces=self.max_faces, scale=self.detect_scale)
         pairs = sorted(
             (
                 (iou(face.box, track.box), i, j)
