@@ -1,4 +1,4 @@
-"""ONNX under onnxruntime: fp32 and int8 (static QDQ and dynamic quantization) against PyTorch, for speed
+"""ONNX under onnxruntime: fp32 and int8 (static and dynamic quantization) against PyTorch, for speed
 and for accuracy on a ``ran data`` split.
 
     ran demo --quick --output-dir /tmp/demo            # once: a trained model and its data
@@ -47,7 +47,7 @@ def face_batches(split, transform: FaceTransform, batch: int, limit: int | None 
 
 
 def quantized_graphs(fp32: Path, work: Path, calibration: list[np.ndarray]) -> dict[str, Path]:
-    """int8 versions of ``fp32``: static QDQ as ``ran export --int8`` makes it (``ran.quantize``), and
+    """int8 versions of ``fp32``: static as ``ran export --int8`` makes it (``ran.quantize``), and
     dynamic (activation ranges at run time, convolutions only)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process

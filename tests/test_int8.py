@@ -58,25 +58,28 @@ def test_int8_graph_keeps_the_metadata_and_quantizes_only_after_the_cut(exported
     fp32, int8 = exported
     meta, source = _metadata(int8), _metadata(fp32)
     assert {k: meta[k] for k in source} == source  # labels, face size, colour, mean/std, regions
-    assert json.loads(meta["quantization"])["format"] == "QDQ"
+    assert json.loads(meta["quantization"])["format"] == "QOperator"
     assert json.loads(meta["int8_report"])["agreement"]["split"] == "test"
     graph = onnx.load(str(int8)).graph
     producers = {out: node for node in graph.node for out in node.output}
-    stem, *convs = [n for n in graph.node if n.op_type == "Conv"]
-    assert convs and all(producers[n.input[1]].op_type == "DequantizeLinear" for n in convs)  # int8 weights
-    assert stem.input[1] not in producers  # the first convolution keeps its float weights
+    weights = {t.name: t for t in graph.initializer}
+    float_convs = [n for n in graph.node if n.op_type == "Conv"]
+    int8_convs = [n for n in graph.node if n.op_type == "QLinearConv"]
+    assert len(float_convs) == 1 and float_convs[0] is next(n for n in graph.node if "Conv" in n.op_type)
+    assert weights[float_convs[0].input[1]].data_type == onnx.TensorProto.FLOAT  # the stem stays float
+    assert int8_convs and all(weights[n.input[3]].data_type == onnx.TensorProto.INT8 for n in int8_convs)
+    assert len(weights[int8_convs[0].input[4]].dims) == 1  # one weight scale per output channel
     for node in graph.node:  # the attention head stays float
         if node.op_type in ("MatMul", "Gemm"):
-            assert all(
-                producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input
-            )
+            assert all(weights[i].data_type == onnx.TensorProto.FLOAT for i in node.input if i in weights)
+    assert not any(n.op_type in ("QLinearMatMul", "MatMulInteger", "QGemm") for n in graph.node)
     # nothing upstream of the region cut is quantized: the normalisation and the boxes stay float
     pending, upstream = [i for n in graph.node if n.op_type == "RoiAlign" for i in n.input], set()
     while pending:
         node = producers.get(pending.pop())
         if node is not None and node.name not in upstream:
             upstream.add(node.name)
-            assert node.op_type not in ("QuantizeLinear", "DequantizeLinear"), node.name
+            assert node.op_type not in ("QuantizeLinear", "DequantizeLinear", "QLinearConv"), node.name
             pending.extend(node.input)
     assert upstream
 
