@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -30,11 +32,22 @@ def test_demo_overwrite_replaces_only_a_demo_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # and no lock left beside it
 
 
+@pytest.fixture(scope="module")
+def demo(request, tmp_path_factory) -> tuple[Path, str]:
+    """One demo for the tests below: its output folder and what it printed. ``--quick`` where this
+    session runs the (slow) test that needs it; else a smaller one (64 faces, 1 epoch) is enough."""
+    quick = "test_demo_quick_learns_and_writes_everything" in {item.name for item in request.session.items}
+    sizes = ["--quick"] if quick else ["--train-size", "64", "--test-size", "64", "--epochs", "1"]
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert ran_main(["demo", "--output-dir", str(out), *sizes, "--no-progress"]) == 0
+    return out, printed.getvalue()
+
+
 @pytest.mark.slow
-def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert ran_main(["demo", "--output-dir", str(out), "--quick", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+def test_demo_quick_learns_and_writes_everything(demo, capsys):
+    out, printed = demo
     results = json.loads((out / "results" / "results.json").read_text())
     assert list(results) == ["test", "occlusion", "pose30", "pose45"]
     assert results["test"]["total"] == 320  # the quick test split
@@ -92,12 +105,10 @@ def test_demo_quick_learns_and_writes_everything(tmp_path, capsys):
     assert (out / "results" / "results.json").read_bytes() == before
 
 
-def test_the_cards_numbers_are_what_ran_evaluate_gives_with_its_defaults(tmp_path, capsys):
+def test_the_cards_numbers_are_what_ran_evaluate_gives_with_its_defaults(demo, tmp_path, capsys):
     """The demo states the precision its numbers were measured in, and ``ran evaluate`` with no
     precision or batch flag reproduces its card, its results.json and its results.md count for count."""
-    out, again = tmp_path / "demo", tmp_path / "again"
-    sizes = ["--train-size", "64", "--test-size", "64", "--epochs", "1", "--no-progress"]
-    assert ran_main(["demo", "--output-dir", str(out), *sizes]) == 0
+    (out, _), again = demo, tmp_path / "again"
     card = (out / "best" / "README.md").read_text()
     demo_results = json.loads((out / "results" / "results.json").read_text())
     evaluate = ["evaluate", "--model", str(out / "best"), "--data", str(out / "data"), "--no-progress"]

