@@ -114,6 +114,9 @@ def integer(low: int | None = None, high: int | None = None) -> NumberRange:
 SEED = integer(0, 2**32 - 1)  # what numpy, torch and random all take
 IMAGE_SIDE = integer(MIN_FACE_SIDE, 4096)  # a side in pixels that a face image is resized to
 REGION_SIDE = integer(MIN_FACE_SIDE, 1024)  # the side in pixels every region is resampled to
+# inputs decoded and searched for faces ahead of the model: each holds a decoded photo, so the depth is
+# bounded; a few batches ahead is all the overlap needs
+PREFETCH_DEPTH = integer(0, 64)
 MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
 SMOOTH_FACTOR = number(above=0, high=1)  # a moving average's weight of the newest value: (0, 1]
 

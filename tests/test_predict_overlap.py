@@ -183,12 +183,18 @@ def test_region_boxes_of_a_batch_map_to_source_pixels():
 
 
 def test_bad_prefetch_and_detect_scale_are_refused(model, capsys):
-    for options, name in [({"prefetch": -1}, "prefetch"), ({"detect_scale": 0}, "detect_scale")]:
+    too_deep = {"prefetch": 65}  # each input ahead holds a decoded photo: the depth is bounded
+    for options, name in [
+        ({"prefetch": -1}, "prefetch"),
+        (too_deep, "prefetch"),
+        ({"detect_scale": 0}, "detect_scale"),
+    ]:
         with pytest.raises(UserError, match=name):
             FacePipeline(model, **options)
     with pytest.raises(UserError, match="detect_scale"):
         FacePipeline(model, detect_scale=1.5)
-    for flag in (["--prefetch", "-1"], ["--detect-scale", "2"]):
+    assert FacePipeline(model, batch_size=500).prefetch == 64  # the default follows the batch, within bounds
+    for flag in (["--prefetch", "-1"], ["--prefetch", "100000"], ["--detect-scale", "2"]):
         with pytest.raises(SystemExit) as exit:
             main(["x.png", "--model", "m", *flag])
         assert exit.value.code == 2

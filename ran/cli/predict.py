@@ -30,7 +30,7 @@ from ran.cli.options import (
 )
 from ran.constants import DEFAULT_SMOOTH, DETECT_EVERY
 from ran.errors import UserError
-from ran.numbers import IMAGE_SIDE, MARGIN, SMOOTH_FACTOR, integer, number
+from ran.numbers import IMAGE_SIDE, MARGIN, PREFETCH_DEPTH, SMOOTH_FACTOR, integer, number
 from ran.threads import use_threads
 from ran.vocabulary import COLOR_MODES, DETECT_SCALE
 
@@ -74,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=integer(1), default=16, help="faces per forward pass")
     parser.add_argument(
         "--prefetch",
-        type=integer(0),
-        help="inputs decoded and searched for faces ahead while the model runs (default: the batch size; "
-        "0: one after the other)",
+        type=PREFETCH_DEPTH,
+        help="inputs decoded and searched for faces ahead while the model runs, 0-64 (default: the batch "
+        "size, at most 64; 0: one after the other)",
     )
     parser.add_argument(
         "--detect-scale",

@@ -29,7 +29,7 @@ from ran.devices import default_device, model_device
 from ran.errors import UserError
 from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
 from ran.modelio.loading import class_names, load_model
-from ran.numbers import MARGIN, integer, number
+from ran.numbers import MARGIN, PREFETCH_DEPTH, integer, number
 from ran.pipeline.facebatch import FaceInput, FaceOutputs, face_predictions
 from ran.pipeline.faces import (
     DETECT_SCALE,
@@ -48,7 +48,6 @@ from ran.transforms import FaceTransform, transform_for
 from ran.vocabulary import COLOR_MODES, REGION_MODES
 
 _AT_LEAST_ONE = integer(1)
-_PREFETCH = integer(0)
 _DETECT_SCALE = number(above=0, high=1)
 LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the mouth
 
@@ -113,8 +112,8 @@ class FacePipeline:
             mouth from the detector's 5 landmarks; the model must have 5 regions).
         batch_size: faces per model call (faces of several inputs share a batch).
         prefetch: inputs decoded, detected and cropped ahead by a background thread while the model runs
-            (default: ``batch_size``; 0: none, one step after the other in the caller's thread). Results
-            are the same either way, in input order.
+            (default: ``batch_size``, at most 64; 0: none, one step after the other in the caller's
+            thread). Results are the same either way, in input order.
         device: where the model runs; default: the given model's own device, or
             ``ran.devices.default_device()`` for a model given by name.
         precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast (``ran.precision``; fp16 needs a GPU).
@@ -150,7 +149,8 @@ class FacePipeline:
         detect_scale: float = DETECT_SCALE,
     ) -> None:
         _check_options(regions, batch_size, margin, max_faces, detect)
-        self.prefetch = batch_size if prefetch is None else _PREFETCH.check(prefetch, "prefetch")
+        default_depth = min(batch_size, PREFETCH_DEPTH.high)
+        self.prefetch = default_depth if prefetch is None else PREFETCH_DEPTH.check(prefetch, "prefetch")
         self.detect_scale = _DETECT_SCALE.check(detect_scale, "detect_scale")
         self.precision = resolve_precision(precision)
         net = resolve_model(model)
