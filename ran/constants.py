@@ -30,11 +30,15 @@ DEFAULT_OPSET = 18
 # frame, faces are tracked in between; ``--smooth`` without a value weighs the newest frame by DEFAULT_SMOOTH.
 DETECT_EVERY = 5
 DEFAULT_SMOOTH = 0.5
+# Photos and frames: the face detector sees a copy at this fraction of the image's size (``--detect-scale``;
+# why 0.5: ran.pipeline.faces, beside DETECT_MIN_SIDE).
+DETECT_SCALE = 0.5
 
 __all__ = [
     "DEFAULT_OPSET",
     "DEFAULT_SMOOTH",
     "DETECT_EVERY",
+    "DETECT_SCALE",
     "HOW_TO_GET_A_MODEL",
     "MIN_OPSET",
     "RAN_VARIANTS",

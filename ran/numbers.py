@@ -118,6 +118,7 @@ REGION_SIDE = integer(MIN_FACE_SIDE, 1024)  # the side in pixels every region is
 # bounded; a few batches ahead is all the overlap needs
 PREFETCH_DEPTH = integer(0, 64)
 MARGIN = number(0, 2)  # context around a face box, per side, as a fraction of its side
+DETECT_FRACTION = number(above=0, high=1)  # the detection copy's size as a fraction of the image's: (0, 1]
 SMOOTH_FACTOR = number(above=0, high=1)  # a moving average's weight of the newest value: (0, 1]
 
 

@@ -60,9 +60,6 @@ MIN_FACE_SIDE = 8
 # the smallest side of an image (photo, frame, array) accepted as input at all: it is resized up to the
 # face size anyway, but a 1-pixel side cannot be resampled in both directions.
 MIN_IMAGE_SIDE = 2
-# the face detector sees a copy of each photo at this fraction of its size (``ran predict --detect-scale``;
-# see ran.pipeline.faces.DETECT_SCALE)
-DETECT_SCALE = 0.5
 
 
 def resolve_detector(name: str) -> str:
@@ -81,7 +78,6 @@ __all__ = [
     "SCHEDULES",
     "LABEL_TARGETS",
     "INPUT_COLORS",
-    "DETECT_SCALE",
     "MIN_FACE_SIDE",
     "MIN_IMAGE_SIDE",
     "PRECISIONS",

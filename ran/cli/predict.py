@@ -28,11 +28,11 @@ from ran.cli.options import (
     require_model,
     runtime_device,
 )
-from ran.constants import DEFAULT_SMOOTH, DETECT_EVERY
+from ran.constants import DEFAULT_SMOOTH, DETECT_EVERY, DETECT_SCALE
 from ran.errors import UserError
-from ran.numbers import IMAGE_SIDE, MARGIN, PREFETCH_DEPTH, SMOOTH_FACTOR, integer, number
+from ran.numbers import DETECT_FRACTION, IMAGE_SIDE, MARGIN, PREFETCH_DEPTH, SMOOTH_FACTOR, integer, number
 from ran.threads import use_threads
-from ran.vocabulary import COLOR_MODES, DETECT_SCALE
+from ran.vocabulary import COLOR_MODES
 
 if TYPE_CHECKING:  # the parser loads without torch (ran --help); the pipeline loads in main()
     from ran.pipeline.results import InputResult
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--detect-scale",
-        type=number(above=0, high=1),
+        type=DETECT_FRACTION,
         default=DETECT_SCALE,
         help="size of the copy the detector sees, as a fraction of the photo (at most 1280 px); 1 finds "
         "faces of 20 px instead of 40, in about 3x the time",

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ran.constants import DETECT_SCALE
 from ran.errors import UserError
 from ran.extras import require
 from ran.regions import landmark_regions
-from ran.vocabulary import DETECT_SCALE, DETECTOR_CHOICES, DETECTORS, resolve_detector
+from ran.vocabulary import DETECTOR_CHOICES, DETECTORS, resolve_detector
 
 _logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _logger = logging.getLogger(__name__)
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 # Detectors see a copy of each image whose longer side is at most this (boxes are mapped back).
 DETECT_SIDE = 1280
-# ... and at most DETECT_SCALE (ran.vocabulary, 0.5) of the image's size, but not below DETECT_MIN_SIDE (small
+# ... and at most DETECT_SCALE (ran.constants, 0.5) of the image's size, but not below DETECT_MIN_SIDE (small
 # images cost little). MTCNN's cost grows with the image's side over the smallest face it looks for (20 px of
 # what it sees): at half size it looks for faces of 40 px of the photo and more (a smaller face would be
 # blown up over 5x to the model's 224 px) in about a third of the time (a 512 px portrait); 1.0 finds 20 px

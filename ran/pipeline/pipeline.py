@@ -29,7 +29,7 @@ from ran.devices import default_device, model_device
 from ran.errors import UserError
 from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
 from ran.modelio.loading import class_names, load_model
-from ran.numbers import MARGIN, PREFETCH_DEPTH, integer, number
+from ran.numbers import DETECT_FRACTION, MARGIN, PREFETCH_DEPTH, integer
 from ran.pipeline.facebatch import FaceInput, FaceOutputs, face_predictions
 from ran.pipeline.faces import (
     DETECT_SCALE,
@@ -48,7 +48,6 @@ from ran.transforms import FaceTransform, transform_for
 from ran.vocabulary import COLOR_MODES, REGION_MODES
 
 _AT_LEAST_ONE = integer(1)
-_DETECT_SCALE = number(above=0, high=1)
 LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the mouth
 
 
@@ -151,7 +150,7 @@ class FacePipeline:
         _check_options(regions, batch_size, margin, max_faces, detect)
         default_depth = min(batch_size, PREFETCH_DEPTH.high)
         self.prefetch = default_depth if prefetch is None else PREFETCH_DEPTH.check(prefetch, "prefetch")
-        self.detect_scale = _DETECT_SCALE.check(detect_scale, "detect_scale")
+        self.detect_scale = DETECT_FRACTION.check(detect_scale, "detect_scale")
         self.precision = resolve_precision(precision)
         net = resolve_model(model)
         if regions == "landmarks" and landmarks_unusable(net.num_regions):
