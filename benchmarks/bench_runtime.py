@@ -27,6 +27,7 @@ import torch
 import ran  # noqa: F401  (registers the models)
 from ran.export import export_onnx
 from ran.inference import infer, inference_copy
+from ran.int8 import calibrate, quantized
 from ran.quantize import quantize_graph
 from ran.runtime import OnnxModel
 
@@ -40,6 +41,7 @@ def runtimes(model: torch.nn.Module, work: Path, calibration: list[np.ndarray], 
     return {
         "torch fp32": (copy, "fp32"),
         "torch bf16": (copy, "bf16"),
+        "torch int8": (quantized(model, calibrate(model, calibration)), "fp32"),
         "onnx fp32": (OnnxModel(fp32, threads), "fp32"),
         "onnx int8": (OnnxModel(int8, threads), "fp32"),
     }

@@ -86,8 +86,9 @@ def infer(
         raise UserError(f"boxes: {type(model).__name__} has no regions; boxes are for a RAN")
     transform = transform if transform is not None else transform_for(model)
     pixels_in = getattr(net, "takes_pixels", False)
+    _check_own_precision(net, precision)
     if pixels_in:
-        _check_graph_input(net, transform, precision)
+        _check_graph_input(net, transform)
     with torch.inference_mode(), eval_mode(net), autocast(target, precision):
         images = faces if pixels_in else transform.normalize(faces.to(target, non_blocking=True))
         if boxes is not None:
@@ -103,15 +104,22 @@ def infer(
     return Inference(logits, logits.softmax(dim=1), None if weights is None else _renormalised(weights))
 
 
-def _check_graph_input(model: nn.Module, transform: FaceTransform, precision: str) -> None:
-    """A model that takes the uint8 faces (``ran.runtime.OnnxModel``) normalises them itself, in the
-    precision it was exported in: refuse a transform or a precision it cannot honour, rather than
-    silently running another."""
-    if resolve_precision(precision) != REPORTED_PRECISION:
+def _check_own_precision(model: nn.Module, precision: str) -> None:
+    """A model with a precision of its own (an ONNX graph, an int8 model: ``runtime_precision``) runs in
+    it: refuse autocast to another rather than silently running the model's own."""
+    own = getattr(model, "runtime_precision", None)
+    if own is not None and resolve_precision(precision) != REPORTED_PRECISION:
+        graph = getattr(model, "takes_pixels", False)
+        where = "the onnx runtime runs the graph's" if graph else "it runs its"
         raise UserError(
-            f"precision {precision}: the onnx runtime runs the graph's own precision "
-            f"({model.runtime_precision}); use fp32 (the default) or --runtime torch"
+            f"precision {precision}: {where} own precision ({own}); use fp32 (the default), or the float "
+            "model with --runtime torch"
         )
+
+
+def _check_graph_input(model: nn.Module, transform: FaceTransform) -> None:
+    """A model that takes the uint8 faces (``ran.runtime.OnnxModel``) normalises them itself: refuse a
+    transform it cannot honour, rather than silently running another."""
     if transform.grayscale and model.input_color != "gray":
         raise UserError(
             "color='gray' (--color gray): the ONNX graph feeds its RGB model RGB; use --runtime torch"
@@ -192,6 +200,10 @@ def compile_for_inference(model: nn.Module, device: torch.device | str) -> nn.Mo
     if getattr(model, "takes_pixels", False):
         raise UserError(
             "compile: the onnx runtime runs its own optimised graph; --compile is for --runtime torch"
+        )
+    if getattr(model, "runtime_precision", None) == "int8":
+        raise UserError(
+            "compile: an int8 model runs oneDNN's int8 kernels as they are; --compile is for fp32"
         )
     options = {"freezing": True} if torch.device(device).type == "cpu" else None
     model.compile(options=options)

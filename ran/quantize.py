@@ -29,6 +29,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from ran.errors import UserError
 from ran.extras import require
-from ran.files import atomic_path, read_small_json, write_json
+from ran.files import atomic_path, check_overwrite, read_small_json, write_json
 from ran.numbers import integer, number
 
 if TYPE_CHECKING:
@@ -200,6 +201,34 @@ def check_agreement(report: dict[str, Any], min_agreement: float) -> None:
         )
 
 
+def _calibration_data(model: nn.Module, calibration: str | Path, faces: int) -> tuple[Any, list[np.ndarray]]:
+    """The dataset folder's splits and ``faces`` of its train split as uint8 batches at the model's size."""
+    from ran.data.batches import load_splits
+    from ran.transforms import transform_for
+
+    splits = load_splits(calibration)
+    if "train" not in splits:
+        raise UserError(
+            f"--calibration {calibration}: no train split to calibrate on; it has {sorted(splits)}"
+        )
+    return splits, calibration_batches(splits["train"], transform_for(model), faces)
+
+
+def _measure(
+    fp32: nn.Module, int8: nn.Module, splits: Any, batches: list[np.ndarray], method: dict[str, Any]
+) -> dict[str, Any]:
+    """The report beside an int8 model: how it was made, how it answers against fp32, how fast."""
+    report = {
+        "written_by": REPORT_KIND,
+        "quantization": method,
+        "agreement": agreement(fp32, int8, splits),
+        "faces_per_second": faces_per_second({"fp32": fp32, "int8": int8}, batches[0]),
+    }
+    speeds = report["faces_per_second"]
+    report["speedup"] = speeds["int8"] / speeds["fp32"]
+    return report
+
+
 def export_int8(
     model: nn.Module,
     out: str | Path,
@@ -213,40 +242,75 @@ def export_int8(
 ) -> tuple[Path, dict[str, Any]]:
     """Export ``model`` as a static int8 ONNX graph to ``out`` and its report beside it (both atomic,
     neither written when the agreement check fails). ``export_options`` go to ``export_onnx``."""
-    from ran.data.batches import load_splits
     from ran.export import check_onnx, check_onnx_target, export_onnx
     from ran.runtime import OnnxModel
-    from ran.transforms import transform_for
 
     CALIBRATION_RANGE.check(calibration_faces, "calibration_faces")
     AGREEMENT_RANGE.check(min_agreement, "min_agreement")
     out = Path(out).expanduser()
     check_onnx_target(out, overwrite=overwrite)
     check_report_target(out, overwrite=overwrite)
-    splits = load_splits(calibration)
-    if "train" not in splits:
-        raise UserError(
-            f"--calibration {calibration}: no train split to calibrate on; it has {sorted(splits)}"
-        )
-    batches = calibration_batches(splits["train"], transform_for(model), calibration_faces)
+    splits, batches = _calibration_data(model, calibration, calibration_faces)
     with tempfile.TemporaryDirectory(prefix="ran-int8-") as work:
         fp32_path = export_onnx(model, Path(work) / "fp32.onnx", **export_options)
         if check:
             check_onnx(model, fp32_path)
         quantize_graph(fp32_path, Path(work) / "int8.onnx", batches)
         fp32, int8 = OnnxModel(fp32_path), OnnxModel(Path(work) / "int8.onnx")
-        report = {
-            "written_by": REPORT_KIND,
-            "quantization": _method(calibration, sum(len(b) for b in batches)),
-            "agreement": agreement(fp32, int8, splits),
-            "faces_per_second": faces_per_second({"fp32": fp32, "int8": int8}, batches[0]),
-        }
-        speeds = report["faces_per_second"]
-        report["speedup"] = speeds["int8"] / speeds["fp32"]
+        method = _method(calibration, sum(len(b) for b in batches))
+        report = _measure(fp32, int8, splits, batches, method)
         if check:
             check_agreement(report, min_agreement)
         _save(Path(work) / "int8.onnx", fp32_path, out, report)
     return out, report
+
+
+def export_int8_torch(
+    model: nn.Module,
+    out: str | Path,
+    calibration: str | Path,
+    *,
+    calibration_faces: int = CALIBRATION_FACES,
+    min_agreement: float = MIN_AGREEMENT,
+    check: bool = True,
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Write ``model`` as an int8 PyTorch model folder ``out`` (``ran.int8``): its float files and
+    ``int8.json``, the calibrated activation ranges with the report. Atomic; nothing is written when the
+    agreement check fails, and ``--overwrite`` replaces only a model folder this package wrote."""
+    from ran.files import staging_dir
+    from ran.int8 import INT8_NAME, calibrate, quantized
+    from ran.modelio.hub import is_model_folder, write_model_files
+
+    CALIBRATION_RANGE.check(calibration_faces, "calibration_faces")
+    AGREEMENT_RANGE.check(min_agreement, "min_agreement")
+    out = Path(out).expanduser()
+    recognise = partial(is_model_folder, extra={INT8_NAME})
+    check_overwrite(out, overwrite=overwrite, recognise=recognise)  # before the calibration's minutes
+    splits, batches = _calibration_data(model, calibration, calibration_faces)
+    table = calibrate(model, batches)
+    int8 = quantized(model, table, "the calibration")
+    method = _method_torch(calibration, sum(len(b) for b in batches))
+    report = _measure(model, int8, splits, batches, method)
+    if check:
+        check_agreement(report, min_agreement)
+    with staging_dir(out, overwrite=overwrite, recognise=recognise) as staging:
+        write_model_files(model, staging)
+        write_json(staging / INT8_NAME, {**table, "report": report})
+    return out, report
+
+
+def _method_torch(calibration: str | Path, faces: int) -> dict[str, Any]:
+    return {
+        "tool": "torch.ao.quantization.quantize_fx (x86 engine: oneDNN, AMX-INT8 / VNNI)",
+        "format": "int8.json: activation scales and zero points over the float model folder",
+        "weights": "int8, per output channel",
+        "activations": "uint8 (0-255), histogram calibration",
+        "ops": ["the backbone after its first convolution"],
+        "float": "input normalisation / gray / resize, region cut, first convolution, attention head",
+        "calibration_data": Path(str(calibration)).name,
+        "calibration_faces": faces,
+    }
 
 
 def _method(calibration: str | Path, faces: int) -> dict[str, Any]:
@@ -285,6 +349,7 @@ __all__ = [
     "calibration_batches",
     "check_agreement",
     "export_int8",
+    "export_int8_torch",
     "faces_per_second",
     "float_nodes",
     "quantize_graph",

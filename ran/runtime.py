@@ -115,10 +115,11 @@ class OnnxModel(nn.Module):
 
 
 def load_runtime_model(
-    name_or_path: str | Path, runtime: str = "torch", *, revision: str | None = None
+    name_or_path: str | Path, runtime: str = "torch", *, revision: str | None = None, token: Any = None
 ) -> nn.Module:
-    """The model ``ran predict`` / ``ran evaluate`` run: a RAN through ``ran.modelio.loading.load_model``
-    (``runtime='torch'``) or an .onnx file as an :class:`OnnxModel` (``runtime='onnx'``)."""
+    """The model the commands run: a RAN through ``ran.modelio.loading.load_model`` (``runtime='torch'``;
+    int8 where its folder holds ``int8.json``, see ``ran.int8``) or an .onnx file as an
+    :class:`OnnxModel` (``runtime='onnx'``)."""
     if runtime not in RUNTIMES:
         raise UserError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     path = Path(name_or_path).expanduser()
@@ -126,17 +127,30 @@ def load_runtime_model(
         if revision:
             raise UserError(f"--revision {revision}: an ONNX file has no revisions")
         return OnnxModel(path)
+    from ran.int8 import with_calibration
     from ran.modelio.loading import load_model
 
-    return load_model(name_or_path, revision=revision)
+    return with_calibration(load_model(name_or_path, revision=revision, token=token), name_or_path)
+
+
+def runtime_of(name_or_path: str | Path) -> str:
+    """The runtime a model argument asks for by itself: ``onnx`` for an .onnx file, else ``torch`` (for
+    commands that take two models, which one ``--runtime`` flag could not describe)."""
+    path = Path(name_or_path).expanduser()
+    return "onnx" if path.suffix.lower() == ".onnx" and path.is_file() else "torch"
 
 
 def check_cpu(model: nn.Module, device: torch.device) -> None:
-    """An :class:`OnnxModel` runs on the CPU only: refuse another device, naming it."""
-    if getattr(model, "takes_pixels", False) and device.type != "cpu":
+    """An :class:`OnnxModel` and an int8 model (``ran.int8``) run on the CPU only: refuse another device,
+    naming it."""
+    if device.type == "cpu":
+        return
+    if getattr(model, "takes_pixels", False):
         raise UserError(
             f"device: the onnx runtime runs on the CPU, not {device}; use --device cpu or --runtime torch"
         )
+    if getattr(model, "runtime_precision", None) == "int8":
+        raise UserError(f"device: an int8 model runs on the CPU, not {device}; use --device cpu")
 
 
 def _session(path: Path, threads: int | None) -> Any:
@@ -203,4 +217,4 @@ def _triple(values: Any, key: str, path: Path) -> tuple[float, float, float]:
     return tuple(float(v) for v in values)
 
 
-__all__ = ["RUNTIMES", "GraphOutput", "OnnxModel", "check_cpu", "load_runtime_model"]
+__all__ = ["RUNTIMES", "GraphOutput", "OnnxModel", "check_cpu", "load_runtime_model", "runtime_of"]

@@ -32,13 +32,12 @@ from torch import nn
 from ran.app.limits import AppLimits, SharedDetector, Turns
 from ran.devices import default_device
 from ran.errors import UserError, one_line
-from ran.modelio.loading import load_model
 from ran.pipeline import FacePipeline, InputResult
 from ran.pipeline.faces import get_detector
 from ran.pipeline.inputs import Frame, InputError, read_image
 from ran.pipeline.pipeline import FaceInput
 from ran.precision import resolve_precision
-from ran.runtime import OnnxModel
+from ran.runtime import OnnxModel, load_runtime_model
 from ran.vocabulary import DETECTOR_CHOICES, REGION_MODES, RUNTIMES, resolve_detector
 
 NOT_OFFERED = "model: not offered by this server; choose one of the listed models"
@@ -201,7 +200,7 @@ class AppPredictor:
                 if self.runtime == "onnx":
                     net = OnnxModel(name.strip())
                 else:
-                    net = load_model(name.strip(), token=token)  # type: ignore[arg-type]  # False: no token
+                    net = load_runtime_model(name.strip(), token=token)  # False: no token
         except (ValueError, OSError, RuntimeError, ImportError) as err:
             raise OptionError(f"model {_shown(name)} could not be loaded: {one_line(err)}") from None
         notes = [one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]

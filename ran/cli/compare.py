@@ -30,7 +30,13 @@ def build_parser(prog: str = "ran compare") -> argparse.ArgumentParser:
         "(RUN_A RUN_B), or --models MODEL_A MODEL_B --data DATA.",
     )
     parser.add_argument("runs", nargs="*", metavar="RUN", help="two 'ran evaluate' output folders: A then B")
-    parser.add_argument("--models", nargs=2, metavar=("MODEL_A", "MODEL_B"), help="two models to evaluate")
+    parser.add_argument(
+        "--models",
+        nargs=2,
+        metavar=("MODEL_A", "MODEL_B"),
+        help="two models to evaluate: model folders (int8 ones too), Hub ids, or .onnx files "
+        "(run by onnxruntime)",
+    )
     parser.add_argument("--data", help="dataset folder written by 'ran data' (with --models)")
     parser.add_argument("--subsets", nargs="+", help="subsets to compare (default: all both runs have)")
     parser.add_argument("--output-dir", type=Path, help="also write compare.json and compare.md here")
@@ -61,10 +67,10 @@ def _check_form(args: argparse.Namespace) -> None:
 def _compare_models(args: argparse.Namespace) -> dict:
     from ran.data.batches import load_splits
     from ran.evaluation.compare import compare_models
-    from ran.modelio.loading import load_model
+    from ran.runtime import load_runtime_model, runtime_of
 
     dataset_dict = load_splits(args.data)
-    model_a, model_b = (load_model(name) for name in args.models)
+    model_a, model_b = (load_runtime_model(name, runtime_of(name)) for name in args.models)
     comparison, _, _ = compare_models(
         model_a,
         model_b,

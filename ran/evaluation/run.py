@@ -171,10 +171,13 @@ def evaluate_samples(
 
 
 def recorded_precision(model: nn.Module, precision: str) -> str:
-    """The precision results record: the autocast one, or ``onnx fp32`` / ``onnx int8`` for an ONNX
-    graph (``ran.runtime.OnnxModel``), which runs in its own."""
-    graph = getattr(model, "runtime_precision", None)
-    return f"onnx {graph}" if graph else resolve_precision(precision)
+    """The precision results record: the autocast one, ``onnx fp32`` / ``onnx int8`` for an ONNX graph
+    (``ran.runtime.OnnxModel``), ``torch int8`` for an int8 model folder (``ran.int8``): each runs in its
+    own."""
+    own = getattr(model, "runtime_precision", None)
+    if own is None:
+        return resolve_precision(precision)
+    return f"{'onnx' if getattr(model, 'takes_pixels', False) else 'torch'} {own}"
 
 
 def evaluate(

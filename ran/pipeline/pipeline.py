@@ -28,7 +28,7 @@ from ran.constants import HOW_TO_GET_A_MODEL
 from ran.devices import default_device, model_device
 from ran.errors import UserError
 from ran.inference import REPORTED_PRECISION, compile_for_inference, infer, inference_copy
-from ran.modelio.loading import class_names, load_model
+from ran.modelio.loading import class_names
 from ran.numbers import DETECT_FRACTION, MARGIN, PREFETCH_DEPTH, integer
 from ran.pipeline.facebatch import FaceInput, FaceOutputs, face_predictions
 from ran.pipeline.faces import (
@@ -44,6 +44,7 @@ from ran.pipeline.prefetch import prefetched
 from ran.pipeline.results import FacePrediction, InputResult
 from ran.pipeline.video import DETECT_EVERY, ProbabilitySmoother, VideoFaces, check_sampling
 from ran.precision import check_device_support, resolve_precision
+from ran.runtime import load_runtime_model
 from ran.transforms import FaceTransform, transform_for
 from ran.vocabulary import COLOR_MODES, REGION_MODES
 
@@ -52,11 +53,11 @@ LANDMARK_REGIONS = 5  # landmark boxes: the whole face, both eyes, the nose, the
 
 
 def resolve_model(model: str | Path | nn.Module | None) -> nn.Module:
-    """An nn.Module as is; a string through ``ran.modelio.loading.load_model`` (model folder, training
-    checkpoint, Hub id, or a registered name with random weights, with a warning)."""
+    """An nn.Module as is; a string through ``ran.runtime.load_runtime_model`` (model folder, int8 model
+    folder, training checkpoint, Hub id, or a registered name with random weights, with a warning)."""
     if model is None or (isinstance(model, (str, Path)) and not str(model)):
         raise UserError(f"model: none given; {HOW_TO_GET_A_MODEL}")
-    loaded = model if isinstance(model, nn.Module) else load_model(str(model))
+    loaded = model if isinstance(model, nn.Module) else load_runtime_model(str(model))
     if not hasattr(loaded, "forward_with_attention"):
         raise UserError(
             "model: expected a RAN (RegionAttentionNet with forward_with_attention), "
