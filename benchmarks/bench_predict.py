@@ -1,8 +1,8 @@
 """Prediction throughput (faces/s) on this machine, side by side in one run: the model alone and end to end
-(decode + MTCNN detection + crop + model, ``ran.pipeline.FacePipeline``) for PyTorch fp32 / bf16 autocast and
-the ``ran export`` graph under onnxruntime, fp32 and int8 (``ran export --int8``'s quantization), on the same
-photos (scikit-image's astronaut and camera portraits, one face each). Random weights: speed does not depend
-on them (``benchmarks/bench_runtime.py`` builds the four runtimes and times the model alone).
+(decode + MTCNN detection + crop + model, ``ran.pipeline.FacePipeline``) for PyTorch fp32 / bf16 autocast /
+int8 (``ran export --int8 --torch``) and the ``ran export`` graph under onnxruntime, fp32 and int8, on the
+same photos (scikit-image's astronaut and camera portraits, one face each). Random weights: speed does not
+depend on them (``benchmarks/bench_runtime.py`` builds the five runtimes and times the model alone).
 
 End to end runs both as ``ran predict`` runs now (detection on a half-size copy, the next inputs prefetched
 while the model runs, faces of several photos per batch) and, as the baseline, as it ran before issue 22

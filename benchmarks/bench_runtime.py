@@ -1,14 +1,16 @@
-"""Model alone, one runtime beside another: PyTorch fp32 / bf16 and ONNX fp32 / int8 faces per second.
+"""Model alone, one runtime beside another: PyTorch fp32 / bf16 / int8 and ONNX fp32 / int8 faces per
+second.
 
     python benchmarks/bench_runtime.py [--model ran_resnet18] [--batch 8] [--repeats 7] [--threads N]
         [--json out.json]
 
-Every row runs the same uint8 faces through the one inference step (``ran.inference.infer``), as
-``ran predict`` / ``ran evaluate`` do: PyTorch on a channels-last inference copy (fp32, and bf16 autocast),
-and the ``ran export`` graph under onnxruntime (``--runtime onnx``), fp32 and int8 (``ran export --int8``'s
-quantization, ``ran.quantize.quantize_graph``). The model has RANDOM weights (timing does not depend on
-them; the int8 ranges are calibrated on random faces, so its answers are not checked here: ``ran export
---int8`` does that on real data). Rows are interleaved round by round; the table gives the median.
+Every row runs the same uint8 faces through the one inference step (``ran.inference.infer``), as ``ran
+predict`` / ``ran evaluate`` do: PyTorch on a channels-last inference copy (fp32, and bf16 autocast),
+PyTorch int8 (``ran export --int8 --torch``'s model, ``ran.int8``), and the ``ran export`` graph under
+onnxruntime (``--runtime onnx``), fp32 and int8 (``ran export --int8``'s quantization,
+``ran.quantize.quantize_graph``). The model has RANDOM weights (timing does not depend on them; the int8
+ranges are calibrated on random faces, so its answers are not checked here: ``ran export --int8`` does that
+on real data). Rows are interleaved round by round; the table gives the median.
 """
 
 from __future__ import annotations
