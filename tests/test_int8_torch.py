@@ -193,3 +193,10 @@ def test_a_failed_check_or_a_users_folder_writes_nothing(model_dir, data, tmp_pa
     assert run_main(export_main, [*argv, "--overwrite"], "ran export") == 2
     assert "not a folder written by ran" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_the_app_runs_an_offered_int8_folder_in_int8(int8_dir):
+    from ran.app.predictor import AppPredictor
+
+    pipe = AppPredictor([str(int8_dir)], device="cpu").pipeline(str(int8_dir), "mtcnn", "model")
+    assert getattr(pipe.model, "runtime_precision", None) == "int8"
