@@ -1,5 +1,7 @@
-"""``ran export --int8``: static int8 quantization of an exported RAN, and the check that it still answers
-as the fp32 graph does.
+"""``ran export --int8``: static int8 quantization of a RAN, and the check that it still answers as fp32
+does. Two forms share the calibration faces, the check and the report: the ONNX graph below (``--onnx``),
+and the PyTorch model folder of ``ran.int8`` (``--torch``: the float model and its activation ranges, run
+by oneDNN's int8 kernels, which use AMX where onnxruntime's do not).
 
 onnxruntime's ``quantize_static`` rewrites the fp32 graph (:func:`ran.export.export_onnx`) with int8
 operators (``QuantFormat.QOperator``: ``QLinearConv``): int8 weights per output channel, uint8 activations
@@ -29,6 +31,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +53,7 @@ CALIBRATION_RANGE = integer(1, 100_000)
 MIN_AGREEMENT = 0.98
 AGREEMENT_RANGE = number(0.0, 1.0)
 REPORT_KIND = "ran export --int8"
+INT8_FORMS = ("onnx", "torch")  # an ONNX graph (onnxruntime), or a PyTorch model folder (ran.int8)
 FEATURE = "ran export --int8"
 
 
@@ -234,96 +238,106 @@ def export_int8(
     out: str | Path,
     calibration: str | Path,
     *,
+    form: str = "onnx",
     calibration_faces: int = CALIBRATION_FACES,
     min_agreement: float = MIN_AGREEMENT,
     check: bool = True,
     overwrite: bool = False,
     **export_options: Any,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export ``model`` as a static int8 ONNX graph to ``out`` and its report beside it (both atomic,
-    neither written when the agreement check fails). ``export_options`` go to ``export_onnx``."""
+    """Quantize ``model`` to int8, calibrated on ``calibration``'s train split, check it against fp32 on
+    its test split, and write it to ``out``: an ONNX graph and its report beside it (``form='onnx'``;
+    ``export_options`` go to ``export_onnx``), or an int8 PyTorch model folder (``form='torch'``,
+    ``ran.int8``). Atomic; nothing is written when the agreement check fails."""
+    if form not in INT8_FORMS:
+        raise UserError(f"form: expected one of {', '.join(INT8_FORMS)}, got {form!r}")
+    if form == "torch" and export_options:
+        named = ", ".join(sorted(export_options))
+        raise UserError(f"{named}: options of an ONNX graph, not of a model folder")
+    CALIBRATION_RANGE.check(calibration_faces, "calibration_faces")
+    AGREEMENT_RANGE.check(min_agreement, "min_agreement")
+    job = _Job(model, Path(out).expanduser(), calibration, calibration_faces, min_agreement, check, overwrite)
+    return _write_graph(job, export_options) if form == "onnx" else _write_folder(job)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One int8 export: the model, where it goes, what calibrates and checks it."""
+
+    model: nn.Module
+    out: Path
+    calibration: str | Path
+    faces: int
+    min_agreement: float
+    check: bool
+    overwrite: bool
+
+
+def _write_graph(job: _Job, export_options: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     from ran.export import check_onnx, check_onnx_target, export_onnx
     from ran.runtime import OnnxModel
 
-    CALIBRATION_RANGE.check(calibration_faces, "calibration_faces")
-    AGREEMENT_RANGE.check(min_agreement, "min_agreement")
-    out = Path(out).expanduser()
-    check_onnx_target(out, overwrite=overwrite)
-    check_report_target(out, overwrite=overwrite)
-    splits, batches = _calibration_data(model, calibration, calibration_faces)
+    check_onnx_target(job.out, overwrite=job.overwrite)
+    check_report_target(job.out, overwrite=job.overwrite)
+    splits, batches = _calibration_data(job.model, job.calibration, job.faces)
     with tempfile.TemporaryDirectory(prefix="ran-int8-") as work:
-        fp32_path = export_onnx(model, Path(work) / "fp32.onnx", **export_options)
-        if check:
-            check_onnx(model, fp32_path)
+        fp32_path = export_onnx(job.model, Path(work) / "fp32.onnx", **export_options)
+        if job.check:
+            check_onnx(job.model, fp32_path)
         quantize_graph(fp32_path, Path(work) / "int8.onnx", batches)
         fp32, int8 = OnnxModel(fp32_path), OnnxModel(Path(work) / "int8.onnx")
-        method = _method(calibration, sum(len(b) for b in batches))
+        method = _method("onnx", job.calibration, sum(len(b) for b in batches))
         report = _measure(fp32, int8, splits, batches, method)
-        if check:
-            check_agreement(report, min_agreement)
-        _save(Path(work) / "int8.onnx", fp32_path, out, report)
-    return out, report
+        if job.check:
+            check_agreement(report, job.min_agreement)
+        _save(Path(work) / "int8.onnx", fp32_path, job.out, report)
+    return job.out, report
 
 
-def export_int8_torch(
-    model: nn.Module,
-    out: str | Path,
-    calibration: str | Path,
-    *,
-    calibration_faces: int = CALIBRATION_FACES,
-    min_agreement: float = MIN_AGREEMENT,
-    check: bool = True,
-    overwrite: bool = False,
-) -> tuple[Path, dict[str, Any]]:
-    """Write ``model`` as an int8 PyTorch model folder ``out`` (``ran.int8``): its float files and
-    ``int8.json``, the calibrated activation ranges with the report. Atomic; nothing is written when the
-    agreement check fails, and ``--overwrite`` replaces only a model folder this package wrote."""
+def _write_folder(job: _Job) -> tuple[Path, dict[str, Any]]:
+    """The float model's files and ``int8.json`` (the calibrated activation ranges with the report);
+    ``--overwrite`` replaces only a model folder this package wrote."""
     from ran.files import staging_dir
     from ran.int8 import INT8_NAME, calibrate, quantized
     from ran.modelio.hub import is_model_folder, write_model_files
 
-    CALIBRATION_RANGE.check(calibration_faces, "calibration_faces")
-    AGREEMENT_RANGE.check(min_agreement, "min_agreement")
-    out = Path(out).expanduser()
     recognise = partial(is_model_folder, extra={INT8_NAME})
-    check_overwrite(out, overwrite=overwrite, recognise=recognise)  # before the calibration's minutes
-    splits, batches = _calibration_data(model, calibration, calibration_faces)
-    table = calibrate(model, batches)
-    int8 = quantized(model, table, "the calibration")
-    method = _method_torch(calibration, sum(len(b) for b in batches))
-    report = _measure(model, int8, splits, batches, method)
-    if check:
-        check_agreement(report, min_agreement)
-    with staging_dir(out, overwrite=overwrite, recognise=recognise) as staging:
-        write_model_files(model, staging)
+    check_overwrite(job.out, overwrite=job.overwrite, recognise=recognise)  # before the calibration
+    splits, batches = _calibration_data(job.model, job.calibration, job.faces)
+    table = calibrate(job.model, batches)
+    int8 = quantized(job.model, table, "the calibration")
+    method = _method("torch", job.calibration, sum(len(b) for b in batches))
+    report = _measure(job.model, int8, splits, batches, method)
+    if job.check:
+        check_agreement(report, job.min_agreement)
+    with staging_dir(job.out, overwrite=job.overwrite, recognise=recognise) as staging:
+        write_model_files(job.model, staging)
         write_json(staging / INT8_NAME, {**table, "report": report})
-    return out, report
+    return job.out, report
 
 
-def _method_torch(calibration: str | Path, faces: int) -> dict[str, Any]:
-    return {
-        "tool": "torch.ao.quantization.quantize_fx (x86 engine: oneDNN, AMX-INT8 / VNNI)",
-        "format": "int8.json: activation scales and zero points over the float model folder",
-        "weights": "int8, per output channel",
-        "activations": "uint8 (0-255), histogram calibration",
-        "ops": ["the backbone after its first convolution"],
-        "float": "input normalisation / gray / resize, region cut, first convolution, attention head",
-        "calibration_data": Path(str(calibration)).name,
-        "calibration_faces": faces,
-    }
-
-
-def _method(calibration: str | Path, faces: int) -> dict[str, Any]:
-    return {
+METHODS = {  # how each form is made: into every report
+    "onnx": {
         "tool": "onnxruntime.quantization.quantize_static",
         "format": "QOperator",
         "weights": "int8, per output channel",
         "activations": "uint8, percentile calibration",
         "ops": list(QUANTIZED_OPS),
         "float": "input normalisation / gray / resize, boxes, RoiAlign, first convolution, attention head",
-        "calibration_data": Path(str(calibration)).name,
-        "calibration_faces": faces,
-    }
+    },
+    "torch": {
+        "tool": "torch.ao.quantization.quantize_fx (x86 engine: oneDNN, AMX-INT8 / VNNI)",
+        "format": "int8.json: activation scales and zero points over the float model folder",
+        "weights": "int8, per output channel",
+        "activations": "uint8 (0-255), min / max calibration",
+        "ops": ["the backbone after its first convolution"],
+        "float": "input normalisation / gray / resize, region cut, first convolution, attention head",
+    },
+}
+
+
+def _method(form: str, calibration: str | Path, faces: int) -> dict[str, Any]:
+    return {**METHODS[form], "calibration_data": Path(str(calibration)).name, "calibration_faces": faces}
 
 
 def _save(int8: Path, fp32: Path, out: Path, report: dict[str, Any]) -> None:
@@ -349,7 +363,6 @@ __all__ = [
     "calibration_batches",
     "check_agreement",
     "export_int8",
-    "export_int8_torch",
     "faces_per_second",
     "float_nodes",
     "quantize_graph",

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _check_int8_flags(args)
     if args.torch:
-        return _export_int8_torch(args)
+        return _export_int8(args)
     runtime = () if args.no_check and not args.int8 else ("onnxruntime",)
     for module in ("onnx", "onnxscript", *runtime):
         require(module, "ran export --int8" if args.int8 else "ran export")  # before anything is loaded
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.onnx)
     check_onnx_target(out, overwrite=args.overwrite)  # before the model is loaded
     if args.int8:
-        return _export_int8(args, out)
+        return _export_int8(args)
     model = load_model(args.model)
     path = export_onnx(
         model,
@@ -143,26 +143,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _export_int8_torch(args: argparse.Namespace) -> int:
+def _export_int8(args: argparse.Namespace) -> int:
+    """``--int8``: the graph (``--onnx``) or the PyTorch model folder (``--torch``), checked against fp32."""
     from ran.files import check_overwrite
     from ran.int8 import INT8_NAME
     from ran.modelio.hub import is_model_folder
     from ran.modelio.loading import load_model
-    from ran.quantize import export_int8_torch
+    from ran.quantize import check_report_target, export_int8, report_path
 
-    out = Path(args.torch)
-    check_overwrite(out, overwrite=args.overwrite, recognise=lambda f: is_model_folder(f, {INT8_NAME}))
+    if args.torch:
+        out, form, graph_options = Path(args.torch), "torch", {}
+        check_overwrite(out, overwrite=args.overwrite, recognise=lambda f: is_model_folder(f, {INT8_NAME}))
+    else:
+        out, form = Path(args.onnx), "onnx"
+        graph_options = {"input_size": args.input_size, "opset": args.opset, "boxes_input": args.boxes_input}
+        check_report_target(out, overwrite=args.overwrite)
     model = load_model(args.model)
-    path, report = export_int8_torch(
+    path, report = export_int8(
         model,
         out,
         args.calibration,
+        form=form,
         calibration_faces=args.calibration_faces,
         min_agreement=args.min_agreement,
         check=not args.no_check,
         overwrite=args.overwrite,
+        **graph_options,
     )
-    print(f"wrote {path} (the float model and {INT8_NAME}): {_summary(report)}")
+    beside = f"the float model and {INT8_NAME}" if args.torch else f"and {report_path(path).name}"
+    print(f"wrote {path} ({beside}): {_summary(report)}")
     return 0
 
 
@@ -176,28 +185,6 @@ def _summary(report: dict) -> str:
         f"{check['accuracy_int8']:.4f}, fp32 {check['accuracy_fp32']:.4f} [{low:.4f}, {high:.4f}]; "
         f"{speed['int8']:.1f} faces/s int8 vs {speed['fp32']:.1f} fp32 ({report['speedup']:.2f}x)"
     )
-
-
-def _export_int8(args: argparse.Namespace, out: Path) -> int:
-    from ran.modelio.loading import load_model
-    from ran.quantize import check_report_target, export_int8, report_path
-
-    check_report_target(out, overwrite=args.overwrite)
-    model = load_model(args.model)
-    path, report = export_int8(
-        model,
-        out,
-        args.calibration,
-        calibration_faces=args.calibration_faces,
-        min_agreement=args.min_agreement,
-        check=not args.no_check,
-        overwrite=args.overwrite,
-        input_size=args.input_size,
-        opset=args.opset,
-        boxes_input=args.boxes_input,
-    )
-    print(f"wrote {path} and {report_path(path).name}: {_summary(report)}")
-    return 0
 
 
 if __name__ == "__main__":
