@@ -140,7 +140,8 @@ def quantized(model: nn.Module, calibration: dict[str, Any], where: str = INT8_N
     if set(found) != set(entries):
         raise UserError(
             f"{where}: its {len(entries)} activation ranges do not fit this model's {len(found)} "
-            f"(calibrated with another model or torch {calibration.get('torch')!r}); export it again"
+            f"(calibrated with another model or torch version: {str(calibration.get('torch'))[:20]!r}); "
+            "export it again"
         )
     for name, entry in entries.items():
         low, high = QUANTIZED_DTYPES[entry["dtype"]]
@@ -190,8 +191,10 @@ def read_calibration(folder: str | Path) -> dict[str, Any] | None:
     from ran.modelio.folder import read_json
 
     path = Path(folder).expanduser() / INT8_NAME
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():  # a folder, a device, a dangling link: never silently the float model instead
+        raise UserError(f"{path}: not a regular file; expected the int8 ranges {WRITTEN_BY} writes")
     return read_json(path)
 
 

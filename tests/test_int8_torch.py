@@ -150,6 +150,24 @@ def test_a_tampered_int8_json_is_one_line(change, message, int8_dir, tmp_path, c
     assert message in err and INT8_NAME in err and len(err.splitlines()) == 1
 
 
+def test_an_int8_json_that_is_not_a_file_is_refused_not_skipped(int8_dir, tmp_path, capsys):
+    """A folder, a device or a dangling link named int8.json never makes the float model run instead."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in int8_dir.iterdir():
+        if path.name != INT8_NAME:
+            (folder / path.name).write_bytes(path.read_bytes())
+    Image.new("RGB", (32, 32)).save(tmp_path / "face.png")
+    target = folder / INT8_NAME
+    for make in (target.mkdir, lambda: target.symlink_to("/dev/zero"), lambda: target.symlink_to("/nowhere")):
+        make()
+        argv = ["--model", str(folder), str(tmp_path / "face.png"), "--no-detect"]
+        assert run_main(predict_main, argv, "ran predict") == 2
+        err = capsys.readouterr().err.strip()
+        assert "not a regular file" in err and len(err.splitlines()) == 1
+        target.rmdir() if target.is_dir() and not target.is_symlink() else target.unlink()
+
+
 def test_what_an_int8_model_cannot_do_is_refused(int8_dir, tmp_path, capsys):
     Image.new("RGB", (32, 32)).save(tmp_path / "face.png")
     base = ["--model", str(int8_dir), str(tmp_path / "face.png"), "--no-detect"]
