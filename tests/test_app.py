@@ -329,8 +329,10 @@ def test_models_not_offered_get_one_identical_reply_over_http(
         model_folder, tmp_path / "another-run"
     )  # model-shaped, on the server, not offered
     loads = []
-    original = ran.app.predictor.load_model
-    monkeypatch.setattr(ran.app.predictor, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = ran.app.predictor.load_runtime_model
+    monkeypatch.setattr(
+        ran.app.predictor, "load_runtime_model", lambda *a, **k: loads.append(a) or original(*a, **k)
+    )
     photo = _upload_over_http(url, photos["faces"])
     probes = [*SERVER_PATHS, str(other), str(tmp_path / "missing"), *HUB_IDS, "", " ", "x" * 50_000, 7]
     for fn_name, options in (("model_status", ["mtcnn", "model"]), ("analyse", ["mtcnn", "model", None])):
@@ -359,11 +361,11 @@ def test_other_models_only_when_the_operator_allows_and_never_with_the_server_to
 
     calls = []
 
-    def load(name, revision=None, *, token=None):
+    def load(name, runtime="torch", *, revision=None, token=None):
         calls.append((name, token))
         raise FileNotFoundError(f"{name}: not here")
 
-    monkeypatch.setattr(ran.app.predictor, "load_model", load)
+    monkeypatch.setattr(ran.app.predictor, "load_runtime_model", load)
     offered = ["ran-fer/offered", str(model_folder)]
     closed = AppPredictor(offered, device="cpu")
     with pytest.raises(OptionError, match="not offered"):
