@@ -40,6 +40,7 @@ WRITTEN_BY = "ran export --int8 --torch"
 ENGINE = "x86"
 FORMAT = 1
 QUANTIZED_DTYPES = {"quint8": (0, 255), "qint8": (-128, 127)}
+SCALES = (1e-10, 1e6)  # what an activation's step may be: a float32 far from 0 and from overflow
 
 
 @contextlib.contextmanager
@@ -174,15 +175,15 @@ def check_calibration(calibration: Any, where: str) -> dict[str, dict[str, Any]]
 def _check_entry(name: str, entry: Any, where: str) -> None:
     ok = isinstance(entry, dict) and entry.get("dtype") in QUANTIZED_DTYPES
     scale, zero_point = (entry.get(k) if ok else None for k in ("scale", "zero_point"))
-    ok = ok and isinstance(scale, float) and math.isfinite(scale) and 0 < scale < 1e6
+    ok = ok and isinstance(scale, float) and math.isfinite(scale) and SCALES[0] <= scale <= SCALES[1]
     ok = ok and isinstance(zero_point, int) and not isinstance(zero_point, bool)
     if ok:
         low, high = QUANTIZED_DTYPES[entry["dtype"]]
         ok = low <= zero_point <= high
     if not ok or not name.replace("_", "").replace(".", "").isalnum():
         raise UserError(
-            f"{where}: activation {str(name)[:80]!r}: expected a finite scale in (0, 1e6) and an integer "
-            "zero point inside its dtype's range"
+            f"{where}: activation {str(name)[:80]!r}: expected a scale in [{SCALES[0]:g}, {SCALES[1]:g}] and "
+            "an integer zero point inside its dtype's range"
         )
 
 
@@ -196,6 +197,14 @@ def read_calibration(folder: str | Path) -> dict[str, Any] | None:
     if not path.is_file():  # a folder, a device, a dangling link: never silently the float model instead
         raise UserError(f"{path}: not a regular file; expected the int8 ranges {WRITTEN_BY} writes")
     return read_json(path)
+
+
+def is_int8_folder(folder: Path) -> bool:
+    """A folder ``ran export --int8 --torch`` wrote: a model folder with ``int8.json`` (and nothing else),
+    which ``--overwrite`` may replace."""
+    from ran.modelio.hub import is_model_folder
+
+    return is_model_folder(folder, extra={INT8_NAME})
 
 
 def with_calibration(model: nn.Module, source: str | Path) -> nn.Module:
@@ -215,6 +224,7 @@ __all__ = [
     "INT8_NAME",
     "WRITTEN_BY",
     "calibrate",
+    "is_int8_folder",
     "check_calibration",
     "observed",
     "quantized",
