@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -298,11 +297,10 @@ def _write_folder(job: _Job) -> tuple[Path, dict[str, Any]]:
     """The float model's files and ``int8.json`` (the calibrated activation ranges with the report);
     ``--overwrite`` replaces only a model folder this package wrote."""
     from ran.files import staging_dir
-    from ran.int8 import INT8_NAME, calibrate, quantized
-    from ran.modelio.hub import is_model_folder, write_model_files
+    from ran.int8 import INT8_NAME, calibrate, is_int8_folder, quantized
+    from ran.modelio.hub import write_model_files
 
-    recognise = partial(is_model_folder, extra={INT8_NAME})
-    check_overwrite(job.out, overwrite=job.overwrite, recognise=recognise)  # before the calibration
+    check_overwrite(job.out, overwrite=job.overwrite, recognise=is_int8_folder)  # before the calibration
     splits, batches = _calibration_data(job.model, job.calibration, job.faces)
     table = calibrate(job.model, batches)
     int8 = quantized(job.model, table, "the calibration")
@@ -310,7 +308,7 @@ def _write_folder(job: _Job) -> tuple[Path, dict[str, Any]]:
     report = _measure(job.model, int8, splits, batches, method)
     if job.check:
         check_agreement(report, job.min_agreement)
-    with staging_dir(job.out, overwrite=job.overwrite, recognise=recognise) as staging:
+    with staging_dir(job.out, overwrite=job.overwrite, recognise=is_int8_folder) as staging:
         write_model_files(job.model, staging)
         write_json(staging / INT8_NAME, {**table, "report": report})
     return job.out, report

@@ -146,14 +146,13 @@ def main(argv: list[str] | None = None) -> int:
 def _export_int8(args: argparse.Namespace) -> int:
     """``--int8``: the graph (``--onnx``) or the PyTorch model folder (``--torch``), checked against fp32."""
     from ran.files import check_overwrite
-    from ran.int8 import INT8_NAME
-    from ran.modelio.hub import is_model_folder
+    from ran.int8 import INT8_NAME, is_int8_folder
     from ran.modelio.loading import load_model
     from ran.quantize import check_report_target, export_int8, report_path
 
     if args.torch:
         out, form, graph_options = Path(args.torch), "torch", {}
-        check_overwrite(out, overwrite=args.overwrite, recognise=lambda f: is_model_folder(f, {INT8_NAME}))
+        check_overwrite(out, overwrite=args.overwrite, recognise=is_int8_folder)
     else:
         out, form = Path(args.onnx), "onnx"
         graph_options = {"input_size": args.input_size, "opset": args.opset, "boxes_input": args.boxes_input}
