@@ -207,16 +207,14 @@ def is_int8_folder(folder: Path) -> bool:
     return is_model_folder(folder, extra={INT8_NAME})
 
 
-def with_calibration(model: nn.Module, source: str | Path) -> nn.Module:
-    """``model`` loaded from ``source``, as int8 where ``source`` is a local folder holding ``int8.json``
-    (written by ``ran export --int8 --torch``), else as it is."""
-    from ran.modelio.loading import resolve_model_source
-
-    if resolve_model_source(source).kind != "folder":
+def with_calibration(model: nn.Module, folder: str | Path | None) -> nn.Module:
+    """``model`` as int8 where the folder it was read from (a local folder or a Hub snapshot, see
+    ``ran.modelio.loading.model_folder``) holds ``int8.json`` (written by ``ran export --int8 --torch``),
+    else as it is."""
+    table = None if folder is None else read_calibration(folder)
+    if table is None:
         return model
-    folder = Path(source).expanduser()
-    table = read_calibration(folder)
-    return model if table is None else quantized(model, table, str(folder / INT8_NAME))
+    return quantized(model, table, str(Path(folder).expanduser() / INT8_NAME))
 
 
 __all__ = [

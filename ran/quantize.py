@@ -309,7 +309,7 @@ def _write_folder(job: _Job) -> tuple[Path, dict[str, Any]]:
     if job.check:
         check_agreement(report, job.min_agreement)
     with staging_dir(job.out, overwrite=job.overwrite, recognise=is_int8_folder) as staging:
-        write_model_files(job.model, staging)
+        write_model_files(job.model, staging, int8_report=report)
         write_json(staging / INT8_NAME, {**table, "report": report})
     return job.out, report
 

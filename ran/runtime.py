@@ -118,8 +118,8 @@ def load_runtime_model(
     name_or_path: str | Path, runtime: str = "torch", *, revision: str | None = None, token: Any = None
 ) -> nn.Module:
     """The model the commands run: a RAN through ``ran.modelio.loading.load_model`` (``runtime='torch'``;
-    int8 where its folder holds ``int8.json``, see ``ran.int8``) or an .onnx file as an
-    :class:`OnnxModel` (``runtime='onnx'``)."""
+    int8 where its folder, local or a Hub repository's, holds ``int8.json``, see ``ran.int8``) or an .onnx
+    file as an :class:`OnnxModel` (``runtime='onnx'``)."""
     if runtime not in RUNTIMES:
         raise UserError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     path = Path(name_or_path).expanduser()
@@ -127,10 +127,12 @@ def load_runtime_model(
         if revision:
             raise UserError(f"--revision {revision}: an ONNX file has no revisions")
         return OnnxModel(path)
-    from ran.int8 import with_calibration
-    from ran.modelio.loading import load_model
+    from ran.int8 import INT8_NAME, with_calibration
+    from ran.modelio.loading import load_model, model_folder
 
-    return with_calibration(load_model(name_or_path, revision=revision, token=token), name_or_path)
+    folder = model_folder(name_or_path, revision, token=token, optional=(INT8_NAME,))
+    model = load_model(name_or_path if folder is None else folder)
+    return with_calibration(model, folder)
 
 
 def runtime_of(name_or_path: str | Path) -> str:

@@ -5,6 +5,9 @@ pickle."""
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +222,79 @@ def test_the_app_runs_an_offered_int8_folder_in_int8(int8_dir):
 
     pipe = AppPredictor([str(int8_dir)], device="cpu").pipeline(str(int8_dir), "mtcnn", "model")
     assert getattr(pipe.model, "runtime_precision", None) == "int8"
+
+
+# --- an int8 folder on the Hub ----------------------------------------------------------------------
+def _in_hf_cache(cache: Path, repo_id: str, folder: Path, revision: str) -> None:
+    """``folder`` as the Hugging Face cache holds a downloaded commit (refs/main -> snapshots/<rev>/)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(folder, repo / "snapshots" / revision)
+
+
+def _fake_upload(monkeypatch, into: Path) -> dict:
+    """HfApi's calls recorded; the uploaded folder copied to ``into`` (no network)."""
+    from huggingface_hub import HfApi
+
+    calls: dict = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: calls.setdefault("create_repo", k))
+    monkeypatch.setattr(
+        HfApi,
+        "upload_folder",
+        lambda self, **k: calls.setdefault("upload", k) and shutil.copytree(k["folder_path"], into) and "url",
+    )
+    return calls
+
+
+def test_an_int8_folder_pushed_to_the_hub_runs_in_int8_from_its_repo_id(
+    int8_dir, model_dir, data, tmp_path, monkeypatch
+):
+    """ran.push_to_hub(folder) uploads int8.json with the float model and a card for the repo; loading the
+    repo id (here from the Hugging Face cache, offline) gives the int8 model, ran.load_model the float."""
+    from huggingface_hub import constants
+
+    uploaded = tmp_path / "uploaded"
+    calls = _fake_upload(monkeypatch, uploaded)
+    ran.push_to_hub(int8_dir, "me/ran-int8", dataset="ferplus")
+    assert calls["upload"]["repo_id"] == "me/ran-int8"
+    for name in ("config.json", "model.safetensors", INT8_NAME):
+        assert (uploaded / name).read_bytes() == (int8_dir / name).read_bytes(), name
+    card = (uploaded / "README.md").read_text()
+    report = json.loads((int8_dir / INT8_NAME).read_text())["report"]["agreement"]
+    assert "## int8 (PyTorch)" in card and "ran predict photo.jpg --model me/ran-int8" in card
+    assert f"{report['unchanged']:.2%} of predictions unchanged" in card and "FERPlus" in card
+
+    cache = tmp_path / "hf"
+    _in_hf_cache(cache, "me/ran-int8", uploaded, "a" * 40)
+    _in_hf_cache(cache, "me/ran-float", model_dir, "b" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    faces, _ = _test_faces(ran.load_model(model_dir), data)
+    from_hub = load_runtime_model("me/ran-int8")
+    assert from_hub.runtime_precision == "int8"
+    assert torch.equal(infer(from_hub, faces).logits, infer(load_runtime_model(int8_dir), faces).logits)
+    assert not hasattr(ran.load_model("me/ran-int8"), "runtime_precision")
+    # a float repo offline: whether it holds int8.json is unknown until the cache records it missing
+    with pytest.warns(UserWarning, match="int8.json is not in the Hugging Face cache and HF_HUB_OFFLINE"):
+        assert not hasattr(load_runtime_model("me/ran-float"), "runtime_precision")
+    missing = cache / "models--me--ran-float" / ".no_exist" / ("b" * 40) / INT8_NAME
+    missing.parent.mkdir(parents=True)
+    missing.touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not hasattr(load_runtime_model("me/ran-float"), "runtime_precision")
+
+
+def test_only_a_model_folder_that_loads_is_pushed(int8_dir, tmp_path, monkeypatch):
+    calls = _fake_upload(monkeypatch, tmp_path / "uploaded")
+    folder = Path(shutil.copytree(int8_dir, tmp_path / "mine"))
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="expected a model folder this package wrote"):
+        ran.push_to_hub(folder, "me/ran-int8")
+    (folder / "notes.txt").unlink()
+    table = json.loads((folder / INT8_NAME).read_text())
+    table["activations"].popitem()
+    (folder / INT8_NAME).write_text(json.dumps(table))
+    with pytest.raises(ValueError, match="do not fit this model's"):
+        ran.push_to_hub(folder, "me/ran-int8")
+    assert not calls, "nothing reached the Hub"

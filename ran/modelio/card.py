@@ -281,7 +281,7 @@ from transformers import pipeline
 classify = pipeline("image-classification", model="{{ repo_id }}")
 ```
 
-## Training
+{{ int8_text }}## Training
 
 {% if training_command %}```bash
 {{ training_command }}
@@ -350,6 +350,25 @@ def input_facts(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _int8_text(report: Mapping[str, Any] | None, repo_id: str) -> str:
+    """The card's int8 section, from the report ``ran export --int8 --torch`` measured (empty without)."""
+    if not report:
+        return ""
+    check, speed = report["agreement"], report["faces_per_second"]
+    low, high = check["fp32_interval"]
+    return (
+        "## int8 (PyTorch)\n\n"
+        "This folder also holds `int8.json`, the activation ranges of an int8 version of these weights "
+        "(`ran export --int8 --torch`). `ran predict`, `ran evaluate`, `ran robustness` and `ran app` run "
+        f"it in int8 on the CPU (`ran predict photo.jpg --model {repo_id}`); `ran.from_pretrained` and "
+        "timm give the float model. Measured at export, against the float model on "
+        f"{check['faces']} faces of the {check['split']} split: {check['unchanged']:.2%} of predictions "
+        f"unchanged; accuracy int8 {check['accuracy_int8']:.4f}, float {check['accuracy_fp32']:.4f} "
+        f"[{low:.4f}, {high:.4f}]; {speed['int8']:.1f} vs {speed['fp32']:.1f} faces/s "
+        f"({report['speedup']:.2f}x) on the exporting machine's CPU.\n\n"
+    )
+
+
 def render_model_card(
     config: Mapping[str, Any],
     *,
@@ -358,8 +377,10 @@ def render_model_card(
     repo_id: str | None = None,
     training_command: str | None = None,
     license: str = "other",
+    int8_report: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """The README.md of a RAN repo folder, from its timm ``config.json`` content and measured results."""
+    """The README.md of a RAN repo folder, from its timm ``config.json`` content and measured results
+    (and, for an int8 folder, the int8 export's report)."""
     measured = validate_results(results)
     info = dataset_info(dataset)
     model_args = dict(config.get("model_args") or {})
@@ -397,6 +418,7 @@ def render_model_card(
         references_table=_references_table(dataset),
         repo_id=repo_id,
         training_command=training_command,
+        int8_text=_int8_text(int8_report, repo_id),
         citation=CITATION,
         **input_facts(config),
     )

@@ -81,8 +81,10 @@ def write_model_files(
     repo_id: str | None = None,
     label_names: Sequence[str] | None = None,
     training_command: str | None = None,
+    int8_report: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write weights, config.json, the README.md card (+ eval results) into the existing ``folder``.
+    """Write weights, config.json, the README.md card (+ eval results) into the existing ``folder``;
+    ``int8_report`` (``ran export --int8 --torch``) adds the card's int8 section.
 
     Not atomic by itself: callers write into a staging folder (``build_hub_folder``, training checkpoints).
     """
@@ -104,7 +106,12 @@ def write_model_files(
     )
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     card = render_model_card(
-        config, results=measured, dataset=dataset, repo_id=repo_id, training_command=training_command
+        config,
+        results=measured,
+        dataset=dataset,
+        repo_id=repo_id,
+        training_command=training_command,
+        int8_report=int8_report,
     )
     card.save(folder / CARD_NAME)
     if measured:
@@ -168,7 +175,7 @@ def save_pretrained(
 
 
 def push_to_hub(
-    model: RegionAttentionNet,
+    model: RegionAttentionNet | str | Path,
     repo_id: str,
     results: Mapping[str, Any] | None = None,
     private: bool = False,
@@ -181,7 +188,10 @@ def push_to_hub(
 ) -> str:
     """Build the repo folder (``build_hub_folder``) and upload it; returns the commit URL.
 
-    ``revision``: a branch to push to (created from main when missing), so loaders can pin it.
+    ``model``: a RAN, or a model folder this package wrote (``ran export --int8 --torch``'s int8 folder
+    too: its ``int8.json`` goes along, and ``ran predict --model REPO_ID`` then runs it in int8); the
+    folder's files are uploaded with a card rendered for ``repo_id``. ``revision``: a branch to push to
+    (created from main when missing), so loaders can pin it.
     """
     from huggingface_hub import HfApi
 
@@ -189,14 +199,11 @@ def push_to_hub(
         raise UserError(f"repo_id: expected 'ORG/NAME', got {repo_id!r}")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="ran-hub-") as tmp:
-        folder = build_hub_folder(
-            model,
-            Path(tmp) / "repo",
-            results=results,
-            dataset=dataset,
-            repo_id=repo_id,
-            training_command=training_command,
-        )
+        card = {"dataset": dataset, "repo_id": repo_id, "training_command": training_command}
+        if isinstance(model, (str, Path)):
+            folder = _folder_to_push(Path(model).expanduser(), Path(tmp) / "repo", results, card)
+        else:
+            folder = build_hub_folder(model, Path(tmp) / "repo", results=results, **card)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
@@ -208,6 +215,36 @@ def push_to_hub(
             repo_type="model",
         )
     return str(getattr(info, "commit_url", info))
+
+
+def _folder_to_push(source: Path, out: Path, results: Mapping[str, Any] | None, card: dict[str, Any]) -> Path:
+    """A copy of the model folder ``source`` (checked by loading it as the commands would) with its card
+    rendered for the repo: the folder's own results unless ``results`` are given, its int8 report."""
+    import shutil
+
+    from ran.int8 import INT8_NAME, read_calibration, with_calibration
+
+    if not source.is_dir() or not is_model_folder(source, extra={INT8_NAME}):
+        raise UserError(
+            f"{source}: expected a model folder this package wrote (config.json, model.safetensors, and "
+            f"only {', '.join(sorted(MODEL_FILES - {CONFIG_NAME, WEIGHTS_NAME} | {INT8_NAME}))} beside them)"
+        )
+    with_calibration(load_model(source), source)  # the folder loads, int8.json included, before upload
+    out.mkdir()
+    for name in (CONFIG_NAME, WEIGHTS_NAME, INT8_NAME):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    if results is None and (source / RESULTS_NAME).is_file():
+        results = read_json(source / RESULTS_NAME)
+    measured = validate_results(results)
+    if measured:
+        (out / RESULTS_NAME).write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
+    int8 = read_calibration(out)
+    config = read_json(out / CONFIG_NAME)
+    render_model_card(config, results=measured, int8_report=int8 and int8.get("report"), **card).save(
+        out / CARD_NAME
+    )
+    return out
 
 
 # --- publishing what hub/<name>/ describes ----------------------------------------------------------

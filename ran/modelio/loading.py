@@ -8,6 +8,9 @@
 * a Hub id ``ORG/NAME`` (``revision`` pins a branch, tag or commit), downloaded to the Hugging Face cache;
 * a registered name such as ``ran_resnet18``: the architecture with random weights (with a warning).
 
+:func:`model_folder` gives the folder itself (a Hub id's snapshot, with optional files such as an int8
+model's ``int8.json`` from the same commit), for what reads more than the model from it.
+
 Only safetensors and JSON are read, never a pickle, and a folder's ``config.json`` is data, never
 instructions: it names no file, download, device or dtype, and its sizes are checked against the weights'
 header before memory is taken (:mod:`ran.modelio.folder`). Errors name the thing given and what was expected.
@@ -110,6 +113,27 @@ def _create_from_folder(folder: Path, **kwargs: Any) -> RegionAttentionNet:
         raise
 
 
+def model_folder(
+    name_or_path: str | Path,
+    revision: str | None = None,
+    *,
+    token: str | None = None,
+    optional: tuple[str, ...] = (),
+) -> Path | None:
+    """The folder a model is read from: a local folder as given, a Hub id's snapshot in the Hugging Face
+    cache (config.json, the weights and those of ``optional`` the repository holds, all from one commit),
+    or None for a registered name (random weights, no folder)."""
+    source = resolve_model_source(name_or_path, revision)
+    if source.kind == "registered":
+        return None
+    if source.kind == "folder":
+        return Path(source.location)
+    folder = _hub_folder(source, token)
+    for filename in optional:
+        _hub_optional_file(source, folder, filename, token)
+    return folder
+
+
 def _hub_folder(source: ModelSource, token: str | None) -> Path:
     """Download (or find in the cache) config.json and the weights; the snapshot folder holding them."""
     from huggingface_hub import constants, hf_hub_download
@@ -127,13 +151,9 @@ def _hub_folder(source: ModelSource, token: str | None) -> Path:
         try:
             path = hf_hub_download(repo_id, filename, revision=revision, token=token)
         except LocalEntryNotFoundError:
-            why = (
-                "HF_HUB_OFFLINE=1 forbids downloading"
-                if constants.HF_HUB_OFFLINE
-                else f"{constants.ENDPOINT} could not be reached"
-            )
             raise FileNotFoundError(
-                f"{where}: {filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}"
+                f"{where}: {filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                f"{_why_not_downloaded()}"
             ) from None
         except RepositoryNotFoundError:
             raise FileNotFoundError(
@@ -150,6 +170,35 @@ def _hub_folder(source: ModelSource, token: str | None) -> Path:
     return Path(path).parent
 
 
+def _why_not_downloaded() -> str:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE=1 forbids downloading"
+    return f"{constants.ENDPOINT} could not be reached"
+
+
+def _hub_optional_file(source: ModelSource, snapshot: Path, filename: str, token: str | None) -> None:
+    """Bring ``filename`` into ``snapshot`` (the commit config.json came from) where the repository holds
+    it. A file the repository lacks is not an error; one whose presence cannot be known (offline, and the
+    cache neither holds it nor records it missing) is a warning, and the model is read without it."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        hf_hub_download(source.location, filename, revision=snapshot.name, token=token)
+    except LocalEntryNotFoundError:  # offline or unreachable (a subclass of EntryNotFoundError: first)
+        if try_to_load_from_cache(source.location, filename, revision=snapshot.name) is None:
+            warnings.warn(
+                f"{source.location}@{snapshot.name[:12]}: {filename} is not in the Hugging Face cache and "
+                f"{_why_not_downloaded()}, so whether the repository holds one is unknown; reading the "
+                "model without it",
+                stacklevel=3,
+            )
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return  # the repository was just read: "not found" now is the file (some mirrors answer 401)
+
+
 # ``ran.from_pretrained`` is the Hugging Face name for the same thing.
 from_pretrained = load_model
 
@@ -161,5 +210,6 @@ __all__ = [
     "class_names",
     "from_pretrained",
     "load_model",
+    "model_folder",
     "resolve_model_source",
 ]
