@@ -12,14 +12,15 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ran.numbers import REGION_SIDE, SEED, check_numbers, integer, number
 from ran.threads import MAX_THREADS, threads_help
 
-# Sizes chosen so the full demo takes about 3-6 minutes on a 2-core CPU in bf16 and still learns well;
+# Sizes chosen so the full demo takes about 3-6 minutes on a 2-core CPU in bf16 (AVX-512 BF16 or AMX; about
+# 9 in fp32 on one with AVX2 only) and still learns well;
 # --quick (or RAN_DEMO_QUICK=1) is the test suite's reduced version.
 FULL = {"train_size": 6000, "test_size": 1000, "epochs": 10}
 QUICK = {"train_size": 1500, "test_size": 320, "epochs": 5}
@@ -54,11 +55,12 @@ class DemoOptions:
     region_size: int = field(default=48, metadata={"help": "region side in px", "type": REGION_SIDE})
     batch_size: int = field(default=32, metadata={"help": "images per batch", "type": integer(1)})
     lr: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate", "type": number(above=0)})
-    mixed_precision: str = field(
-        default="bf16",
+    mixed_precision: str | None = field(
+        default=None,
         metadata={
-            "help": "training precision: fp32, bf16 or fp16; bf16 is 2-4x faster on a CPU with AMX "
-            "(evaluation runs as ran evaluate's default)"
+            "help": "training precision: fp32, bf16 or fp16 (default: bf16 where the CPU or GPU runs it "
+            "natively - AVX-512 BF16, AMX, a GPU with bf16 - else fp32, as emulated bf16 is several times "
+            "slower; evaluation runs in ran evaluate's precision)"
         },
     )
     overwrite: bool = field(
@@ -126,8 +128,18 @@ def _prepare_output(out: Path, options: DemoOptions) -> None:
     write_marker(out, DEMO)
 
 
+def training_precision(options: DemoOptions) -> str:
+    """The precision asked for, else bf16 where the device training uses runs it natively, else fp32."""
+    from ran.devices import resolve_device
+    from ran.precision import bf16_is_native, resolve_precision
+
+    if options.mixed_precision is not None:
+        return resolve_precision(options.mixed_precision, "--mixed-precision")
+    return "bf16" if bf16_is_native(resolve_device(None)) else "fp32"
+
+
 def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: int) -> Any:
-    """The demo's recipe: a small RAN, AdamW with a cosine schedule, bf16."""
+    """The demo's recipe: a small RAN, AdamW with a cosine schedule, bf16 where it is native."""
     from ran.training.config import TrainConfig
 
     config = TrainConfig()
@@ -166,6 +178,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     from ran.training import train
 
     check_numbers(options)  # before the output folder is touched
+    options = replace(options, mixed_precision=training_precision(options))
     sizes = options.sizes()
     timings: dict[str, float] = {}
     started = time.perf_counter()

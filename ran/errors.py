@@ -32,6 +32,10 @@ def one_line(err: object, limit: int = MESSAGE_CHARS) -> str:
     return text or (type(err).__name__ if isinstance(err, BaseException) else "")
 
 
+class Note(UserWarning):
+    """What the user should know, not an error (``ran`` commands print it as one ``note:`` line)."""
+
+
 def debug_requested(argv: Sequence[str] | None) -> bool:
     """Whether the traceback of any error should be shown: ``--debug`` among the flags (before a ``--``)
     or ``RAN_DEBUG`` set to anything but empty or ``0``."""

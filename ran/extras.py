@@ -13,6 +13,8 @@ import importlib
 import warnings
 from types import ModuleType
 
+from ran.errors import Note
+
 # module imported -> (PyPI package, extra that brings it)
 EXTRAS: dict[str, tuple[str, str]] = {
     "cv2": ("opencv-python-headless", "predict"),
@@ -32,7 +34,7 @@ class MissingExtra(ImportError):
     """An optional package is not installed; the message says which extra brings it."""
 
 
-class MissingExtraWarning(UserWarning):
+class MissingExtraWarning(Note):
     """An optional output is left out because its extra is not installed (``ran`` commands print it as
     one ``note:`` line)."""
 

@@ -8,17 +8,23 @@ benchmarks use :func:`autocast`. ``no`` and the torch dtype names are accepted a
 from __future__ import annotations
 
 import contextlib
+import functools
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: the parsers read the choices without importing torch
     import torch
 
-from ran.errors import UserError
+from ran.errors import Note, UserError
 from ran.vocabulary import PRECISION_ALIASES as ALIASES
 from ran.vocabulary import PRECISION_CHOICES as CHOICES
 from ran.vocabulary import PRECISIONS
 
 DTYPES: dict[str, str] = dict(zip(PRECISIONS, ("float32", "bfloat16", "float16")))  # torch's names
+EMULATED_BF16 = (
+    "this CPU has neither AVX-512 BF16 nor AMX, so PyTorch emulates bf16: expect it several times slower "
+    "than fp32 (the default) here"
+)
 
 
 def resolve_precision(value: str | None, name: str = "precision") -> str:
@@ -40,8 +46,39 @@ def check_device_support(precision: str, device: torch.device | str) -> None:
     """fp16 autocast needs a GPU here; say so before anything runs."""
     import torch
 
-    if resolve_precision(precision) == "fp16" and torch.device(device).type == "cpu":
+    key, device = resolve_precision(precision), torch.device(device)
+    if key == "fp16" and device.type == "cpu":
         raise UserError("precision fp16 needs a GPU; use bf16 on a CPU")
+
+
+def note_if_emulated(precision: str, device: torch.device | str) -> None:
+    """bf16 on a CPU that only emulates it runs (it was asked for), with a note, once per process, that
+    fp32 is faster there; called where bf16 starts running (:func:`autocast`, training's set-up)."""
+    import torch
+
+    device = torch.device(device)
+    if resolve_precision(precision) == "bf16" and device.type == "cpu" and not bf16_is_native(device):
+        _note_emulated_bf16()
+
+
+@functools.cache
+def _note_emulated_bf16() -> None:
+    # once per process: warnings' own once-per-place is reset by every catch_warnings (decoding enters one)
+    warnings.warn(EMULATED_BF16, Note, stacklevel=4)
+
+
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether ``device`` runs bf16 at hardware speed: a GPU that supports it, or a CPU with AVX-512 BF16
+    or AMX. Elsewhere PyTorch emulates bf16 in fp32 arithmetic, several times slower than fp32 itself
+    (the demo's training: 6x on a 2-core AVX2 EPYC), so it is never a default there."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return device.type == "cpu" and any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def autocast(device: torch.device | str, precision: str | None) -> Any:
@@ -53,6 +90,7 @@ def autocast(device: torch.device | str, precision: str | None) -> Any:
     if key == "fp32":
         return contextlib.nullcontext()
     check_device_support(key, device)
+    note_if_emulated(key, device)
     return torch.autocast(device.type, dtype=getattr(torch, DTYPES[key]))
 
 
@@ -63,6 +101,8 @@ __all__ = [
     "PRECISIONS",
     "accelerate_precision",
     "autocast",
+    "bf16_is_native",
     "check_device_support",
+    "note_if_emulated",
     "resolve_precision",
 ]

@@ -128,3 +128,26 @@ def test_the_cards_numbers_are_what_ran_evaluate_gives_with_its_defaults(demo, t
         assert (r["correct"], r["total"]) == (demo_results[name]["correct"], demo_results[name]["total"])
         assert stated[name] == round(r["accuracy"], 6)
         assert f"| {r['accuracy']:.4f} | " in card and f" {r['correct']}/{r['total']} |" in card
+
+
+def test_the_demo_trains_in_bf16_only_where_the_hardware_runs_it(monkeypatch, demo):
+    """Emulated bf16 (a CPU without AVX-512 BF16 or AMX) trains several times slower than fp32: the demo's
+    default follows the CPU; a precision asked for is kept, and says so on its training line."""
+    import torch
+
+    import ran.devices
+    from ran.demo import DemoOptions, training_precision
+
+    monkeypatch.setattr(ran.devices, "default_device", lambda: torch.device("cpu"))
+    for avx512_bf16, amx, expected in ((False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert training_precision(DemoOptions()) == expected
+        assert training_precision(DemoOptions(mixed_precision="bfloat16")) == "bf16"
+        assert training_precision(DemoOptions(mixed_precision="no")) == "fp32"
+    with pytest.raises(ValueError, match="--mixed-precision: expected one of fp32, bf16, fp16, got 'fp8'"):
+        training_precision(DemoOptions(mixed_precision="fp8"))
+    monkeypatch.undo()
+    out, printed = demo
+    chosen = json.loads((out / "results" / "demo.json").read_text())["mixed_precision"]
+    assert chosen == training_precision(DemoOptions()) and f"epochs, {chosen})" in printed

@@ -136,3 +136,23 @@ def test_the_output_is_a_tuple_that_ddp_and_callers_unpack(model):
     assert features.shape == (2, model.num_regions, model.region_feature_dim)
     torch.testing.assert_close(plain, logits)
     torch.testing.assert_close(model.forward_head(model.forward_features(images)), logits)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_that_emulates_it_runs_with_one_note(model, native, monkeypatch, tmp_path, capsys):
+    """Asked for, bf16 runs; where the CPU lacks AVX-512 BF16 and AMX (PyTorch then emulates it, several
+    times slower than fp32) the command says so on one note line, and nowhere else."""
+    from PIL import Image
+
+    from ran.cli import run_main
+    from ran.cli.predict import main as predict_main
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: native)
+    ran.precision._note_emulated_bf16.cache_clear()  # once per process: this test's process may have noted
+    folder = ran.save_pretrained(model, tmp_path / "model")
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(tmp_path / "face.png")
+    argv = ["--model", str(folder), str(tmp_path / "face.png"), "--no-detect", "--precision", "bf16"]
+    assert run_main(predict_main, [*argv, "--no-progress"], "ran predict") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "emulates bf16" in line]
+    assert notes == ([] if native else [f"ran predict: note: {ran.precision.EMULATED_BF16}"])

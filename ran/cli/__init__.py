@@ -19,8 +19,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
-from ran.errors import MESSAGE_CHARS, UserError, debug_requested, one_line  # noqa: F401 (ran.cli.one_line)
-from ran.extras import MissingExtra, MissingExtraWarning
+from ran.errors import MESSAGE_CHARS, Note, UserError, debug_requested, one_line  # noqa: F401 (ran.cli.one_line)
+from ran.extras import MissingExtra
 
 # name -> one-line help; the module is ran.cli.<name>
 COMMANDS: dict[str, str] = {
@@ -108,15 +108,15 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
 
 @contextlib.contextmanager
 def _notes_on_one_line(prog: str) -> Iterator[None]:
-    """Show a :class:`MissingExtraWarning` as ``prog: note: ...`` (no source line under it); other
-    warnings as Python shows them."""
+    """Show a :class:`ran.errors.Note` (a missing extra's left-out output, say) as ``prog: note: ...``
+    (no source line under it); other warnings as Python shows them."""
     with warnings.catch_warnings():
         show = warnings.showwarning
 
         def showwarning(
             message: Warning | str, category: type[Warning], *args: object, **kwargs: object
         ) -> None:
-            if issubclass(category, MissingExtraWarning):
+            if issubclass(category, Note):
                 print(f"{prog}: note: {one_line(str(message))}", file=sys.stderr, flush=True)
             else:
                 show(message, category, *args, **kwargs)

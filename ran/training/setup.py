@@ -130,7 +130,7 @@ def choose_device_and_precision(config: TrainConfig) -> tuple[torch.device, str]
     as given, else bf16 on a GPU that supports it and fp32 elsewhere (bf16 autocast on a CPU is fast
     with AMX but its accuracy is not checked on every CPU: ``--mixed-precision bf16`` chooses it)."""
     from ran.devices import resolve_device
-    from ran.precision import check_device_support, resolve_precision
+    from ran.precision import check_device_support, note_if_emulated, resolve_precision
 
     device = resolve_device(config.run.device, "--device")
     if config.run.mixed_precision is None:
@@ -138,6 +138,7 @@ def choose_device_and_precision(config: TrainConfig) -> tuple[torch.device, str]
         return device, "bf16" if bf16 else "fp32"
     precision = resolve_precision(config.run.mixed_precision, "--mixed-precision")
     check_device_support(precision, device)
+    note_if_emulated(precision, device)
     return device, precision
 
 
