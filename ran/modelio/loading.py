@@ -28,7 +28,7 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
-from ran.errors import UserError
+from ran.errors import Note, UserError
 from ran.modelio.folder import CONFIG_NAME, WEIGHTS_NAME, check_folder, refuse_pickles
 from ran.models import RAN_VARIANTS, RegionAttentionNet
 
@@ -193,6 +193,7 @@ def _hub_optional_file(source: ModelSource, snapshot: Path, filename: str, token
                 f"{source.location}@{snapshot.name[:12]}: {filename} is not in the Hugging Face cache and "
                 f"{_why_not_downloaded()}, so whether the repository holds one is unknown; reading the "
                 "model without it",
+                Note,
                 stacklevel=3,
             )
     except (EntryNotFoundError, RepositoryNotFoundError):
