@@ -203,7 +203,8 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     # what anyone gets from `ran evaluate --model ran-demo/best --data ran-demo/data`.
     print(f"3/4 evaluating on every test subset ({REPORTED_PRECISION})", flush=True)
     model = load_model(out / "train" / "best")
-    samples = evaluate_samples(model, load_splits(data_dir), progress=options.progress)
+    splits = load_splits(data_dir, progress=options.progress)
+    samples = evaluate_samples(model, splits, progress=options.progress)
     results = summarize(samples, seed=options.seed)
     timings["evaluate_s"] = time.perf_counter() - started - timings["data_s"] - timings["train_s"]
 

@@ -492,3 +492,20 @@ def test_class_matching_by_name():
         match_classes(["cat", "dog"], FERPLUS_CLASSES, cross_dataset=True)
     with pytest.raises(ValueError, match="num_classes mismatch"):
         match_classes([f"class_{i}" for i in range(7)], FERPLUS_CLASSES, cross_dataset=True)
+
+
+def test_no_progress_hides_the_bars_of_datasets_too(tiny_data, tmp_path, capsys):
+    """A folder's first read builds datasets' cache with a bar per split: shown by default, hidden by
+    --no-progress (and datasets' own switch is as it was afterwards)."""
+    import shutil
+
+    import datasets
+
+    model_dir = save_pretrained(_small_model(), tmp_path / "model")
+    for flags, shown in (([], True), (["--no-progress"], False)):
+        data = Path(shutil.copytree(tiny_data, tmp_path / f"data{len(flags)}"))  # a first read each time
+        out = tmp_path / f"eval{len(flags)}"
+        argv = ["evaluate", "--model", str(model_dir), "--data", str(data), "--output-dir", str(out)]
+        assert ran_main([*argv, "--subsets", "test", *flags]) == 0
+        assert ("Generating test split" in capsys.readouterr().err) is shown
+        assert datasets.is_progress_bar_enabled()

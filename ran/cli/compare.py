@@ -69,7 +69,7 @@ def _compare_models(args: argparse.Namespace) -> dict:
     from ran.evaluation.compare import compare_models
     from ran.runtime import load_runtime_model, runtime_of
 
-    dataset_dict = load_splits(args.data)
+    dataset_dict = load_splits(args.data, progress=not args.no_progress)
     model_a, model_b = (load_runtime_model(name, runtime_of(name)) for name in args.models)
     comparison, _, _ = compare_models(
         model_a,

@@ -64,7 +64,7 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from ran.runtime import load_runtime_model
 
     check_results_folder(out, overwrite=args.overwrite)
-    dataset_dict = load_splits(args.data)
+    dataset_dict = load_splits(args.data, progress=not args.no_progress)
     model = load_runtime_model(args.model, args.runtime, revision=args.revision)
     samples = evaluate_samples(
         model,

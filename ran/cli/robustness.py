@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference
     out = args.output_dir.expanduser()
     check_overwrite(out, overwrite=args.overwrite, kind=ROBUSTNESS)
     loaders = model_loaders(args.model, args.runtime)
-    dataset_dict = load_splits(args.data)
+    dataset_dict = load_splits(args.data, progress=not args.no_progress)
     device = runtime_device(args.device, args.runtime)
     runs, models, grid = {}, {}, None
     for source, name, load in zip(args.model, names, loaders):

@@ -44,7 +44,7 @@ def read_splits(config: TrainConfig, rank: int = 0, world_size: int = 1) -> tupl
     train split (``ran.data.load_split_shards``); validation reads the whole split everywhere.
     """
     data = config.data
-    splits = load_splits(data.data)
+    splits = load_splits(data.data, progress=config.run.progress)
     if "train" not in splits:
         raise UserError(f"--data {data.data}: no 'train' split; it has {sorted(splits)}")
     val_name = data.val_split if data.val_split in splits else "test" if "test" in splits else None

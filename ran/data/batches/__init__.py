@@ -18,11 +18,12 @@ from ran.errors import UserError
 from ran.transforms import FaceTransform
 
 
-def load_splits(path_or_repo_id: str | Path) -> Any:
-    """Every split of a dataset folder (or Hub dataset repo) written by ``ran data``."""
+def load_splits(path_or_repo_id: str | Path, *, progress: bool = True) -> Any:
+    """Every split of a dataset folder (or Hub dataset repo) written by ``ran data``; ``progress=False``
+    hides ``datasets``' own bars too (a folder's first read builds its cache with one per split)."""
     from ran.data.format.folder import load_dataset_folder
 
-    return load_dataset_folder(path_or_repo_id)
+    return load_dataset_folder(path_or_repo_id, progress=progress)
 
 
 class FaceImages(Dataset):

@@ -11,10 +11,11 @@ files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,12 +165,34 @@ def load_dataset_folder(
     revision: str | None = None,
     *,
     cache_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> datasets.DatasetDict:
     """Every split of a folder (or Hub dataset repo) written by ``ran data``, in one dict.
 
     Keys: train / validation / test from the default config, then one key per subset config. A local
     folder's card, paths and shards are checked first (:func:`declared_configs`); a fault is one line.
+    ``progress=False`` hides ``datasets``' bars while it reads (as ``--no-progress`` promises).
     """
+    with _bars(progress):
+        return _load_folder(path_or_repo_id, revision, cache_dir)
+
+
+@contextlib.contextmanager
+def _bars(shown: bool) -> Iterator[None]:
+    """``datasets``' progress bars off for the block unless ``shown`` (and as they were after it)."""
+    if shown or not datasets.is_progress_bar_enabled():
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
+
+
+def _load_folder(
+    path_or_repo_id: str | Path, revision: str | None, cache_dir: str | Path | None
+) -> datasets.DatasetDict:
     target = str(path_or_repo_id)
     local = Path(target).expanduser()
     if local.exists():
