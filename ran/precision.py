@@ -46,8 +46,7 @@ def check_device_support(precision: str, device: torch.device | str) -> None:
     """fp16 autocast needs a GPU here; say so before anything runs."""
     import torch
 
-    key, device = resolve_precision(precision), torch.device(device)
-    if key == "fp16" and device.type == "cpu":
+    if resolve_precision(precision) == "fp16" and torch.device(device).type == "cpu":
         raise UserError("precision fp16 needs a GPU; use bf16 on a CPU")
 
 

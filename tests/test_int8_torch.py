@@ -297,4 +297,13 @@ def test_only_a_model_folder_that_loads_is_pushed(int8_dir, tmp_path, monkeypatc
     (folder / INT8_NAME).write_text(json.dumps(table))
     with pytest.raises(ValueError, match="do not fit this model's"):
         ran.push_to_hub(folder, "me/ran-int8")
+    table = json.loads((int8_dir / INT8_NAME).read_text())
+    table["report"] = {"agreement": 1}  # hand-edited: the activations load, the card cannot be made
+    (folder / INT8_NAME).write_text(json.dumps(table))
+    with pytest.raises(ValueError, match=r"int8\.json: int8 report: expected the one ran export"):
+        ran.push_to_hub(folder, "me/ran-int8")
+    shutil.copyfile(int8_dir / INT8_NAME, folder / INT8_NAME)
+    (folder / "eval_results.json").write_text('{"test": {"accuracy": NaN}}')
+    with pytest.raises(ValueError, match=r"eval_results\.json: results\['test'\]\['accuracy'\]"):
+        ran.push_to_hub(folder, "me/ran-int8")
     assert not calls, "nothing reached the Hub"

@@ -354,18 +354,23 @@ def _int8_text(report: Mapping[str, Any] | None, repo_id: str) -> str:
     """The card's int8 section, from the report ``ran export --int8 --torch`` measured (empty without)."""
     if not report:
         return ""
-    check, speed = report["agreement"], report["faces_per_second"]
-    low, high = check["fp32_interval"]
+    try:  # a hand-edited report is named, never a traceback
+        check, speed = report["agreement"], report["faces_per_second"]
+        measured = (
+            f"{check['faces']} faces of the {check['split']} split: {check['unchanged']:.2%} of predictions "
+            f"unchanged; accuracy int8 {check['accuracy_int8']:.4f}, float {check['accuracy_fp32']:.4f} "
+            "[{:.4f}, {:.4f}]; ".format(*check["fp32_interval"])
+            + f"{speed['int8']:.1f} vs {speed['fp32']:.1f} faces/s ({report['speedup']:.2f}x)"
+        )
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise UserError("int8 report: expected the one ran export --int8 --torch writes") from None
     return (
         "## int8 (PyTorch)\n\n"
         "This folder also holds `int8.json`, the activation ranges of an int8 version of these weights "
         "(`ran export --int8 --torch`). `ran predict`, `ran evaluate`, `ran robustness` and `ran app` run "
         f"it in int8 on the CPU (`ran predict photo.jpg --model {repo_id}`); `ran.from_pretrained` and "
-        "timm give the float model. Measured at export, against the float model on "
-        f"{check['faces']} faces of the {check['split']} split: {check['unchanged']:.2%} of predictions "
-        f"unchanged; accuracy int8 {check['accuracy_int8']:.4f}, float {check['accuracy_fp32']:.4f} "
-        f"[{low:.4f}, {high:.4f}]; {speed['int8']:.1f} vs {speed['fp32']:.1f} faces/s "
-        f"({report['speedup']:.2f}x) on the exporting machine's CPU.\n\n"
+        f"timm give the float model. Measured at export, against the float model on {measured} on the "
+        "exporting machine's CPU.\n\n"
     )
 
 
@@ -379,8 +384,7 @@ def render_model_card(
     license: str = "other",
     int8_report: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """The README.md of a RAN repo folder, from its timm ``config.json`` content and measured results
-    (and, for an int8 folder, the int8 export's report)."""
+    """The README.md of a RAN repo folder, from its config.json, measured results (and int8 report)."""
     measured = validate_results(results)
     info = dataset_info(dataset)
     model_args = dict(config.get("model_args") or {})

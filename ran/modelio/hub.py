@@ -234,16 +234,23 @@ def _folder_to_push(source: Path, out: Path, results: Mapping[str, Any] | None, 
     for name in (CONFIG_NAME, WEIGHTS_NAME, INT8_NAME):
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
+    where = "results"
     if results is None and (source / RESULTS_NAME).is_file():
-        results = read_json(source / RESULTS_NAME)
-    measured = validate_results(results)
+        where, results = str(source / RESULTS_NAME), read_json(source / RESULTS_NAME)
+    try:
+        measured = validate_results(results)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    int8 = read_calibration(out)
+    try:  # the results are checked: only int8.json's report can be at fault here
+        rendered = render_model_card(
+            read_json(out / CONFIG_NAME), results=measured, int8_report=int8 and int8.get("report"), **card
+        )
+    except UserError as err:
+        raise UserError(f"{source / INT8_NAME}: {err}") from None
     if measured:
         (out / RESULTS_NAME).write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
-    int8 = read_calibration(out)
-    config = read_json(out / CONFIG_NAME)
-    render_model_card(config, results=measured, int8_report=int8 and int8.get("report"), **card).save(
-        out / CARD_NAME
-    )
+    rendered.save(out / CARD_NAME)
     return out
 
 
