@@ -131,11 +131,14 @@ def _prepare_output(out: Path, options: DemoOptions) -> None:
 def training_precision(options: DemoOptions) -> str:
     """The precision asked for, else bf16 where the device training uses runs it natively, else fp32."""
     from ran.devices import resolve_device
-    from ran.precision import bf16_is_native, resolve_precision
+    from ran.precision import bf16_is_native, check_device_support, resolve_precision
 
-    if options.mixed_precision is not None:
-        return resolve_precision(options.mixed_precision, "--mixed-precision")
-    return "bf16" if bf16_is_native(resolve_device(None)) else "fp32"
+    device = resolve_device(None)
+    if options.mixed_precision is None:
+        return "bf16" if bf16_is_native(device) else "fp32"
+    precision = resolve_precision(options.mixed_precision, "--mixed-precision")
+    check_device_support(precision, device)  # fp16 on a CPU: refused before anything is written
+    return precision
 
 
 def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: int) -> Any:
@@ -161,6 +164,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     from ran.locks import output_lock
     from ran.threads import use_threads
 
+    check_numbers(options)  # before the output folder is touched
+    options = replace(options, mixed_precision=training_precision(options))
     use_threads(options.threads)
     out = Path(options.output_dir).expanduser().absolute()
     with output_lock(out, "ran demo", inside=False):
@@ -177,8 +182,6 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     from ran.modelio.loading import load_model
     from ran.training import train
 
-    check_numbers(options)  # before the output folder is touched
-    options = replace(options, mixed_precision=training_precision(options))
     sizes = options.sizes()
     timings: dict[str, float] = {}
     started = time.perf_counter()

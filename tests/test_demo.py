@@ -130,7 +130,7 @@ def test_the_cards_numbers_are_what_ran_evaluate_gives_with_its_defaults(demo, t
         assert f"| {r['accuracy']:.4f} | " in card and f" {r['correct']}/{r['total']} |" in card
 
 
-def test_the_demo_trains_in_bf16_only_where_the_hardware_runs_it(monkeypatch, demo):
+def test_the_demo_trains_in_bf16_only_where_the_hardware_runs_it(monkeypatch, demo, tmp_path, capsys):
     """Emulated bf16 (a CPU without AVX-512 BF16 or AMX) trains several times slower than fp32: the demo's
     default follows the CPU; a precision asked for is kept, and says so on its training line."""
     import torch
@@ -147,6 +147,12 @@ def test_the_demo_trains_in_bf16_only_where_the_hardware_runs_it(monkeypatch, de
         assert training_precision(DemoOptions(mixed_precision="no")) == "fp32"
     with pytest.raises(ValueError, match="--mixed-precision: expected one of fp32, bf16, fp16, got 'fp8'"):
         training_precision(DemoOptions(mixed_precision="fp8"))
+    for bad, message in (("fp8", "expected one of fp32, bf16, fp16"), ("fp16", "fp16 needs a GPU")):
+        argv = ["demo", "--mixed-precision", bad, "--output-dir", str(tmp_path / "out")]
+        assert ran_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not list(tmp_path.iterdir()), "refused before anything is written"
     monkeypatch.undo()
     out, printed = demo
     chosen = json.loads((out / "results" / "demo.json").read_text())["mixed_precision"]
