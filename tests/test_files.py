@@ -80,7 +80,14 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         "    print('ready', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a shell running the suite in the background (``pytest &``) hands
+    # its children SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert child.stdout.readline().strip() == "ready"
     child.kill()
     child.wait()
@@ -150,7 +157,14 @@ def _hold_lock(out, command, inside):
         "    print('ready', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a shell running the suite in the background (``pytest &``) hands
+    # its children SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert child.stdout.readline().strip() == "ready"
     return child
 
