@@ -51,7 +51,7 @@ SIZES = {
         "limit": 420,
     },
     "dry": {
-        "pytest": ["tests/test_model.py", "-k", "bf16_model_crops and 24"],
+        "pytest": ["tests/test_model.py", "-k", "bf16_model_crops and 24", "-n", "0"],
         "tests_limit": 300,
         "train_size": 48,
         "test_size": 16,

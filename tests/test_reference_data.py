@@ -66,6 +66,7 @@ def _start_pytest(clone: Path, tmp: Path, tests: list[str], **env: str) -> subpr
     environment = {k: v for k, v in os.environ.items() if k != ENV}
     environment.update(PYTHONPATH=str(clone), RAN_CACHE_DIR=str(tmp / "cache"), **env)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp / "t")]
+    command += ["-n", "0"]  # one process each: the two runs started together already share the cores
     out = subprocess.PIPE
     return subprocess.Popen([*command, *tests], cwd=clone, env=environment, stdout=out, stderr=out, text=True)
 

@@ -842,4 +842,5 @@ def test_yaml_alias_bombs_are_refused_in_a_config_and_in_a_saved_run(tiny_data, 
     (tmp_path / "run" / "config.yaml").write_text("optim:\n  lr:\n" + BOMB)
     assert ran_main(["train", "--resume", str(checkpoint)]) == 2
     err = capsys.readouterr().err
-    assert len(err) < 300 and "aliases (*name) are not accepted" in err and err.count("\n") == 1
+    assert len(err.replace(str(tmp_path), "")) < 300 and err.count("\n") == 1
+    assert "aliases (*name) are not accepted" in err

@@ -242,7 +242,7 @@ def test_deleted_parquet_file_is_named_in_one_line(splits, tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         load_dataset_folder(out, cache_dir=tmp_path / "cache")
     message = str(error.value)
-    assert "\n" not in message and len(message) < 300
+    assert "\n" not in message and len(message.replace(str(tmp_path), "")) < 300  # short, whatever the path
     assert message.startswith(f"{out / 'data' / 'validation.parquet'}: missing;")
     assert "split 'validation' of config 'default'" in message
 
@@ -367,7 +367,8 @@ def test_faulty_folder_is_refused_in_one_line_and_leaves_no_cache(splits, tmp_pa
     with pytest.raises(ValueError) as error:
         load_dataset_folder(out)
     text = str(error.value)
-    assert "\n" not in text and len(text) < 500 and message in text and text.startswith(str(out))
+    assert "\n" not in text and len(text.replace(str(tmp_path), "")) < 500
+    assert message in text and text.startswith(str(out))
     assert not list((tmp_path / "hf").glob("ran-folders/*"))  # no half-built cache left behind
 
 

@@ -206,7 +206,7 @@ def test_a_small_cnn_learns_it():
     try:
         splits = build_synthetic(seed=0, train_size=2400, test_size=480, progress=False)
         started = time.perf_counter()
-        scores = _train_and_score(splits, epochs=6)
+        scores = _train_and_score(splits, epochs=4)  # clean 0.78, hard subsets 0.47-0.62 (seeded)
     finally:
         torch.set_num_threads(threads)
     print(f"accuracy after {time.perf_counter() - started:.0f} s of training: {scores}")
