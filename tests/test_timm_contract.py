@@ -7,7 +7,7 @@ the deeper variants of a kind, whose RAN code and backbone code are the same wit
 tests of the model contract (default_cfgs, forward_features): the full set on them took 155 of the 248 s
 of timm's tests on a 2-core AVX2 EPYC. VGG16 runs every test but the two backward ones (86 of its 135 s
 there: twelve VGG16 passes over 224 px regions, backward, on one thread); RAN's backward is the same code
-over any backbone and runs on the four other kinds.
+over any backbone and runs on the other models here.
 """
 
 import os
