@@ -1,3 +1,5 @@
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -17,6 +19,34 @@ def pytest_xdist_auto_num_workers(config) -> int:
     it on every core, so more workers add memory and contention; two halve the time where subprocess and
     import waits leave cores idle (126 % of the CPU used by one process, 190 % by two)."""
     return max(1, min(os.cpu_count() or 1, 2))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist, a test marked ``alone`` (a time it asserts is a time on an idle machine) runs
+    while the other workers wait between two of their tests; every other test runs beside any other."""
+    workerinput = getattr(item.config, "workerinput", None)  # only on xdist's workers
+    if workerinput is None:
+        yield
+        return
+    shared = item.config._tmp_path_factory.getbasetemp().parent  # the workers' basetemps sit side by side
+    with _turn(shared, alone=item.get_closest_marker("alone") is not None):
+        yield
+
+
+@contextlib.contextmanager
+def _turn(folder, alone: bool):
+    """A readers-writer lock over two files: every test holds ``run`` shared, an ``alone`` test holds it
+    exclusively. Taking ``run`` means first passing ``gate``, which an ``alone`` test keeps closed while it
+    waits and runs, so the other workers cannot keep it waiting by taking turns."""
+    with open(folder / "ran-tests.gate", "a") as gate, open(folder / "ran-tests.run", "a") as run:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # closing the files releases both
 
 
 def pytest_report_header(config) -> str:

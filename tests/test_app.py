@@ -448,6 +448,7 @@ def resnet18_folder(tmp_path_factory) -> Path:
     return ran.save_pretrained(timm.create_model("ran_resnet18"), tmp_path_factory.mktemp("r18") / "model")
 
 
+@pytest.mark.alone  # the bound is the README's, on an otherwise idle machine
 def test_second_visitor_is_answered_within_the_bound_while_a_crowded_photo_is_served(
     resnet18_folder, tmp_path
 ):
