@@ -70,6 +70,20 @@ def test_staging_files_adds_files_to_an_existing_folder(tmp_path):
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["keep.txt", "results.json"]
 
 
+def _ready_child(script: str) -> subprocess.Popen:
+    """A Python child running ``script``, once it has printed 'ready'. It gets Ctrl-C as a terminal
+    delivers it: a shell running the suite in the background (``pytest &``) hands its children SIGINT
+    ignored, and Python keeps an ignored SIGINT ignored."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
 def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     out = tmp_path / "data"
     script = (
@@ -80,15 +94,7 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         "    print('ready', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    # Ctrl-C as a terminal delivers it: a shell running the suite in the background (``pytest &``) hands
-    # its children SIGINT ignored, and Python keeps an ignored SIGINT ignored.
-    child = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    assert child.stdout.readline().strip() == "ready"
+    child = _ready_child(script)
     child.kill()
     child.wait()
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]
@@ -157,16 +163,7 @@ def _hold_lock(out, command, inside):
         "    print('ready', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    # Ctrl-C as a terminal delivers it: a shell running the suite in the background (``pytest &``) hands
-    # its children SIGINT ignored, and Python keeps an ignored SIGINT ignored.
-    child = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    assert child.stdout.readline().strip() == "ready"
-    return child
+    return _ready_child(script)
 
 
 def test_a_second_writer_is_refused_naming_the_first_and_ctrl_c_releases(tmp_path):
