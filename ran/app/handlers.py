@@ -2,14 +2,15 @@
 a face chosen -> its bars and picture; and the ``predict`` API endpoint (the ``ran predict --json`` line).
 
 Photos arrive as gradio's raw upload record (the events run with ``preprocess=False``): the file as
-uploaded, its path inside gradio's upload cache (checked by gradio) and the name the user gave it. So a
-corrupt file reaches ``ran.pipeline.inputs.read_image`` and becomes a message in the page, as in
-``ran predict``, instead of an exception inside gradio. Nothing here raises for a bad photo, model or
-option: each becomes the status line, and the server keeps serving.
+uploaded, its path inside gradio's upload cache (checked here: the record is the visitor's) and the name
+the user gave it. So a corrupt file reaches ``ran.pipeline.inputs.read_image`` and becomes a message in
+the page, as in ``ran predict``, instead of an exception inside gradio. Nothing here raises for a bad
+photo, model or option: each becomes the status line, and the server keeps serving.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,21 @@ WELCOME = "Upload a photo or take a webcam snapshot; every face found is shown w
 
 
 def uploaded_file(payload: Any) -> tuple[str, str]:
-    """(path on the server, the name the user knows) of an uploaded photo (gradio's FileData record)."""
+    """(path on the server, the name the user knows) of an uploaded photo (gradio's FileData record).
+
+    The record comes from the visitor: gradio checks its path only when the record says it is one of
+    gradio's (``meta``), so any other path is refused here. Only a regular file inside gradio's upload
+    cache is read (after links and ``..`` are resolved): an upload, a webcam snapshot or an example."""
     path = payload.get("path") if isinstance(payload, dict) else None
-    if not path:
+    if not path or not isinstance(path, str):
         raise OptionError("photo: no image file was received; upload the photo again")
-    name = payload.get("orig_name") or Path(path).name
-    return str(path), Path(str(name)).name
+    real = Path(os.path.realpath(path))
+    cache = Path(os.path.realpath(gr.utils.get_upload_folder()))
+    if not real.is_relative_to(cache) or not real.is_file():  # is_file: no folder, FIFO or device
+        raise OptionError("photo: not a photo uploaded to this page; upload the photo again")
+    name = payload.get("orig_name")
+    name = name if isinstance(name, str) and name else real.name
+    return str(real), Path(name).name
 
 
 @dataclass
