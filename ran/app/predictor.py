@@ -140,7 +140,7 @@ class AppPredictor:
                 InputResult(source=source, error=str(err)), None, note, time.perf_counter() - start
             )
         result, faces = pipe.preprocess(Frame(source, image, warning=warning), keep_crops)
-        found = self._detectors[detector].take_found()
+        found = self._detectors[resolve_detector(detector)].take_found()  # 'haar' is the cascade's
         found = len(faces) if result.error else max(found, len(faces))
         analysed = self._run_model(pipe, faces, start)
         notes = [warning, _left_out_note(found, len(faces), analysed, self.limits)]
