@@ -10,6 +10,7 @@ each request is bounded (``--max-faces``, ``--max-pixels``, ``--max-seconds``, `
 from __future__ import annotations
 
 import argparse
+import re
 
 from ran.app.limits import AppLimits
 from ran.cli.options import (
@@ -21,8 +22,22 @@ from ran.cli.options import (
     require_model,
     runtime_device,
 )
-from ran.numbers import integer, number_fields
+from ran.numbers import brief, integer, number_fields
 from ran.threads import use_threads
+
+FILE_SIZE = re.compile(r"(\d{1,13})\s*(b|kb|mb|gb)?", re.IGNORECASE)
+FILE_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+FILE_SIZE_RANGE = (1024, 10 * 1024**3)  # 1 kb .. 10 gb: a photo, and no upload past what a server holds
+
+
+def file_size(text: str) -> int:
+    """``--max-file-size``: '50mb', '800kb', '1gb' or bytes, from 1 kb to 10 gb; in bytes (gradio takes
+    bytes, and its own parser meets a bad value only after the models have loaded)."""
+    match = FILE_SIZE.fullmatch(text.strip())
+    size = int(match[1]) * FILE_SIZE_UNITS[(match[2] or "b").lower()] if match else 0
+    if not FILE_SIZE_RANGE[0] <= size <= FILE_SIZE_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"expected a size from 1kb to 10gb such as 50mb, got {brief(text)}")
+    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_flags(parser)
     add_runtime_flag(parser)
     add_threads_flag(parser)
-    parser.add_argument("--max-file-size", default="50mb", help="largest photo accepted (default: 50mb)")
+    parser.add_argument(
+        "--max-file-size", type=file_size, default="50mb", help="largest photo accepted (default: 50mb)"
+    )
     _add_visitor_flags(parser)
     return finish_help(parser)
 
