@@ -354,6 +354,32 @@ def test_models_not_offered_get_one_identical_reply_over_http(
     assert parameter["parameter_name"] == "photo"
 
 
+def test_only_photos_in_the_upload_cache_are_read(served, model_folder, photos):
+    """A file record is the visitor's: gradio checks its path only when the record claims to be gradio's
+    (``meta``). Without it, a photo elsewhere on the server, a link or '..' out of the upload cache, a FIFO
+    (which would hold a reader) and a folder get one reply and nothing of them is read; the same record
+    naming the visitor's own upload is answered."""
+    app, url = served
+    uploaded = Path(_upload_over_http(url, photos["faces"])["path"])
+    link, fifo = uploaded.parent / "link.jpg", uploaded.parent / "fifo.jpg"
+    link.symlink_to(photos["faces"])
+    os.mkfifo(fifo)
+    outside = os.path.join(uploaded.parent, os.path.relpath(photos["faces"], uploaded.parent))
+    try:
+        for path in (str(photos["faces"]), str(link), str(fifo), outside, str(uploaded.parent)):
+            for fn_name, options in (
+                ("api_predict", []),
+                ("analyse", [str(model_folder), "mtcnn", "model", None]),
+            ):
+                reply = json.dumps(_call_event(url, app, fn_name, [{"path": path}, *options]))
+                assert "not a photo uploaded to this page" in reply and '"box"' not in reply, (path, reply)
+        answered = _call_event(url, app, "api_predict", [{"path": str(uploaded)}])["data"][0]
+        assert len(answered["faces"]) == 2 and answered["source"] == uploaded.name
+    finally:
+        link.unlink()
+        fifo.unlink()
+
+
 def test_other_models_only_when_the_operator_allows_and_never_with_the_server_token(
     monkeypatch, model_folder
 ):
@@ -386,6 +412,18 @@ def test_other_models_only_when_the_operator_allows_and_never_with_the_server_to
     with pytest.raises(OptionError):
         trusting.pipeline("someone/private", "mtcnn", "model")
     assert calls == [("someone/private", None)]
+
+
+def test_the_older_detector_name_answers_as_the_cascade(model_folder, photos):
+    """'haar', still accepted everywhere, is the OpenCV cascade: the same faces and labels."""
+    predictor = AppPredictor([str(model_folder)], device="cpu")
+    by_name = {
+        name: predictor.predict_file(photos["faces"], "two.png", str(model_folder), name, "model").result
+        for name in ("haar", "cascade")
+    }
+    assert by_name["haar"].error is None and by_name["cascade"].faces
+    assert [f.box for f in by_name["haar"].faces] == [f.box for f in by_name["cascade"].faces]
+    assert [f.label for f in by_name["haar"].faces] == [f.label for f in by_name["cascade"].faces]
 
 
 def _crowd(face_sides: list[int], columns: int, cell: int) -> Image.Image:
@@ -580,6 +618,13 @@ def test_cli_refuses_bounds_out_of_range_and_choices_that_do_not_load(model_fold
         (["--max-faces", "0"], "argument --max-faces: expected an integer in [1, 1000000000000], got '0'"),
         (["--max-seconds", "nan"], "argument --max-seconds: expected a number in (0, 1000000000000], got"),
         (["--max-pixels", "1000000000000000"], "argument --max-pixels: expected an integer in [1, 10000"),
+        *(
+            (
+                [f"--max-file-size={size}"],
+                f"argument --max-file-size: expected a size from 1kb to 10gb such as 50mb, got '{size}'",
+            )
+            for size in ("abc", "-5mb", "nan", "0", "0kb", "20gb", "5 parsecs")
+        ),
     ]
     for flags, expected in bad_numbers:
         with pytest.raises(SystemExit) as info:
@@ -597,6 +642,17 @@ def test_cli_refuses_bounds_out_of_range_and_choices_that_do_not_load(model_fold
         assert err.startswith(f"ran app: error: {expected}") and len(err.splitlines()) == 1, err
     with pytest.raises(ValueError, match=r"max_faces: expected an integer in \[1, 1000000000000\], got 0"):
         AppLimits(max_faces=0)  # the library checks the same ranges
+
+
+def test_file_sizes_are_read_as_bytes():
+    from ran.cli.app import file_size
+
+    assert [file_size(t) for t in ("50mb", "800KB", " 1 gb ", "2048")] == [
+        50 * 2**20,
+        800 * 2**10,
+        2**30,
+        2048,
+    ]
 
 
 def test_the_app_says_before_serving_that_landmark_regions_need_five(model_folder, capsys):
