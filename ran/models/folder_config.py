@@ -322,12 +322,9 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
     architecture = config.get("architecture")
     if not architecture:
         raise UserError(f"{where}: no 'architecture' entry (expected timm's config.json)")
-    plain = (
-        isinstance(architecture, str)
-        and architecture not in RAN_VARIANTS
-        and _is_timm_classifier(architecture)
-    )
-    if architecture not in RAN_VARIANTS and not plain:
+    named = isinstance(architecture, str)  # a list or a mapping is no name (nor hashable)
+    plain = named and architecture not in RAN_VARIANTS and _is_timm_classifier(architecture)
+    if not named or (architecture not in RAN_VARIANTS and not plain):
         raise UserError(
             f"{where}: unknown architecture {_show(architecture)}: neither a RAN architecture "
             f"({', '.join(sorted(RAN_VARIANTS))}) nor a timm image classifier"

@@ -632,22 +632,47 @@ def _resolve_cfg(variant: str, kwargs: dict[str, Any]) -> tuple[PretrainedCfg, d
     return cfg, extras
 
 
+# What timm itself writes into a folder's or Hub repo's pretrained_cfg, to say where it was read from
+_SOURCE_FIELDS = {"local-dir": ("source", "file"), "hf-hub": ("source", "hf_hub_id")}
+
+
+def _check_folder_cfg(variant: str, kwargs: dict[str, Any]) -> None:
+    """A config.json that timm read from a folder (``local-dir:``) or a Hub repo (``hf-hub:``) is data:
+    it is checked as ``ran.load_model`` checks it (``check_config``) before anything is built. timm hands
+    it over in parts: ``model_args`` apart as ``pretrained_model_args``, the top-level ``num_classes`` and
+    ``label_names`` moved into ``pretrained_cfg``, beside the source fields timm itself wrote there."""
+    from ran.models.folder_config import check_config, check_model_args
+
+    raw = kwargs.get("pretrained_cfg")
+    source = raw.get("source") if isinstance(raw, dict) else None
+    args = kwargs.get("pretrained_model_args")
+    if source in _SOURCE_FIELDS:
+        where = f"{raw.get('file') or raw.get('hf_hub_id')}/config.json"
+        # timm rewrites sizes as tuples (JSON has lists)
+        cfg = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in raw.items()
+            if k not in _SOURCE_FIELDS[source]
+        }
+        config = {"architecture": variant, "num_classes": cfg.pop("num_classes", None), "pretrained_cfg": cfg}
+        check_config({**config, "model_args": args or {}}, where)
+    elif args:
+        check_model_args(args, f"{variant}/config.json")
+
+
 @torch.inference_mode(False)
 def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> RegionAttentionNet:
     """Build a RAN; ``pretrained`` loads RAN weights where the config has them (Hub / local folder),
     otherwise timm's pretrained weights for the backbone alone.
 
     timm passes a folder's or Hub repo's ``model_args`` as keyword arguments and, apart, as
-    ``pretrained_model_args``: those are checked as data (no backbone file, download, device or dtype)
-    before anything is built, however the folder was reached (``local-dir:``, ``hf-hub:``, ran.load_model).
+    ``pretrained_model_args``: those and its ``pretrained_cfg`` are checked as data (no backbone file,
+    download, device or dtype; sizes in bounds) before anything is built, however the folder was reached
+    (``local-dir:``, ``hf-hub:``, ran.load_model).
     """
+    _check_folder_cfg(variant, kwargs)
     cfg, extras = _resolve_cfg(variant, kwargs)
     _input_format_from_cfg(cfg, extras, kwargs)
-    if kwargs.get("pretrained_model_args"):
-        from ran.models.folder_config import check_model_args
-
-        source = (cfg.file if cfg.source == "local-dir" else cfg.hf_hub_id) or variant
-        check_model_args(kwargs["pretrained_model_args"], f"{source}/config.json")
     load_ran_weights = pretrained and cfg.has_weights
     kwargs.setdefault("backbone_pretrained", pretrained and not load_ran_weights)
     model = build_model_with_cfg(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -152,12 +153,13 @@ def test_folder_without_config(saved, tmp_path):
         ran.from_pretrained(folder)
 
 
-def test_unknown_architecture(saved, tmp_path):
+@pytest.mark.parametrize("architecture", ["ran_resnet7", ["ran"], {"ran": 1}, 5])
+def test_unknown_architecture(saved, tmp_path, architecture):
     folder = _copy(saved, tmp_path)
     config = json.loads((folder / "config.json").read_text())
-    config["architecture"] = "ran_resnet7"
+    config["architecture"] = architecture
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="unknown architecture 'ran_resnet7'"):
+    with pytest.raises(ValueError, match=re.escape(f"unknown architecture {architecture!r}")):
         ran.from_pretrained(folder)
 
 

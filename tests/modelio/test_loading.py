@@ -272,10 +272,25 @@ def _classes(count: int):
         "mean-nan",
     ],
 )
-def test_sizes_are_checked_before_anything_is_built(saved, tmp_path, edit, message, no_large_layers):
+def test_sizes_are_checked_before_anything_is_built(
+    saved, tmp_path, edit, message, no_large_layers, monkeypatch
+):
+    """By ran.load_model, and by timm's own ``local-dir:`` and ``hf-hub:`` loaders, which hand the config
+    to the model in parts (the weights' shapes are timm's to compare there)."""
+    import timm
+    from huggingface_hub import constants
+
     folder = _edited(saved, tmp_path, edit)
     with pytest.raises(ValueError, match=message):
         ran.load_model(folder)
+    if "weights do not fit" in message:
+        return
+    monkeypatch.setattr(
+        constants, "HF_HUB_CACHE", str(_hub_cache(tmp_path / "hub", "ran-test/edited", folder))
+    )
+    for name in (f"local-dir:{folder}", "hf-hub:ran-test/edited"):
+        with pytest.raises(ValueError, match=message):
+            timm.create_model(name, pretrained=True)
 
 
 def _rewrite_header(weights: Path, change) -> None:
