@@ -203,7 +203,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     timings["train_s"] = time.perf_counter() - started - timings["data_s"]
 
     # Evaluated as `ran evaluate` does by default (precision, batch size), so that the card's numbers are
-    # what anyone gets from `ran evaluate --model ran-demo/best --data ran-demo/data`.
+    # what anyone gets from `ran evaluate --model ran-demo/best --data ran-demo/data --output-dir eval`.
     print(f"3/4 evaluating on every test subset ({REPORTED_PRECISION})", flush=True)
     model = load_model(out / "train" / "best")
     splits = load_splits(data_dir, progress=options.progress)
