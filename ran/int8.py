@@ -145,6 +145,9 @@ def quantized(model: nn.Module, calibration: dict[str, Any], where: str = INT8_N
             "export it again"
         )
     for name, entry in entries.items():
+        expected = str(found[name].dtype).removeprefix("torch.")
+        if entry["dtype"] != expected:  # the kernels take the dtype the model's observer chose, no other
+            raise UserError(f"{where}: activation {name!r}: dtype {entry['dtype']!r}, expected {expected!r}")
         low, high = QUANTIZED_DTYPES[entry["dtype"]]
         fixed = FixedQParamsObserver(
             entry["scale"], entry["zero_point"], getattr(torch, entry["dtype"]), quant_min=low, quant_max=high
@@ -173,7 +176,8 @@ def check_calibration(calibration: Any, where: str) -> dict[str, dict[str, Any]]
 
 
 def _check_entry(name: str, entry: Any, where: str) -> None:
-    ok = isinstance(entry, dict) and entry.get("dtype") in QUANTIZED_DTYPES
+    dtype = entry.get("dtype") if isinstance(entry, dict) else None
+    ok = isinstance(dtype, str) and dtype in QUANTIZED_DTYPES  # a list or a mapping is no dtype name
     scale, zero_point = (entry.get(k) if ok else None for k in ("scale", "zero_point"))
     ok = ok and isinstance(scale, float) and math.isfinite(scale) and SCALES[0] <= scale <= SCALES[1]
     ok = ok and isinstance(zero_point, int) and not isinstance(zero_point, bool)

@@ -136,6 +136,11 @@ def test_evaluate_and_compare_record_torch_int8(int8_dir, model_dir, data, tmp_p
         (lambda t: next(iter(t["activations"].values())).update(scale=float("nan")), "expected a scale in"),
         (lambda t: next(iter(t["activations"].values())).update(scale=1e-300), "expected a scale in"),
         (lambda t: next(iter(t["activations"].values())).update(zero_point=999), "zero point"),
+        (lambda t: next(iter(t["activations"].values())).update(dtype=["quint8"]), "zero point"),
+        (
+            lambda t: next(iter(t["activations"].values())).update(zero_point=0, dtype="qint8"),
+            "expected 'quint8'",
+        ),
         (lambda t: t.update(written_by="someone"), "not written by ran export --int8 --torch"),
     ],
 )
