@@ -59,6 +59,7 @@ class OnnxModel(nn.Module):
         boxes = _meta(meta, "region_boxes", self.path)
         _check_labels(labels, self.path)
         _check_boxes(boxes, self.path)
+        self._check_counts(len(labels), len(boxes))
         self.num_classes, self.num_regions = len(labels), len(boxes)
         self.boxes = [tuple(float(v) for v in box) for box in boxes]
         self.region_boxes = torch.tensor(self.boxes, dtype=torch.float32)
@@ -73,8 +74,19 @@ class OnnxModel(nn.Module):
             "input_size": (3, *size),
             "mean": self.input_mean,
             "std": self.input_std,
-            "interpolation": json.loads(meta.get("interpolation", '"bilinear"')),
+            "interpolation": _interpolation(meta, self.path),
         }
+
+    def _check_counts(self, classes: int, regions: int) -> None:
+        """The metadata's class names and region boxes are as many as the graph's outputs say (where the
+        graph fixes them): names read beside the wrong logits would label every face wrongly."""
+        shapes = {o.name: o.shape for o in self.session.get_outputs()}
+        for output, count, what in (("logits", classes, "label_names"), ("weights", regions, "region_boxes")):
+            size = shapes[output][-1] if shapes.get(output) else None
+            if isinstance(size, int) and size != count:
+                raise UserError(
+                    f"{self.path}: the metadata's {what} has {count} entries but the graph's {output} {size}"
+                )
 
     def _read_signature(self) -> None:
         inputs = [i.name for i in self.session.get_inputs()]
@@ -178,6 +190,18 @@ def _meta(meta: dict[str, str], key: str, path: Path) -> Any:
         return json.loads(meta[key])
     except ValueError:
         raise UserError(f"{path}: the ONNX metadata {key!r} is not JSON") from None
+
+
+def _interpolation(meta: dict[str, str], path: Path) -> str:
+    """How the graph's faces were resized in training (timm's data config): one of the known names."""
+    from ran.models.folder_config import INTERPOLATIONS
+
+    value = _meta(meta, "interpolation", path) if "interpolation" in meta else "bilinear"
+    if not isinstance(value, str) or value not in INTERPOLATIONS:
+        raise UserError(
+            f"{path}: the ONNX metadata 'interpolation' must be one of {', '.join(INTERPOLATIONS)}"
+        )
+    return value
 
 
 def _check_labels(labels: Any, path: Path) -> None:

@@ -185,3 +185,43 @@ def test_the_app_serves_an_onnx_model_with_torch_answers(setup):
     for key in ("probabilities", "region_weights"):
         a, b = (list(x[key].values()) if key == "probabilities" else x[key] for x in answers)
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def _set_metadata(graph, out, key: str, value: str):
+    import onnx
+
+    model = onnx.load(str(graph))
+    [entry] = [p for p in model.metadata_props if p.key == key]
+    entry.value = value
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("interpolation", "bilinear", "the ONNX metadata 'interpolation' is not JSON"),
+        ("interpolation", "[1]", "the ONNX metadata 'interpolation' must be one of nearest, bilinear"),
+        (
+            "label_names",
+            '["a", "b", "c"]',
+            "the metadata's label_names has 3 entries but the graph's logits 8",
+        ),
+        (
+            "region_boxes",
+            "[[0, 0, 1, 1]]",
+            "the metadata's region_boxes has 1 entries but the graph's weights",
+        ),
+    ],
+)
+def test_onnx_metadata_that_does_not_fit_the_graph_is_one_line(setup, tmp_path, capsys, key, value, message):
+    """The metadata is data beside the graph: a value that is not what ran export writes, or class names
+    and region boxes that are not as many as the graph's outputs, is refused before any face is read."""
+    _, _, fp32, _, faces = setup
+    graph = _set_metadata(fp32, tmp_path / "tampered.onnx", key, value)
+    argv = [str(faces), "--model", str(graph), "--runtime", "onnx", "--no-detect", "--json", "--no-progress"]
+    assert run_main(predict_main, argv, "ran predict") == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert message in err and str(graph) in err and len(err.splitlines()) == 1, err
+    assert captured.out == ""
