@@ -173,3 +173,24 @@ def test_the_package_names_resolve_on_first_use(fresh):
         import ran
 
         ran.no_such_name  # noqa: B018
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """``ran ... | head``: the closed pipe ends the command with a shell's SIGPIPE status and no traceback,
+    also at exit, when Python flushes stdout again. The command writes more than a pipe holds, so the
+    reader's close always meets it mid-write."""
+    script = (
+        "import sys\n"
+        "from ran.cli import run_main\n"
+        "def chatty(argv):\n"
+        "    for i in range(100_000):\n"
+        "        print('line', i, 'x' * 60)\n"
+        "sys.exit(run_main(chatty, [], 'ran test'))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    assert child.stdout.readline().startswith(b"line 0")
+    child.stdout.close()
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 141 and err == b"", err.decode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 EXIT_USER_ERROR, EXIT_FAULT, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_READER_GONE = 141  # what a shell reports for a command that a closed pipe stopped (128 + SIGPIPE)
 
 
 def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | None, prog: str) -> int:
@@ -91,6 +93,8 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
         if debug:
             raise
         return _report(prog, f"error: {one_line(err)}", EXIT_USER_ERROR)
+    except BrokenPipeError:
+        return _reader_gone()
     except OSError as err:
         from ran.files import fault_message
 
@@ -104,6 +108,14 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     except Exception:
         close_progress_bars()  # the traceback starts on a line of its own
         raise
+
+
+def _reader_gone() -> int:
+    """stdout's reader stopped reading (``ran predict ... | head``): stop quietly, as Unix tools do. stdout
+    then points at /dev/null, or Python would meet the closed pipe again when it flushes at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_READER_GONE
 
 
 @contextlib.contextmanager
