@@ -688,7 +688,19 @@ def _create_ran(variant: str, pretrained: bool = False, **kwargs: Any) -> Region
     # model is timm's feature wrapper around the RAN.)
     ran = model if isinstance(model, RegionAttentionNet) else model.model
     model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **extras, **ran.data_config()}
+    if load_ran_weights:
+        _check_finite(ran, f"{cfg.file or cfg.hf_hub_id or cfg.url or variant}")
     return model
+
+
+def _check_finite(model: nn.Module, source: str) -> None:
+    """Weights read from somewhere hold finite numbers only: one NaN makes every answer NaN, which the
+    commands would print and score as if it were an answer."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(
+                f"{source}: the weights' {name} holds NaN or infinite values; no answer can come of it"
+            )
 
 
 def _input_format_from_cfg(cfg: PretrainedCfg, extras: dict[str, Any], kwargs: dict[str, Any]) -> None:

@@ -293,6 +293,24 @@ def test_sizes_are_checked_before_anything_is_built(
             timm.create_model(name, pretrained=True)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(saved, tmp_path, value):
+    """One NaN weight makes every answer NaN: refused by each loader rather than printed as answers."""
+    import timm
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(saved, tmp_path / "broken"))
+    weights = load_file(folder / "model.safetensors")
+    weights["fc.weight"][0, 0] = value
+    save_file(weights, folder / "model.safetensors")
+    message = "the weights' fc.weight holds NaN or infinite values"
+    with pytest.raises(ValueError, match=message):
+        ran.load_model(folder)
+    with pytest.raises(ValueError, match=message):
+        timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert ran_main(["predict", str(folder), "--model", str(folder), "--no-detect"]) == 2
+
+
 def _rewrite_header(weights: Path, change) -> None:
     """Give ``weights`` the header ``change`` makes of its own, keeping the tensor bytes."""
     data = weights.read_bytes()
