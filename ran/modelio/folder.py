@@ -163,8 +163,12 @@ def check_weights_fit(weights: Path, config: dict[str, Any], shapes: Shapes) -> 
     """Refuse weights whose tensors or shapes differ from the model ``config`` describes (built on the meta
     device: no memory, no weights). BatchNorm step counters may be absent (frozen BatchNorm has none)."""
     args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
-    with torch.device("meta"):
-        model = timm.create_model(config["architecture"], num_classes=config["num_classes"], **args)
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(config["architecture"], num_classes=config["num_classes"], **args)
+    except AssertionError as err:  # timm's own argument checks (a pooling this backbone lacks, say)
+        where = weights.parent / CONFIG_NAME
+        raise UserError(f"{where}: timm cannot build the model it describes: {err}") from err
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wrong = [k for k in sorted({*expected, *shapes}) if expected.get(k) != shapes.get(k)]
     wrong = [k for k in wrong if not (k.endswith("num_batches_tracked") and k not in shapes)]

@@ -10,7 +10,6 @@ is built. Errors are one line naming the file, the key, the value and what was e
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -143,9 +142,15 @@ def _regions(where: str, key: str, value: Any) -> None:
         raise UserError(f"{where}: {err}") from None
 
 
+# timm's pooling names: SelectAdaptivePool2d's and the vision transformers' (each backbone takes some)
+BACKBONE_POOLS = ("", "avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax")
+BACKBONE_POOLS += ("fastcatavgmax", "token", "map", "prr")
+
+
 def _pool_name(where: str, key: str, value: Any) -> None:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z_]{0,20}", value):
-        raise _fail(where, key, value, "a pooling name such as 'avg' (lower-case letters)")
+    if not isinstance(value, str) or value not in BACKBONE_POOLS:
+        names = ", ".join(map(repr, BACKBONE_POOLS))
+        raise _fail(where, key, value, f"one of timm's pooling names ({names})")
 
 
 # The backbone's own arguments a folder may set: drop rates and pooling (``ran convert`` writes

@@ -311,6 +311,24 @@ def test_weights_that_are_not_finite_are_refused(saved, tmp_path, value):
     assert ran_main(["predict", str(folder), "--model", str(folder), "--no-detect"]) == 2
 
 
+@pytest.mark.parametrize(
+    "pool, message",
+    [
+        ("zzz", r"model_args\['backbone_kwargs'\]\['global_pool'\] = 'zzz'; expected one of timm's pooling"),
+        ("token", r"config\.json: timm cannot build the model it describes: .*token"),
+    ],
+)
+def test_a_backbone_pooling_timm_does_not_have_is_one_line(saved, tmp_path, capsys, pool, message):
+    """An unknown pooling name is refused by the config check; a known one this backbone lacks (a vision
+    transformer's 'token' on a ResNet) by timm's own assertion, reported as the config's fault."""
+    folder = _edited(saved, tmp_path, _set_args(backbone_kwargs={"global_pool": pool}))
+    with pytest.raises(ValueError, match=message):
+        ran.load_model(folder)
+    assert ran_main(["predict", str(folder), "--model", str(folder), "--no-detect"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(message, err) and len(err.splitlines()) == 1, err
+
+
 def _rewrite_header(weights: Path, change) -> None:
     """Give ``weights`` the header ``change`` makes of its own, keeping the tensor bytes."""
     data = weights.read_bytes()
