@@ -84,6 +84,25 @@ def test_int8_graph_keeps_the_metadata_and_quantizes_only_after_the_cut(exported
     assert upstream
 
 
+def test_residual_blocks_run_in_int8_and_the_attention_head_in_float(exported, model_dir):
+    """Each residual block's sum is an int8 addition with its ReLU folded in: no addition or ReLU turns int8
+    values into float and back. The attention head's additions, after its float matrix products, stay float."""
+    from timm.models.resnet import BasicBlock, Bottleneck
+
+    from ran.modelio.loading import load_model
+
+    _, int8 = exported
+    blocks = sum(isinstance(m, (BasicBlock, Bottleneck)) for m in load_model(model_dir).backbone.modules())
+    graph = onnx.load(str(int8)).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    assert blocks and sum(node.op_type == "QLinearAdd" for node in graph.node) == blocks
+    float_adds = [node for node in graph.node if node.op_type == "Add"]
+    assert float_adds and all("attention" in node.name for node in float_adds)
+    for node in graph.node:
+        if node.op_type in ("Add", "Relu"):
+            assert "DequantizeLinear" not in {producers.get(name) for name in node.input}, node.name
+
+
 def test_the_report_beside_the_graph_is_what_onnxruntime_gives(exported, model_dir, data):
     """The report's agreement, recomputed here by running both graphs directly under onnxruntime."""
     fp32, int8 = exported

@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     int8.add_argument(
         "--int8",
         action="store_true",
-        help="write an int8 model (the backbone's convolutions after the first; preprocessing, region cut, "
-        "first convolution and attention head stay float), checked against fp32 on --calibration's test "
+        help="write an int8 model (the backbone's convolutions after the first, with the residual additions "
+        "between them; preprocessing, region cut, first convolution and attention head stay float), checked "
+        "against fp32 on --calibration's test "
         "split; the numbers go beside a graph (<name>.report.json) and into its metadata, or into an int8 "
         "folder's int8.json",
     )

@@ -272,7 +272,7 @@ probs = model(faces).softmax(-1)
 # or a tensor: faces = torch.rand(1, 3, {{ height }}, {{ width }})  # {{ tensor_text }}
 ```
 
-With transformers (after `import ran`, which registers the architecture in timm):
+With transformers (after `import ran`; it skips `ran.from_pretrained`'s checks: for repositories you trust):
 
 ```python
 import ran
