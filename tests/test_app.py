@@ -426,6 +426,36 @@ def test_the_older_detector_name_answers_as_the_cascade(model_folder, photos):
     assert [f.label for f in by_name["haar"].faces] == [f.label for f in by_name["cascade"].faces]
 
 
+def test_only_the_latest_pages_keep_their_face_crops(model_folder, photos):
+    """Each page's state holds its faces' crops for the pictures of faces chosen later; gradio keeps the
+    state an hour after the page closes, so only the latest ``kept_pages`` pages keep them. An older
+    page still shows its faces' bars; its pictures are gone."""
+    from ran.app.handlers import PageHandlers
+    from ran.app.limits import AppLimits
+
+    cache = Path(gr.utils.get_upload_folder()) / "test-kept-pages"
+    cache.mkdir(parents=True, exist_ok=True)
+    copies = [shutil.copy(photos["faces"], cache / f"photo{i}.png") for i in range(3)]
+    predictor = AppPredictor([str(model_folder)], device="cpu", limits=AppLimits(kept_pages=2))
+    handlers = PageHandlers(predictor, str(model_folder), "mtcnn", "model")
+    try:
+        pages = [
+            handlers.analyse({"path": str(c)}, str(model_folder), "mtcnn", "model", None)[-1] for c in copies
+        ]
+    finally:
+        shutil.rmtree(cache)
+    assert all(len(page.faces) == 2 for page in pages)
+    assert [[f.crop is not None for f in page.faces] for page in pages] == [
+        [False] * 2,
+        [True] * 2,
+        [True] * 2,
+    ]
+    bars, picture = handlers.choose_face(pages[0], pages[0].faces[0].face_index)
+    assert bars and picture is None
+    bars, picture = handlers.choose_face(pages[2], pages[2].faces[0].face_index)
+    assert bars and picture.ndim == 3
+
+
 def _crowd(face_sides: list[int], columns: int, cell: int) -> Image.Image:
     """A photo of tiles of the astronaut's face (MTCNN finds each), with the given sides, on gray."""
     face = Image.open(PHOTOS / "astronaut.png").convert("RGB").crop((150, 30, 300, 200))

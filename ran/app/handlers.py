@@ -11,6 +11,8 @@ photo, model or option: each becomes the status line, and the server keeps servi
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,10 @@ class Shown:
     def face(self, index: Any) -> FacePrediction | None:
         return next((f for f in self.faces if f.face_index == index), None)
 
+    def drop_crops(self) -> None:
+        for face in self.faces:
+            face.crop = None
+
 
 class PageHandlers:
     """Event functions bound to one app's predictor and its default model / detector / region mode."""
@@ -62,6 +68,17 @@ class PageHandlers:
     def __init__(self, predictor: AppPredictor, model: str, detector: str, regions: str) -> None:
         self.predictor = predictor
         self.model, self.detector, self.regions = model, detector, regions
+        self._kept: deque[Shown] = deque()  # the pages whose crops are kept, oldest first
+        self._kept_lock = threading.Lock()
+
+    def _keep(self, shown: Shown) -> Shown:
+        """Keep ``shown``'s crops, and only the latest ``kept_pages`` pages' (``AppLimits``): a page's state
+        outlives it by an hour, so the crops of every visitor's photo would otherwise add up."""
+        with self._kept_lock:
+            self._kept.append(shown)
+            while len(self._kept) > self.predictor.limits.kept_pages:
+                self._kept.popleft().drop_crops()
+        return shown
 
     def analyse(
         self, payload: Any, model: str, detector: str, regions: str, shown: Shown | None
@@ -88,7 +105,7 @@ class PageHandlers:
             gr.update(choices=views.face_choices(prediction), value=first.face_index if first else None),
             *self._face_outputs(first),
             prediction.result.to_dict(),
-            Shown(key, faces),
+            self._keep(Shown(key, faces)),
         )
 
     def choose_face(self, shown: Shown | None, index: Any) -> tuple[Any, Any]:
@@ -126,7 +143,7 @@ class PageHandlers:
     def _face_outputs(face: FacePrediction | None) -> tuple[Any, Any]:
         if face is None:
             return None, None
-        return dict(face.probabilities), face_picture(face)
+        return dict(face.probabilities), face_picture(face) if face.crop is not None else None
 
     @staticmethod
     def _empty(status: str) -> tuple[Any, ...]:

@@ -43,6 +43,9 @@ class AppLimits:
         max_models: models (and pipelines) kept in memory; the least recently used is dropped.
         cache_check_s / cache_age_s: every ``cache_check_s`` seconds, uploads older than ``cache_age_s``
             seconds are deleted from gradio's cache.
+        kept_pages: pages (the latest photos shown) whose face crops are kept for the pictures of faces
+            chosen later, about 14 MB each for 20 faces; gradio keeps a page's state for an hour after it
+            closes, so older pages drop theirs (their faces' bars still show, their pictures do not).
     """
 
     max_faces: int = field(default=20, metadata={"type": integer(1, LARGEST)})
@@ -54,6 +57,7 @@ class AppLimits:
     max_models: int = field(default=4, metadata={"type": integer(1, LARGEST)})
     cache_check_s: int = field(default=300, metadata={"type": integer(1, LARGEST)})
     cache_age_s: int = field(default=900, metadata={"type": integer(1, LARGEST)})
+    kept_pages: int = field(default=16, metadata={"type": integer(1, 100_000)})
 
     def __post_init__(self) -> None:
         check_numbers(self, name=str)
