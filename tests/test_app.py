@@ -665,11 +665,17 @@ def test_cli_refuses_bounds_out_of_range_and_choices_that_do_not_load(model_fold
     cases = [
         (["--hub-token-for-visitors"], "hub_token_for_visitors: only with allow_any_model"),
         (["--choices", "no-such-org/no-such-model"], "model 'no-such-org/no-such-model' could not be loaded"),
+        (["--host", "999.999.1.1"], "--host 999.999.1.1: not an address this machine can listen on"),
     ]
-    for flags, expected in cases:
-        assert run_main(main, ["--model", str(model_folder), *flags], "ran app") == 2
-        err = capsys.readouterr().err
-        assert err.startswith(f"ran app: error: {expected}") and len(err.splitlines()) == 1, err
+    with socket.socket() as taken:  # a port another server holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases.append((["--port", str(port)], f"--port {port}: cannot listen on 127.0.0.1:{port}"))
+        for flags, expected in cases:
+            assert run_main(main, ["--model", str(model_folder), *flags], "ran app") == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"ran app: error: {expected}") and len(err.splitlines()) == 1, err
     with pytest.raises(ValueError, match=r"max_faces: expected an integer in \[1, 1000000000000\], got 0"):
         AppLimits(max_faces=0)  # the library checks the same ranges
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 
 from ran.app.limits import AppLimits
 from ran.cli.options import (
@@ -22,6 +23,7 @@ from ran.cli.options import (
     require_model,
     runtime_device,
 )
+from ran.errors import UserError
 from ran.numbers import brief, integer, number_fields
 from ran.threads import use_threads
 
@@ -101,6 +103,24 @@ def _add_visitor_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=ranges[name], default=default, help=f"{what} (default: {default})")
 
 
+def check_address(host: str, port: int | None) -> None:
+    """``--host`` resolves and ``--port`` (when given) is free there: said in one line before the models
+    load, not as a traceback from the server afterwards. (Without ``--port`` gradio takes the next free.)"""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as err:
+        raise UserError(f"--host {host}: not an address this machine can listen on ({err})") from None
+    if port is None:
+        return
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise UserError(
+                f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err})"
+            ) from None
+
+
 def visitor_limits(args: argparse.Namespace) -> AppLimits:
     """The ``AppLimits`` the flags give (ValueError for a value out of range, before anything loads)."""
     return AppLimits(
@@ -118,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     require_model(args.model)
     use_threads(args.threads)
     limits = visitor_limits(args)
+    check_address(args.host, args.port)
     from ran.app import build_app
 
     app = build_app(
