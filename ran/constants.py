@@ -20,6 +20,9 @@ RAN_VARIANTS: dict[str, dict[str, Any]] = {
     "ran_vgg16": {"backbone": "vgg16", "region_size": 224},
 }
 
+# The most classes a model may have: a model folder's config, ``ran models --num-classes``.
+MAX_CLASSES = 100_000
+
 # The oldest ONNX opset ``ran export`` writes (RoiAlign with half_pixel needs 16); the newest is what the
 # installed torch can write (``ran.export.OPSETS``).
 MIN_OPSET = 17

@@ -186,9 +186,14 @@ def test_cli_json_pictures_and_exit_codes(model, tmp_path, capsys):
     direct = predict(PHOTOS / "astronaut.png", model, progress=False)[0].faces[0].probabilities
     assert lines[0]["faces"][0]["probabilities"] == pytest.approx(direct, abs=1e-5)
 
-    # pictures are never overwritten silently
+    # pictures are never overwritten silently, and go into a folder
     assert run_main(main, [*argv, "--visualize", str(pictures)], "ran predict") == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert run_main(main, [*argv, "--visualize", str(png)], "ran predict") == 2
+    assert (
+        capsys.readouterr().err
+        == f"ran predict: error: --visualize {png}: a file; expected a folder for the pictures\n"
+    )
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
@@ -535,7 +540,7 @@ def test_compile_gives_the_same_predictions(astronaut):
 def test_tab_separated_lines_escape_tabs_newlines_and_backslashes(model, astronaut, tmp_path, capsys):
     folder = ran.save_pretrained(model, tmp_path / "model")
     face = astronaut[30:230, 150:330]
-    odd = [tmp_path / "a\tb.png", tmp_path / "c\nd.png", tmp_path / "e\\f.png"]
+    odd = [tmp_path / "a\tb.png", tmp_path / "c\nd.png", tmp_path / "e\\f.png", tmp_path / "g\x1b[2Jh.png"]
     for path in odd:
         Image.fromarray(face).save(path, format="PNG")
     missing = tmp_path / "gone\nmissing.png"
@@ -543,7 +548,8 @@ def test_tab_separated_lines_escape_tabs_newlines_and_backslashes(model, astrona
     assert run_main(main, argv, "ran predict") == 1
     captured = capsys.readouterr()
     rows = [line.split("\t") for line in captured.out.splitlines()]
-    assert [len(row) for row in rows] == [5, 5, 5]  # source, face, box, label, region weights
-    escaped = [str(tmp_path) + "/" + name for name in ("a\\tb.png", "c\\nd.png", "e\\\\f.png")]
+    assert [len(row) for row in rows] == [5, 5, 5, 5]  # source, face, box, label, region weights
+    names = ("a\\tb.png", "c\\nd.png", "e\\\\f.png", "g\\x1b[2Jh.png")  # ESC would command the terminal
+    escaped = [str(tmp_path) + "/" + name for name in names]
     assert [row[0] for row in rows] == escaped
     assert f"ran predict: {tmp_path}/gone\\nmissing.png: error: no such file\n" in captured.err

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from ran.constants import RAN_VARIANTS
+from ran.constants import MAX_CLASSES, RAN_VARIANTS
 from ran.errors import UserError
 from ran.helptext import finish_help
+from ran.numbers import integer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ran models", description="List the registered RAN models.")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ran_iresnet*'")
-    parser.add_argument("--num-classes", type=int, default=8, help="classes the parameter count assumes")
+    parser.add_argument(
+        "--num-classes", type=integer(1, MAX_CLASSES), default=8, help="classes the parameter count assumes"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = finish_help(parser).parse_args(argv)
     from ran.models.catalog import describe_models

@@ -118,12 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# other control characters (ESC starts a terminal's colour and cursor commands), as \xNN
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127) if chr(c) not in "\t\n\r"}
 
 
 def tsv_field(text: str) -> str:
     r"""``text`` as one field of a tab-separated line: backslash, tab, newline and carriage return
-    escaped (``\\``, ``\t``, ``\n``, ``\r``), so a file named ``a<TAB>b.jpg`` does not add a column."""
-    return text.translate(_ESCAPES)
+    escaped (``\\``, ``\t``, ``\n``, ``\r``), so a file named ``a<TAB>b.jpg`` does not add a column, and
+    other control characters as ``\xNN``, so a label or file name cannot command the terminal."""
+    return text.translate(_ESCAPES).translate(_CONTROLS)
 
 
 def _summary(result: InputResult) -> list[str]:
@@ -170,6 +173,8 @@ def _report(result: InputResult, as_json: bool, is_video_frame: bool) -> None:
 
 
 def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
+    if folder and Path(folder).exists() and not Path(folder).is_dir():
+        raise NotADirectoryError(f"--visualize {folder}: a file; expected a folder for the pictures")
     if folder and Path(folder).is_dir() and any(Path(folder).iterdir()) and not overwrite:
         raise FileExistsError(
             f"--visualize {folder}: folder is not empty; pass --overwrite or choose another"

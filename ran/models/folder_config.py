@@ -15,13 +15,13 @@ from typing import Any
 
 import timm
 
+from ran.constants import MAX_CLASSES
 from ran.errors import UserError
 from ran.models.ran import GLOBAL_POOLS, RAN_VARIANTS
 from ran.numbers import IMAGE_SIDE, REGION_SIDE
 from ran.regions import REGION_PRESETS, validate_boxes
 from ran.vocabulary import ATTENTION_MODES, INPUT_COLORS
 
-MAX_CLASSES = 100_000
 MAX_REGIONS = 64
 MAX_SIDE = REGION_SIDE.high  # px: region_size, as the commands take it (the paper's regions are 224 px)
 MAX_IMAGE_SIDE = IMAGE_SIDE.high  # px: input_size sides, as the commands take them

@@ -204,6 +204,10 @@ def test_models_command_lists_names_with_params(capsys):
     assert rows["ran_resnet50"]["feature_dim"] == 2048 and rows["ran_resnet18"]["region_size"] == 224
     with pytest.raises(ValueError, match="no registered RAN model matches"):
         main(["vit*"])
+    for classes in ("0", "10000000000"):  # as many as a model folder may have, no more
+        with pytest.raises(SystemExit):
+            main(["--num-classes", classes])
+        assert "expected an integer in [1, 100000]" in capsys.readouterr().err
 
 
 # --- every loading path, Hub paths offline ----------------------------------------------------------
