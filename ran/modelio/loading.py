@@ -55,6 +55,8 @@ def resolve_model_source(name_or_path: str | Path, revision: str | None = None) 
         return ModelSource("folder", str(path))
     if path.exists() and path.suffix.lower() == ".onnx":
         raise NotADirectoryError(f"{path}: an ONNX graph; run it with --runtime onnx")
+    if path.exists() and path.name in (CONFIG_NAME, WEIGHTS_NAME):
+        raise NotADirectoryError(f"{path}: a file of a model folder; pass the folder, {path.parent}")
     if path.exists():
         raise NotADirectoryError(
             f"{path}: a file; expected a model folder (config.json + model.safetensors), a training "

@@ -189,6 +189,11 @@ def test_not_a_folder_or_repo(tmp_path):
     checkpoint.write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match="ran convert"):
         ran.from_pretrained(checkpoint)
+    (tmp_path / "model.safetensors").write_bytes(b"x")  # a file of a folder: the folder is what to give
+    with pytest.raises(
+        NotADirectoryError, match=re.escape(f"a file of a model folder; pass the folder, {tmp_path}")
+    ):
+        ran.from_pretrained(tmp_path / "model.safetensors")
 
 
 # --- `ran models` ---------------------------------------------------------------------------------
