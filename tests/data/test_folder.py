@@ -7,6 +7,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from PIL import Image
 
 from ran.data.format.folder import (
     check_dataset_folder,
@@ -284,6 +285,24 @@ def _empty_shard(shard: Path) -> None:
     pq.write_table(pq.read_table(shard).slice(0, 0), shard)
 
 
+def _set_image(shard: Path, row: int, value: dict | None) -> None:
+    """Row ``row`` of a shard gets ``value`` as its image record (the schema and its metadata kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(shard)
+    images = table.column("image").to_pylist()
+    images[row] = value
+    column = pa.array(images, type=table.schema.field("image").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", column), shard)
+
+
+def _image_by_path(out: Path, other: Path) -> None:
+    """A test row that names a picture in the other folder instead of holding its bytes."""
+    Image.fromarray(np.full((48, 48), 200, dtype=np.uint8)).save(other / "face.png")
+    _set_image(out / "data/test.parquet", 1, {"bytes": None, "path": str(other / "face.png")})
+
+
 def _edit_card(out: Path, old: str, new: str) -> None:
     card = out / "README.md"
     text = card.read_text()
@@ -340,6 +359,10 @@ FAULTS = {
     "long path climbs out": (  # quoted cut short: an error never embeds an unbounded value
         lambda out, other: _edit_card(out, f"path: {OCCLUSION}", "path: ../" + "x" * 5000),
         "xxx...' (split 'test' of config 'occlusion') leaves the folder",
+    ),
+    "image named by path": (
+        _image_by_path,
+        "split 'test', row 1: the image is not embedded in the shard (a 'path' only, or none)",
     ),
     "symlink leads out": (
         lambda out, other: (out / OCCLUSION).unlink() or (out / OCCLUSION).symlink_to(other / OCCLUSION),
@@ -404,3 +427,27 @@ def test_faulty_folder_through_the_command_line(splits, two_class_model, tmp_pat
     assert "Traceback" not in captured.err and lines[-1].startswith(f"ran {command}: error: ")
     assert [line for line in lines if "error" in line.lower()] == lines[-1:] and message in lines[-1]
     assert not result.exists()
+
+
+@pytest.mark.parametrize("image", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_an_image_that_does_not_decode_is_named_in_one_line(splits, two_class_model, tmp_path, capsys, image):
+    """Bytes that are no image, or a cut PNG, stop evaluation with the split and row, not PIL's traceback."""
+    from ran.cli import main as ran_main
+
+    out = write_dataset_folder(splits, tmp_path / "ds")
+    _set_image(out / "data/test.parquet", 2, {"bytes": image, "path": None})
+    args = [
+        "evaluate",
+        "--model",
+        str(two_class_model),
+        "--data",
+        str(out),
+        "--output-dir",
+        str(tmp_path / "r"),
+    ]
+    assert ran_main([*args, "--subsets", "test", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "ran evaluate: error: split test, row 2: its image cannot be decoded ("
+    )
+    assert not (tmp_path / "r").exists()

@@ -52,11 +52,15 @@ class FaceImages(Dataset):
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """The rows ``indices`` read and decoded in one call; a list of items for ``collate_faces``."""
         indices = [int(i) for i in indices]
-        rows = self._columns[indices]
+        try:
+            rows = self._columns[indices]
+            images = [self.transform.prepare(image) for image in rows["image"]]
+        except OSError as err:  # PIL's: bytes that are no image, a truncated one
+            raise UserError(self._undecodable(indices, err)) from None
         items = []
         for position, index in enumerate(indices):
             item = {
-                "image": self.transform.prepare(rows["image"][position]),
+                "image": images[position],
                 "label": self._label(rows["label"][position], index),
                 "id": index,
             }
@@ -64,6 +68,17 @@ class FaceImages(Dataset):
                 item["soft_label"] = self._soft_label(rows, position, index)
             items.append(item)
         return items
+
+    def _undecodable(self, indices: list[int], err: OSError) -> str:
+        """One line naming the first row of ``indices`` whose image does not decode (the batch decodes as
+        a whole); ``err`` as it was where no single row fails (not an image's fault, then)."""
+        for index in indices:
+            try:
+                self.transform.prepare(self._columns[index]["image"])
+            except OSError as row_err:
+                reason = "not an image format PIL reads" if "cannot identify" in str(row_err) else row_err
+                return f"split {self.split.split or '?'}, row {index}: its image cannot be decoded ({reason})"
+        raise err
 
     def _label(self, label: int | None, index: int) -> int:
         """A class index; an unlabelled row (-1) reaching a batch is a caller's slip, refused, not

@@ -202,7 +202,7 @@ def _load_folder(
         cache = Path(cache_dir) if cache_dir is not None else _folder_cache_dir(local)
         fresh = cache_dir is None and not cache.exists()
         try:
-            return datasets.DatasetDict(_load_local(local, cache))
+            return _embedded_images(datasets.DatasetDict(_load_local(local, cache)), str(local))
         except BaseException:
             if fresh:  # a failed first read (a damaged shard) leaves no half-built cache of its own
                 shutil.rmtree(cache, ignore_errors=True)
@@ -219,7 +219,30 @@ def _load_folder(
         kwargs["cache_dir"] = str(cache_dir)
     for name in config_names:
         _add_config(result, name, datasets.load_dataset(target, name, **kwargs))
-    return datasets.DatasetDict(result)
+    return _embedded_images(datasets.DatasetDict(result), target)
+
+
+def _embedded_images(splits: datasets.DatasetDict, where: str) -> datasets.DatasetDict:
+    """Every row's image is embedded bytes, as ``ran data`` writes them: for a row without bytes,
+    ``datasets`` would open the file its ``path`` names (anywhere on this machine, chosen by whoever wrote
+    the shard), and a row without an image would fail in the middle of a run. Only the columns' validity
+    is read, not the images."""
+    import pyarrow.compute as pc
+
+    for name, split in splits.items():
+        if "image" not in split.column_names:
+            continue
+        start = 0
+        for chunk in split.data.column("image").chunks:
+            missing = pc.is_null(pc.struct_field(chunk, "bytes"))
+            if pc.any(missing).as_py():
+                row = start + pc.index(missing, True).as_py()
+                raise UserError(
+                    f"{where}: split {name!r}, row {row}: the image is not embedded in the shard (a 'path' "
+                    "only, or none); a 'ran data' folder holds every image's bytes"
+                )
+            start += len(chunk)
+    return splits
 
 
 def load_split_shards(
