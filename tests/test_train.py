@@ -586,6 +586,30 @@ def real_checkpoint(tiny_data, tmp_path_factory) -> Path:
     return out / "checkpoints" / "step_0000001"
 
 
+def test_a_resumed_run_continues_in_its_own_folder_and_reads_no_file_its_config_names(
+    real_checkpoint, tmp_path
+):
+    """A run's config.yaml is data from that folder: a copied run (or one whose config was edited to
+    name another folder and a backbone file) resumes into the folder its checkpoint is in, and reads no
+    backbone file (the checkpoint holds the backbone)."""
+    import yaml
+
+    copy = Path(shutil.copytree(real_checkpoint.parent.parent, tmp_path / "copy"))
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    assert (
+        Path(saved["run"]["output_dir"]) == real_checkpoint.parent.parent
+    )  # where the run was first written
+    saved["run"]["output_dir"] = str(tmp_path / "someone-elses-folder")
+    saved["model"]["backbone_file"] = str(tmp_path / "not-a-backbone.pth")
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved))
+    config = resolve_config(["--resume", str(copy / "checkpoints" / real_checkpoint.name), "--no-progress"])
+    assert config.run.output_dir == str(copy) and config.model.backbone_file is None
+    given = resolve_config(
+        ["--resume", str(copy / "checkpoints" / real_checkpoint.name), "--output-dir", "x"]
+    )
+    assert given.run.output_dir == "x"  # a flag given still decides
+
+
 # what accelerate's load_state would unpickle, planted beside a real checkpoint
 ATTACKER_FILES = ("custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl")
 
