@@ -28,7 +28,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
     try:
         obj = load_state_dict(str(path), use_ema=False, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+    # torch's reader of the legacy format meets text and other non-checkpoints with any of the last four
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        IndexError,
+        KeyError,
+        ValueError,
+        UnicodeError,
+    ) as err:
         refused = err if isinstance(err, pickle.UnpicklingError) else err.__cause__  # timm wraps it
         if isinstance(refused, pickle.UnpicklingError):
             found = re.search(r"GLOBAL ([\w.]+)", str(refused))

@@ -9,6 +9,7 @@ source state dict (torchvision ResNet + plain Linear layers), not through the co
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from types import SimpleNamespace
 
@@ -209,6 +210,16 @@ def test_pickled_code_is_refused(tmp_path):
         "weights_only" not in message and "trusted source" not in message
     )  # never advise turning safety off
     assert "torchvision.models.resnet.ResNet" in message and len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", [b"hello", b"root:x:0:0:root:/root:/bin/bash\n" * 3])
+def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, text):
+    """Text or noise named .pth: torch's legacy reader fails in many ways (IndexError, KeyError...)."""
+    src = tmp_path / "weights.pth"
+    src.write_bytes(text)
+    with pytest.raises(ValueError, match=f"{re.escape(str(src))}: not a readable PyTorch checkpoint") as info:
+        convert(src, tmp_path / "out")
+    assert len(str(info.value).splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_existing_destination_is_kept(tmp_path):
