@@ -297,13 +297,16 @@ def test_predictions_file_holds_what_the_model_says_face_by_face(tiny_data, spli
     # results replaced by a run of one subset: the predictions file follows them
     assert ran_main([*args, "--no-progress", "--overwrite", "--subsets", "pose45"]) == 0
     assert set(pq.read_table(out / "predictions.parquet").column("subset").to_pylist()) == {"pose45"}
+    pictures = {p.name for p in out.glob("*.png")}  # and so do the pictures: none of another subset
+    assert pictures == {"attention.png", "confusion_pose45.png", "reliability_pose45.png"}
     # results written without predictions never sit beside the predictions of another run
     from ran.evaluation import write_results
 
     write_results(json.loads((out / "results.json").read_text()), out, overwrite=True)
     assert not (out / "predictions.parquet").exists()
-    assert ran_main([*args, "--resamples", "10"]) == 2
-    assert "resamples: expected an integer >= 100, got 10" in capsys.readouterr().err
+    for resamples in ("10", "100001"):
+        assert ran_main([*args, "--resamples", resamples]) == 2
+        assert f"resamples: expected an integer in [100, 100000], got {resamples}" in capsys.readouterr().err
 
 
 def test_interval_contains_the_accuracy_and_is_seeded(splits):

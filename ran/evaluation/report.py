@@ -262,6 +262,9 @@ def check_results_folder(out: str | Path, *, overwrite: bool, subsets: Iterable[
     check_overwrite_files(out, names, overwrite=overwrite, kind=EVALUATION, recognise=is_results_folder)
 
 
+RESULT_PICTURES = ("confusion_*.png", "reliability_*.png", "attention.png")  # what _plot_all writes
+
+
 def write_results(
     results: Mapping[str, Mapping[str, Any]],
     out: str | Path,
@@ -274,8 +277,8 @@ def write_results(
     ``samples``) predictions.parquet into ``out``: staged, then moved into place together, under the
     folder's lock. Existing results are replaced only with ``overwrite`` (:func:`check_results_folder`).
 
-    A predictions.parquet of an earlier run that these results replace is removed, so that the folder
-    never pairs results with the faces of another run.
+    A predictions.parquet or a picture of an earlier run that these results replace is removed, so that
+    the folder never pairs results with the faces or pictures of another run.
     """
     out = Path(out).expanduser().absolute()
     with output_lock(out, "ran evaluate", inside=True):
@@ -291,6 +294,8 @@ def write_results(
             written = sorted(p.name for p in staging.iterdir())
         if samples is None:
             (out / PREDICTIONS).unlink(missing_ok=True)
+        for earlier in (p for pattern in RESULT_PICTURES for p in out.glob(pattern) if p.name not in written):
+            earlier.unlink(missing_ok=True)  # an earlier run's picture of a subset these results lack
     return [out / name for name in written]
 
 

@@ -22,7 +22,8 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 LEVEL = 0.95
 MIN_RESAMPLES = 100
-RESAMPLES = integer(MIN_RESAMPLES)  # the range of --resamples
+MAX_RESAMPLES = 100_000  # 50x the default: intervals settle long before, and the time grows with it
+RESAMPLES = integer(MIN_RESAMPLES, MAX_RESAMPLES)  # the range of --resamples
 CALIBRATION_BINS = 15
 _CHUNK_ELEMENTS = 1 << 22  # resample counts held in memory at once (32 MiB of int64)
 
