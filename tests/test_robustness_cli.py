@@ -214,3 +214,8 @@ def test_data_perturb_writes_the_faces_perturb_makes(lab):
     other = ["data", "perturb", "--data", str(lab["data"]), "--out", str(lab["root"] / "fog")]
     assert ran_main([*other, "--perturbations", "fog"]) == 2
     assert not (lab["root"] / "fog").exists()
+    # the perturbed copy never replaces the dataset it is made from, --overwrite or not
+    before = sorted(p.name for p in Path(lab["data"]).rglob("*"))
+    onto = ["data", "perturb", "--data", str(lab["data"]), "--out", str(lab["data"]), "--overwrite"]
+    assert ran_main([*onto, "--perturbations", "hand:noise", "--severities", "2"]) == 2
+    assert sorted(p.name for p in Path(lab["data"]).rglob("*")) == before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ran.errors import UserError
 from ran.helptext import finish_help
 from ran.labels import FERPLUS_LABEL_MODES
 from ran.numbers import IMAGE_SIDE, SEED, integer
@@ -87,6 +88,9 @@ def _perturb(args: argparse.Namespace) -> int:
     from ran.data.sources.perturbed import write_perturbed
     from ran.robustness import PERTURBATIONS
 
+    given = Path(str(args.data)).expanduser()
+    if given.exists() and given.resolve() == Path(args.out).expanduser().resolve():
+        raise UserError(f"--out {args.out}: the dataset read (--data); write the perturbed copy elsewhere")
     _check_out(args)
     counts = write_perturbed(
         args.out,
