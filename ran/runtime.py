@@ -213,6 +213,8 @@ def _interpolation(meta: dict[str, str], path: Path) -> str:
 def _check_labels(labels: Any, path: Path) -> None:
     if not isinstance(labels, list) or not labels or not all(isinstance(n, str) for n in labels):
         raise UserError(f"{path}: the ONNX metadata 'label_names' must be a non-empty list of names")
+    if len(set(labels)) != len(labels):  # a probability table keyed by name would merge two classes
+        raise UserError(f"{path}: the ONNX metadata 'label_names' names a class twice")
 
 
 def _check_boxes(boxes: Any, path: Path) -> None:

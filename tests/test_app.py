@@ -231,7 +231,9 @@ def test_page_in_a_real_browser_corrupt_upload_then_photos(server, model_folder,
 # --- messages in the page for models and options, without a browser ------------------------------------
 
 
-def test_offered_models_that_fail_to_load_are_messages_and_the_app_goes_on(model_folder, photos, tmp_path):
+def test_offered_models_that_fail_to_load_are_messages_and_the_app_goes_on(
+    model_folder, photos, tmp_path, monkeypatch
+):
     from ran.app.handlers import PageHandlers
 
     broken = tmp_path / "broken"
@@ -239,7 +241,8 @@ def test_offered_models_that_fail_to_load_are_messages_and_the_app_goes_on(model
     (broken / "model.safetensors").write_bytes(b"truncated")
     offered = [str(model_folder), "no-such-org/no-such-model", str(broken)]
     handlers = PageHandlers(AppPredictor(offered, device="cpu"), str(model_folder), "mtcnn", "model")
-    upload = {"path": str(photos["faces"]), "orig_name": photos["faces"].name}
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the app reads photos from its upload cache only
+    upload = {"path": shutil.copy(photos["faces"], tmp_path), "orig_name": photos["faces"].name}
     cases = [
         ("no-such-org/no-such-model", "model", "no-such-org/no-such-model"),
         (str(broken), "model", "unreadable safetensors"),

@@ -86,7 +86,7 @@ def test_int8_graph_keeps_the_metadata_and_quantizes_only_after_the_cut(exported
 
 def test_residual_blocks_run_in_int8_and_the_attention_head_in_float(exported, model_dir):
     """Each residual block's sum is an int8 addition with its ReLU folded in: no addition or ReLU turns int8
-    values into float and back. The attention head's additions, after its float matrix products, stay float."""
+    values into float and back. The attention head's additions, after its float products, stay float."""
     from timm.models.resnet import BasicBlock, Bottleneck
 
     from ran.modelio.loading import load_model

@@ -161,18 +161,20 @@ def test_a_graph_without_region_weights_is_refused(setup, tmp_path, capsys):
     assert "exported with --no-weights" in capsys.readouterr().err
 
 
-def test_the_app_serves_an_onnx_model_with_torch_answers(setup):
+def test_the_app_serves_an_onnx_model_with_torch_answers(setup, tmp_path, monkeypatch):
     """``ran app --runtime onnx``: the page's analysis of a photo (MTCNN, the model's regions) gives the
     probabilities the PyTorch model gives."""
     pytest.importorskip("gradio")
     skimage = pytest.importorskip("skimage")
+    import shutil
     from pathlib import Path
 
     from ran.app.handlers import PageHandlers
     from ran.app.predictor import AppPredictor
 
     _, model_dir, fp32, _, _ = setup
-    photo = Path(skimage.__file__).parent / "data" / "astronaut.png"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the app reads photos from its upload cache only
+    photo = Path(shutil.copy(Path(skimage.__file__).parent / "data" / "astronaut.png", tmp_path))
     upload = {"path": str(photo), "orig_name": photo.name}
     answers = []
     for model, runtime in ((model_dir, "torch"), (fp32, "onnx")):

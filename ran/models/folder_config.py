@@ -339,7 +339,22 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
     args = (_plain_model_args if plain else check_model_args)(config.get("model_args", {}), where)
     check_pretrained_cfg(config.get("pretrained_cfg"), where, args.get("in_chans", 3))
     _maybe(_texts)(where, "label_names", config.get("label_names"))
+    for key, names in (
+        ("label_names", config.get("label_names")),
+        ("pretrained_cfg['label_names']", config["pretrained_cfg"].get("label_names")),
+    ):
+        _check_label_count(where, key, names, config["num_classes"])
     return config
+
+
+def _check_label_count(where: str, key: str, names: list[str] | None, num_classes: int) -> None:
+    """One distinct name per class: names read beside the logits label each face, and a probability
+    table keyed by name would merge two classes of one name."""
+    if names is not None and (len(names) != num_classes or len(set(names)) != len(names)):
+        raise UserError(
+            f"{where}: {key} holds {len(names)} names, {len(set(names))} distinct; expected "
+            f"{num_classes} distinct names, one per class (num_classes)"
+        )
 
 
 __all__ = [

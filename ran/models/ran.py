@@ -654,7 +654,9 @@ def _check_folder_cfg(variant: str, kwargs: dict[str, Any]) -> None:
             for k, v in raw.items()
             if k not in _SOURCE_FIELDS[source]
         }
+        labels = cfg.pop("label_names", None)  # timm moved the top-level names here: back where they were
         config = {"architecture": variant, "num_classes": cfg.pop("num_classes", None), "pretrained_cfg": cfg}
+        config.update({"label_names": labels} if labels is not None else {})
         check_config({**config, "model_args": args or {}}, where)
     elif args:
         check_model_args(args, f"{variant}/config.json")

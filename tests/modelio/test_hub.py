@@ -167,6 +167,7 @@ def test_shape_mismatch(saved, tmp_path):
     folder = _copy(saved, tmp_path)
     config = json.loads((folder / "config.json").read_text())
     config["num_classes"] = 7
+    config.pop("label_names"), config["pretrained_cfg"].pop("label_names")  # 7 classes, no 8 names
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"do not fit.*fc\.weight"):
         ran.from_pretrained(folder)

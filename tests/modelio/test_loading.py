@@ -260,6 +260,14 @@ def _classes(count: int):
         ),
         (_set_cfg(std=[1.0, 1.0]), r"pretrained_cfg\['std'\] = \[1\.0, 1\.0\]; expected a list of 3\.\.3"),
         (_set_cfg(mean=[0.0, float("nan"), 0.0]), r"pretrained_cfg\['mean'\]\[1\] = nan"),
+        (
+            lambda config: config.update(label_names=["a"] * 8),
+            r"label_names holds 8 names, 1 distinct; expected 8 distinct names, one per class",
+        ),
+        (
+            lambda config: config.update(label_names=["a", "b"]),
+            r"label_names holds 2 names, 2 distinct; expected 8 distinct names",
+        ),
     ],
     ids=[
         "num_classes-3e7",
@@ -270,6 +278,8 @@ def _classes(count: int):
         "std-0",
         "std-2",
         "mean-nan",
+        "labels-same",
+        "labels-few",
     ],
 )
 def test_sizes_are_checked_before_anything_is_built(
