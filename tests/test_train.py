@@ -868,3 +868,25 @@ def test_yaml_alias_bombs_are_refused_in_a_config_and_in_a_saved_run(tiny_data, 
     err = capsys.readouterr().err
     assert len(err.replace(str(tmp_path), "")) < 300 and err.count("\n") == 1
     assert "aliases (*name) are not accepted" in err
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("best_accuracy", float("nan")),
+        ("best_accuracy", 1.5),
+        ("epoch", -5),
+        ("global_step", -1),
+        ("num_processes", 0),
+        ("epoch_sums", [0.0, float("inf"), 0.0, 0.0]),
+    ],
+)
+def test_a_progress_record_with_impossible_values_is_corrupt(key, value):
+    """Values of the right type that no run writes (a NaN best accuracy, a negative epoch) are a corrupt
+    file, not a run that trains 'epoch 0/2' or reports 'best nan'."""
+    from ran.modelio.checkpoints import Progress
+
+    good = Progress(epoch=2, global_step=10, best_accuracy=0.5, best_epoch=1).to_json()
+    assert Progress.from_json(good, "progress.json").best_accuracy == 0.5
+    with pytest.raises(ValueError, match=rf"progress.json: corrupt \('{key}'"):
+        Progress.from_json({**good, key: value}, "progress.json")

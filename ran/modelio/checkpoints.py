@@ -77,9 +77,18 @@ class Progress:
         for key, kind in expected.items():
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
                 raise UserError(f"{where}: corrupt ({key!r} missing or of the wrong type)")
+        for key in ("epoch", "batches_done", "global_step", "epoch_seen"):
+            if data[key] < 0:
+                raise UserError(f"{where}: corrupt ({key!r} = {data[key]}; expected a count >= 0)")
+        if data["num_processes"] < 1:
+            raise UserError(f"{where}: corrupt ('num_processes' = {data['num_processes']}; expected >= 1)")
+        if not (data["best_accuracy"] == -1 or 0 <= data["best_accuracy"] <= 1):  # NaN fails both
+            raise UserError(
+                f"{where}: corrupt ('best_accuracy' = {data['best_accuracy']}; expected 0..1, or -1)"
+            )
         sums = data["epoch_sums"]
-        if len(sums) != 4 or not all(isinstance(v, (int, float)) for v in sums):
-            raise UserError(f"{where}: corrupt ('epoch_sums' must be 4 numbers)")
+        if len(sums) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in sums):
+            raise UserError(f"{where}: corrupt ('epoch_sums' must be 4 finite numbers)")
         if data.get("best_epoch") is not None and not isinstance(data["best_epoch"], int):
             raise UserError(f"{where}: corrupt ('best_epoch' must be an integer or null)")
         return cls(**{k: data.get(k) for k in (*expected, "best_epoch")})
