@@ -394,13 +394,10 @@ def load_yaml_config(path: str | Path, base: TrainConfig | None = None) -> Train
 
 
 def saved_run_config(checkpoint: str | Path) -> TrainConfig | None:
-    """The config.yaml of the run a checkpoint folder (``OUT/checkpoints/<name>``) belongs to, if any.
-
-    It is data from that folder: the run continues in the folder the checkpoint is in (``OUT``; a copied
-    run writes into the copy, not where its config says it was first written), and no file it names is
-    read (``backbone_file``: the checkpoint already holds the backbone)."""
-    run = Path(checkpoint).expanduser().parent.parent
-    saved = run / RUN_CONFIG_FILE
+    """The config.yaml of the run a checkpoint folder (``OUT/checkpoints/<name>``) belongs to, if any: data,
+    so the run continues in OUT (a copied run in the copy, wherever its config says it began) and reads no
+    file the config names (``backbone_file``: the checkpoint holds the backbone)."""
+    saved = (run := Path(checkpoint).expanduser().parent.parent) / RUN_CONFIG_FILE
     if not saved.is_file():
         return None
     data = read_yaml(saved, "run config") or {}
@@ -408,8 +405,7 @@ def saved_run_config(checkpoint: str | Path) -> TrainConfig | None:
         data.pop("launch", None)
     config = config_from_mapping(data, str(saved))
     config.run.resume = config.run.stop_after_steps = None
-    config.run.output_dir = str(run)
-    config.model.backbone_file = None
+    config.run.output_dir, config.model.backbone_file = str(run), None
     return config
 
 

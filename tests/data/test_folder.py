@@ -360,6 +360,10 @@ FAULTS = {
         lambda out, other: _edit_card(out, f"path: {OCCLUSION}", "path: ../" + "x" * 5000),
         "xxx...' (split 'test' of config 'occlusion') leaves the folder",
     ),
+    "split name climbs out": (  # names become keys and file names (confusion_<name>.png)
+        lambda out, other: _edit_card(out, "split: test", "split: ../evil"),
+        "README.md: split name '../evil': expected letters, digits and '_'",
+    ),
     "image named by path": (
         _image_by_path,
         "split 'test', row 1: the image is not embedded in the shard (a 'path' only, or none)",

@@ -58,6 +58,9 @@ def read_card_configs(folder: str | Path) -> list[dict[str, Any]]:
     return configs
 
 
+_NAME = re.compile(r"\w+(\.\w+)*")
+
+
 def _name(card: Path, value: Any, what: str) -> str:
     """A config or split name from the card: a short string (an error never quotes a long one)."""
     if not isinstance(value, str) or not 0 < len(value) <= _MAX_NAME:
@@ -67,6 +70,10 @@ def _name(card: Path, value: Any, what: str) -> str:
             else f"a YAML {type(value).__name__}"
         )
         raise UserError(f"{card}: a {what} is {kind}, expected a name of 1..{_MAX_NAME} characters")
+    if not _NAME.fullmatch(value):  # datasets' rule for split names; names become file names too
+        raise UserError(
+            f"{card}: {what} {_short(value)!r}: expected letters, digits and '_' (parts joined by '.')"
+        )
     return value
 
 

@@ -117,6 +117,14 @@ def reading_shards(files: Sequence[Path], read: Callable[..., T], *args: Any, **
         return read(*args, **kwargs)
     except Exception as err:  # datasets and pyarrow raise their own types for a damaged file
         culprit = find_damaged_shard(files)
-        if culprit is None:
-            raise
-        raise culprit from err
+        if culprit is not None:
+            raise culprit from err
+        from datasets.exceptions import DatasetGenerationError
+
+        if isinstance(err, DatasetGenerationError) and files:  # each shard reads, but not with the others
+            cause = err.__cause__ or err
+            raise UserError(
+                f"{Path(files[0]).parent.parent}: its shards do not read as one dataset "
+                f"({one_line(cause, 200)}); rebuild the folder with 'ran data'"
+            ) from err
+        raise
