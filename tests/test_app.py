@@ -364,10 +364,15 @@ def test_only_photos_in_the_upload_cache_are_read(served, model_folder, photos):
     naming the visitor's own upload is answered."""
     app, url = served
     uploaded = Path(_upload_over_http(url, photos["faces"])["path"])
-    link, fifo = uploaded.parent / "link.jpg", uploaded.parent / "fifo.jpg"
+    link, fifo = (
+        uploaded.parent / f"{kind}-{os.getpid()}-{time.monotonic_ns()}.jpg" for kind in ("link", "fifo")
+    )
+    for odd in ({"path": f"{uploaded}\x00.png"},):  # (gradio itself refuses records that are no FileData)
+        reply = json.dumps(_call_event(url, app, "api_predict", [odd]))
+        assert "no image file was received" in reply, reply
+    outside = os.path.join(uploaded.parent, os.path.relpath(photos["faces"], uploaded.parent))
     link.symlink_to(photos["faces"])
     os.mkfifo(fifo)
-    outside = os.path.join(uploaded.parent, os.path.relpath(photos["faces"], uploaded.parent))
     try:
         for path in (str(photos["faces"]), str(link), str(fifo), outside, str(uploaded.parent)):
             for fn_name, options in (

@@ -35,7 +35,7 @@ def uploaded_file(payload: Any) -> tuple[str, str]:
     gradio's (``meta``), so any other path is refused here. Only a regular file inside gradio's upload
     cache is read (after links and ``..`` are resolved): an upload, a webcam snapshot or an example."""
     path = payload.get("path") if isinstance(payload, dict) else None
-    if not path or not isinstance(path, str):
+    if not path or not isinstance(path, str) or "\x00" in path:
         raise OptionError("photo: no image file was received; upload the photo again")
     real = Path(os.path.realpath(path))
     cache = Path(os.path.realpath(gr.utils.get_upload_folder()))
