@@ -8,7 +8,9 @@ where it is a real value, and :func:`finish_help` gives a parser (and its sub-co
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+import types
+from typing import Any, NoReturn
 
 from ran.errors import DEBUG_FLAG
 
@@ -47,10 +49,19 @@ class _DebugFlag(argparse.Action):
         pass
 
 
+def one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """A flag error as one line naming the flag and what was expected, and where the flags are listed,
+    exit 2: argparse's usage block before it is a screen long for ``ran train`` and hides the line."""
+    sys.stderr.write(f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+    sys.exit(2)
+
+
 def finish_help(parser: Any) -> Any:
-    """Give ``parser`` (and its sub-commands' parsers) the one help style and ``--debug``; an ``--no-X``
-    switch that ``HfArgumentParser`` adds for a boolean ``--X`` gets its own help line. Returns ``parser``."""
+    """Give ``parser`` (and its sub-commands' parsers) the one help style, the one-line flag error and
+    ``--debug``; an ``--no-X`` switch that ``HfArgumentParser`` adds for a boolean ``--X`` gets its own
+    help line. Returns ``parser``."""
     parser.formatter_class = HelpFormatter
+    parser.error = types.MethodType(one_line_error, parser)
     if not any(DEBUG_FLAG in action.option_strings for action in parser._actions):
         parser.add_argument(DEBUG_FLAG, action=_DebugFlag, help="on any error, show its full traceback")
     by_dest = {a.dest: a for a in parser._actions if a.option_strings and a.nargs != 0}

@@ -103,10 +103,22 @@ def test_bad_numbers_are_refused_before_anything_is_written(
     argv = line.format(out=out, data=data, model=model_folder, photo=photos[0]).split()
     with pytest.raises(SystemExit) as info:
         ran_main(argv)
-    last = capsys.readouterr().err.strip().splitlines()[-1]
+    [line] = capsys.readouterr().err.strip().splitlines()  # one line: no usage block before it
     assert info.value.code == 2
-    assert re.match(rf"ran {argv[0]}( \w+)?: error: argument {flag}\b", last) and expected in last, last
+    assert re.match(rf"ran {argv[0]}( \w+)?: error: argument {flag}\b", line) and expected in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "predict", "app", "robustness", "models"])
+def test_an_unknown_flag_is_one_line_naming_it(command, tmp_path, capsys):
+    """HfArgumentParser raised a ValueError traceback for ``ran demo --bogus``; argparse printed a usage
+    block a screen long before the line that matters."""
+    with pytest.raises(SystemExit) as info:
+        ran_main([*command.split(), "--output-dir", str(tmp_path / "out"), "--bogus", "7"])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and f"ran {command}: error:" in line
+    assert "--bogus" in line and f"ran {command} --help" in line, line
+    assert not (tmp_path / "out").exists()
 
 
 # --- faults ----------------------------------------------------------------------------------------------

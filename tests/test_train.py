@@ -763,7 +763,7 @@ def test_bad_numbers_are_refused_before_anything_is_written(tiny_data, tmp_path,
         ran_main(["train", "--data", str(tiny_data), "--output-dir", str(fresh), *TINY, "--lr", "inf"])
     assert info.value.code == 2 and not fresh.exists()
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "ran train: error: argument --lr: expected a finite number > 0, got 'inf'"
+        "ran train: error: argument --lr: expected a finite number > 0, got 'inf' (see ran train --help)"
     )
     # from a YAML file: one line naming the file and the key
     recipe = tmp_path / "recipe.yaml"

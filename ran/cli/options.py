@@ -29,10 +29,16 @@ def options_parser(dataclass_types: Sequence[type], prog: str, description: str)
 def parse_options(
     dataclass_type: type | Sequence[type], argv: list[str] | None, prog: str, description: str
 ) -> tuple[Any, ...]:
-    """Parse ``argv`` into one instance per dataclass; unknown flags exit with argparse's usage error."""
+    """Parse ``argv`` into one instance per dataclass; unknown flags are the parser's one-line error
+    (``HfArgumentParser`` would raise a ValueError for them)."""
     types = [dataclass_type] if isinstance(dataclass_type, type) else list(dataclass_type)
     parser = options_parser(types, prog, description)
-    return tuple(parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
+    *options, unknown = parser.parse_args_into_dataclasses(
+        args=argv, look_for_args_file=False, return_remaining_strings=True
+    )
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return tuple(options)
 
 
 def require_model(model: str | None, flag: str = "--model") -> str:
