@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,7 +28,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     from timm.models import load_state_dict
 
     try:
-        obj = load_state_dict(str(path), use_ema=False, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle not written by torch.save; the file
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)  # loads or is refused
+            obj = load_state_dict(str(path), use_ema=False, weights_only=True)
     # torch's reader of the legacy format meets text and other non-checkpoints with any of the last four
     except (
         RuntimeError,

@@ -9,8 +9,11 @@ source state dict (torchvision ResNet + plain Linear layers), not through the co
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
 from collections import OrderedDict
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -210,6 +213,29 @@ def test_pickled_code_is_refused(tmp_path):
         "weights_only" not in message and "trusted source" not in message
     )  # never advise turning safety off
     assert "torchvision.models.resnet.ResNet" in message and len(message.splitlines()) == 1
+
+
+class _Payload:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_plain_pickle_is_refused_in_one_line_without_running_it(tmp_path, capsys):
+    """A pickle that torch.save did not write (Python's own pickle, protocol 4) made torch print a two-line
+    warning about its protocol before the refusal."""
+    from ran.cli import run_main
+
+    src, marker = tmp_path / "weights.pth", tmp_path / "ran-the-payload"
+    src.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}, protocol=4))
+    assert run_main(main, [str(src), str(tmp_path / "out")], prog="ran convert") == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"ran convert: error: {src}: refused to load: the file needs pickled"), line
+    assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("text", [b"hello", b"root:x:0:0:root:/root:/bin/bash\n" * 3])
