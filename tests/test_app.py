@@ -294,16 +294,17 @@ HUB_IDS = ("no-such-org/no-such-model", "ran-fer/private-model", "ran_resnet18")
 SECOND_VISITOR_BOUND_S = 3.0
 
 
-def _call_event(url: str, app, fn_name: str, data: list) -> dict:
+def _call_event(url: str, app, fn_name: str, data: list, address: str = "127.0.0.1") -> dict:
     """Call an event of the app as the page does, over plain HTTP (POST queue/join, then read the
-    queue/data stream until the event's reply); the reply's ``output``."""
+    queue/data stream until the event's reply), from the loopback ``address``; the reply's ``output``."""
     import uuid
 
     import httpx
 
     [index] = [i for i, fn in app.fns.items() if getattr(fn.fn, "__name__", "") == fn_name]
     session = uuid.uuid4().hex
-    with httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=120) as http:
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=120, transport=transport) as http:
         body = {"data": data, "fn_index": index, "session_hash": session, "event_data": None}
         http.post("/queue/join", json=body).raise_for_status()
         with http.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
@@ -562,6 +563,75 @@ def test_second_visitor_is_answered_within_the_bound_while_a_crowded_photo_is_se
     print(f"\nsecond visitor: {waited:.2f} s while a 100-face photo was served")
 
 
+def test_one_address_is_served_at_most_per_visitor_requests_at_once(model_folder, photos, monkeypatch):
+    """Four crowded photos from one address took every place and held another visitor for 31 s: a
+    visitor's requests beyond ``per_visitor`` are answered at once, other addresses are served meanwhile,
+    and the visitor is served again once its earlier request is done."""
+    import threading
+
+    from ran.app import build_app
+    from ran.app.limits import AppLimits
+
+    started, release, calls = threading.Event(), threading.Event(), []
+    original = AppPredictor._predict_file
+
+    def first_waits(self, *args, **kwargs):  # the first request holds its place until released
+        calls.append(args[1])
+        if len(calls) == 1:
+            started.set()
+            release.wait(60)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AppPredictor, "_predict_file", first_waits)
+    app = build_app(str(model_folder), device="cpu", limits=AppLimits(per_visitor=1))
+    try:
+        url = _serve(app)
+        upload = _upload_over_http(url, photos["faces"])
+        first: list[dict] = []
+        held = threading.Thread(target=lambda: first.append(_call_event(url, app, "api_predict", [upload])))
+        held.start()
+        assert started.wait(60)
+        busy = json.dumps(_call_event(url, app, "api_predict", [upload]))
+        page = _call_event(url, app, "analyse", [upload, str(model_folder), "mtcnn", "model", None])
+        other = _call_event(url, app, "api_predict", [upload], address="127.0.0.2")["data"][0]
+        release.set()
+        held.join(60)
+        again = _call_event(url, app, "api_predict", [upload])["data"][0]
+    finally:
+        release.set()
+        app.close()
+    assert "still being analysed (1 at a time from one address)" in busy and '"box"' not in busy, busy
+    assert "still being analysed" in page["data"][0], page
+    assert len(other["faces"]) == 2 and len(first[0]["data"][0]["faces"]) == 2 and len(again["faces"]) == 2
+    assert len(calls) == 3  # the refused requests read no photo
+
+
+def test_behind_a_proxy_the_visitor_is_the_address_the_proxy_appended():
+    """Every connection to a Space comes from its proxy; the proxy appends the visitor's address to
+    X-Forwarded-For, after whatever the visitor wrote there itself."""
+    from ran.app.handlers import visitor_address
+
+    spoofed = gr.Request(headers={"X-Forwarded-For": "6.6.6.6, 9.9.9.9"}, client={"host": "10.0.0.1"})
+    plain = gr.Request(headers={"user-agent": "x"}, client={"host": "10.0.0.1"})
+    assert visitor_address(spoofed, behind_proxy=True) == "9.9.9.9"
+    assert visitor_address(spoofed) == visitor_address(plain, behind_proxy=True) == "10.0.0.1"
+    assert visitor_address(None, behind_proxy=True) is None
+
+
+def test_visitors_are_counted_per_address_and_released_on_errors():
+    from ran.app.limits import Visitors
+
+    visitors = Visitors(2)
+    with visitors.admit("a") as one, visitors.admit("a") as two, visitors.admit("a") as three:
+        with visitors.admit("b") as other, visitors.admit(None) as direct:
+            assert (one, two, three, other, direct) == (True, True, False, True, True)
+    with pytest.raises(RuntimeError), visitors.admit("a"), visitors.admit("a"):
+        raise RuntimeError("the request failed")
+    with visitors.admit("a") as one, visitors.admit("a") as two:
+        assert one and two  # both places came back after the failure
+    assert visitors._serving == {}
+
+
 def test_the_queue_and_the_upload_cache_are_bounded(model_folder, tmp_path):
     from ran.app import build_app
     from ran.app.limits import AppLimits
@@ -656,6 +726,7 @@ def test_cli_refuses_bounds_out_of_range_and_choices_that_do_not_load(model_fold
         (["--max-faces", "0"], "argument --max-faces: expected an integer in [1, 1000000000000], got '0'"),
         (["--max-seconds", "nan"], "argument --max-seconds: expected a number in (0, 1000000000000], got"),
         (["--max-pixels", "1000000000000000"], "argument --max-pixels: expected an integer in [1, 10000"),
+        (["--per-visitor", "0"], "argument --per-visitor: expected an integer in [1, 1000000000000], got"),
         *(
             (
                 [f"--max-file-size={size}"],

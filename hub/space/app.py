@@ -7,7 +7,9 @@ Environment variables (Space settings -> Variables):
     RAN_DEVICE   cpu, cuda, ... (default: cuda when the Space has a GPU)
 
 Visitors can use only these models, and each request is bounded (``ran.app.limits.AppLimits``'s
-defaults): the Space is served with ``build_app``'s safe defaults. A model that does not load does not stop
+defaults): the Space is served with ``build_app``'s safe defaults. Every connection to a Space comes from
+its proxy, so a visitor's address (requests at once per visitor) is the one the proxy appends to
+``X-Forwarded-For`` (``behind_proxy``; Spaces set ``SPACE_ID``). A model that does not load does not stop
 the Space: the page says why (``strict=False``).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 
 from ran.app import build_app
+from ran.app.limits import AppLimits
 from ran.constants import HOW_TO_GET_A_MODEL
 
 MODEL = os.environ.get("RAN_MODEL")
@@ -23,7 +26,13 @@ if not MODEL:
     raise SystemExit(f"RAN_MODEL is not set (Space settings -> Variables); {HOW_TO_GET_A_MODEL}")
 CHOICES = [name.strip() for name in os.environ.get("RAN_CHOICES", "").split(",") if name.strip()]
 
-demo = build_app(MODEL, models=CHOICES, device=os.environ.get("RAN_DEVICE") or None, strict=False)
+demo = build_app(
+    MODEL,
+    models=CHOICES,
+    device=os.environ.get("RAN_DEVICE") or None,
+    strict=False,
+    limits=AppLimits(behind_proxy=bool(os.environ.get("SPACE_ID"))),
+)
 
 if __name__ == "__main__":
     demo.launch(max_file_size="50mb")

@@ -46,6 +46,19 @@ def uploaded_file(payload: Any) -> tuple[str, str]:
     return str(real), Path(name).name
 
 
+def visitor_address(request: gr.Request | None, behind_proxy: bool = False) -> str | None:
+    """Who sent a request over HTTP: its connection's address or, ``behind_proxy``, the last
+    ``X-Forwarded-For`` entry (the one the proxy appended; earlier entries are the visitor's to write).
+    None for a direct call."""
+    if request is None:
+        return None
+    headers = getattr(request, "headers", None) or {}
+    forwarded = [v for k, v in headers.items() if k.lower() == "x-forwarded-for"] if behind_proxy else []
+    last = ",".join(forwarded).rsplit(",", 1)[-1].strip()
+    host = last or getattr(getattr(request, "client", None), "host", None)
+    return host if isinstance(host, str) and host else None
+
+
 @dataclass
 class Shown:
     """What a session's page shows (its state): the photo and options it was predicted with, and its faces
@@ -81,11 +94,18 @@ class PageHandlers:
         return shown
 
     def analyse(
-        self, payload: Any, model: str, detector: str, regions: str, shown: Shown | None
+        self,
+        payload: Any,
+        model: str,
+        detector: str,
+        regions: str,
+        shown: Shown | None,
+        request: gr.Request | None = None,
     ) -> tuple[Any, ...]:
         """A photo and the page's options -> status, annotated photo, face selector, bars, picture, JSON,
         and what is shown (the session's state). The photo already shown with the same options is not
-        predicted again (gradio fires ``change`` twice when an image replaces another)."""
+        predicted again (gradio fires ``change`` twice when an image replaces another). gradio passes the
+        ``request``: its client address is the visitor whose requests at once are bounded."""
         if payload is None:
             return self._empty(self.model_status(model, detector, regions))
         try:
@@ -93,7 +113,9 @@ class PageHandlers:
             key = (path, model, detector, regions)
             if shown is not None and shown.key == key:
                 return gr.skip()
-            prediction = self.predictor.predict_file(path, name, model, detector, regions, keep_crops=True)
+            prediction = self.predictor.predict_file(
+                path, name, model, detector, regions, keep_crops=True, visitor=self._visitor(request)
+            )
         except OptionError as err:
             return self._empty(views.error_text(str(err)))
         faces = prediction.result.faces
@@ -127,17 +149,22 @@ class PageHandlers:
         note = self.predictor.model_note(model)
         return "\n\n".join(lines + ([f"Note: {views.escape(note)}"] if note else []))
 
-    def api_predict(self, photo: Any) -> dict[str, Any]:
+    def api_predict(self, photo: Any, request: gr.Request | None = None) -> dict[str, Any]:
         """The ``predict`` endpoint: one photo -> the ``ran predict --json`` line of it, with the app's
         model, detector and region mode; ``source`` is the uploaded file's name. A photo that cannot be
         used gives a line with ``error`` (as ``ran predict --json`` prints); a model that does not load
         is an API error."""
         try:
             path, name = uploaded_file(photo)
-            prediction = self.predictor.predict_file(path, name, self.model, self.detector, self.regions)
+            prediction = self.predictor.predict_file(
+                path, name, self.model, self.detector, self.regions, visitor=self._visitor(request)
+            )
         except OptionError as err:
             raise gr.Error(str(err), print_exception=False) from None
         return prediction.result.to_dict()
+
+    def _visitor(self, request: gr.Request | None) -> str | None:
+        return visitor_address(request, self.predictor.limits.behind_proxy)
 
     @staticmethod
     def _face_outputs(face: FacePrediction | None) -> tuple[Any, Any]:
@@ -150,4 +177,4 @@ class PageHandlers:
         return status, None, gr.update(choices=[], value=None), None, None, None, Shown()
 
 
-__all__ = ["WELCOME", "PageHandlers", "Shown", "uploaded_file"]
+__all__ = ["WELCOME", "PageHandlers", "Shown", "uploaded_file", "visitor_address"]

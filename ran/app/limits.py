@@ -1,9 +1,11 @@
-"""What one visitor of the app may take, and the two tools that keep one visitor from holding the others.
+"""What one visitor of the app may take, and the tools that keep one visitor from holding the others.
 
 A public page is hostile input: a photo of a thousand faces, a 100-megapixel upload or a queue of
 requests must not freeze the server for everyone. :class:`AppLimits` holds the bounds (faces per photo,
-pixels, seconds of model time per request, requests at once and waiting, models kept in memory, the
-upload cache's age). :class:`Turns` lets requests take the model in arrival order, one batch of faces
+pixels, seconds of model time per request, requests at once, per visitor and waiting, models kept in
+memory, the upload cache's age). :class:`Visitors` counts each address's requests being served, so one
+visitor cannot take every place (four crowded photos from one address held another visitor for 31 s).
+:class:`Turns` lets requests take the model in arrival order, one batch of faces
 at a time, so a long request is interleaved with short ones instead of running ahead of them.
 :class:`SharedDetector` lets face detection (seconds on a crowded photo) run beside the model calls of
 other requests rather than inside one lock.
@@ -39,6 +41,12 @@ class AppLimits:
             analysed by then are counted (decoding and face detection come first and are not cut short).
         batch_faces: faces per model call; requests take turns between calls.
         concurrency: requests served at once (they take turns on the model); the others wait in the queue.
+        per_visitor: requests of one visitor (one client address) served at once; a further one is
+            answered at once that the visitor's earlier photo is still being analysed, rather than taking
+            another of the ``concurrency`` places. Visitors sharing an address share this.
+        behind_proxy: the visitor's address is the last ``X-Forwarded-For`` entry, the one the proxy in
+            front of the app appended, not the connection's (on a Hugging Face Space every connection
+            comes from the proxy). Only behind such a proxy: elsewhere a visitor writes that header.
         queue_size: requests waiting at most; more are refused by gradio ("queue is full").
         max_models: models (and pipelines) kept in memory; the least recently used is dropped.
         cache_check_s / cache_age_s: every ``cache_check_s`` seconds, uploads older than ``cache_age_s``
@@ -53,6 +61,8 @@ class AppLimits:
     max_seconds: float = field(default=10.0, metadata={"type": number(above=0, high=LARGEST)})
     batch_faces: int = field(default=4, metadata={"type": integer(1, LARGEST)})
     concurrency: int = field(default=4, metadata={"type": integer(1, LARGEST)})
+    per_visitor: int = field(default=2, metadata={"type": integer(1, LARGEST)})
+    behind_proxy: bool = False
     queue_size: int = field(default=32, metadata={"type": integer(1, LARGEST)})
     max_models: int = field(default=4, metadata={"type": integer(1, LARGEST)})
     cache_check_s: int = field(default=300, metadata={"type": integer(1, LARGEST)})
@@ -61,6 +71,32 @@ class AppLimits:
 
     def __post_init__(self) -> None:
         check_numbers(self, name=str)
+
+
+class Visitors:
+    """How many requests each visitor (a client address) has being served, each at most ``most``."""
+
+    def __init__(self, most: int) -> None:
+        self._most = most
+        self._serving: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def admit(self, visitor: str | None) -> Iterator[bool]:
+        """Yield whether ``visitor`` may be served now (counted until the ``with`` block ends); a request
+        with no address (a direct call, not over HTTP) is always admitted."""
+        with self._lock:
+            admitted = visitor is None or self._serving.get(visitor, 0) < self._most
+            if admitted and visitor is not None:
+                self._serving[visitor] = self._serving.get(visitor, 0) + 1
+        try:
+            yield admitted
+        finally:
+            if admitted and visitor is not None:
+                with self._lock:
+                    left = self._serving.pop(visitor) - 1
+                    if left:
+                        self._serving[visitor] = left
 
 
 class Turns:
@@ -140,4 +176,4 @@ class SharedDetector:
             raise
 
 
-__all__ = ["AppLimits", "SharedDetector", "Turns"]
+__all__ = ["AppLimits", "SharedDetector", "Turns", "Visitors"]

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ran.app.limits import AppLimits, SharedDetector, Turns
+from ran.app.limits import AppLimits, SharedDetector, Turns, Visitors
 from ran.devices import default_device
 from ran.errors import UserError, one_line
 from ran.pipeline import FacePipeline, InputResult
@@ -41,6 +41,10 @@ from ran.runtime import OnnxModel, load_runtime_model
 from ran.vocabulary import DETECTOR_CHOICES, REGION_MODES, RUNTIMES, resolve_detector
 
 NOT_OFFERED = "model: not offered by this server; choose one of the listed models"
+BUSY = (
+    "photo: your earlier photos are still being analysed ({most} at a time from one address); "
+    "send this one again when they are done"
+)
 SHOWN_CHARS = 200  # values from visitors are cut to this many characters in messages
 
 
@@ -97,6 +101,7 @@ class AppPredictor:
         self._cache_lock = threading.Lock()  # held only to read or change the caches above
         self._load_lock = threading.Lock()  # one model load or pipeline build at a time
         self._turns = Turns()  # model calls, in arrival order
+        self._visitors = Visitors(self.limits.per_visitor)  # requests served per client address
 
     def pipeline(self, model: Any, detector: Any, regions: Any) -> FacePipeline:
         """The pipeline for these options, built on first use; :class:`OptionError` if it cannot be."""
@@ -125,11 +130,28 @@ class AppPredictor:
         return entry[1] if entry else None
 
     def predict_file(
-        self, path: str | Path, source: str, model: Any, detector: Any, regions: Any, keep_crops: bool = False
+        self,
+        path: str | Path,
+        source: str,
+        model: Any,
+        detector: Any,
+        regions: Any,
+        keep_crops: bool = False,
+        visitor: str | None = None,
     ) -> Prediction:
         """Predict the faces in the image file ``path`` (at most ``limits.max_faces``, the largest, within
         ``limits.max_seconds``); the result is named ``source`` (what the user knows the file as) and its
-        ``warning`` counts the faces left out. An unusable file becomes the result's ``error``."""
+        ``warning`` counts the faces left out. An unusable file becomes the result's ``error``. A
+        ``visitor`` (client address) with ``limits.per_visitor`` requests being served gets
+        :class:`OptionError` at once, before the photo is read."""
+        with self._visitors.admit(visitor) as admitted:
+            if not admitted:
+                raise OptionError(BUSY.format(most=self.limits.per_visitor))
+            return self._predict_file(path, source, model, detector, regions, keep_crops)
+
+    def _predict_file(
+        self, path: str | Path, source: str, model: Any, detector: Any, regions: Any, keep_crops: bool
+    ) -> Prediction:
         start = time.perf_counter()
         pipe = self.pipeline(model, detector, regions)
         note = self.model_note(model)

@@ -4,7 +4,7 @@ The offered models (``--model``, ``--choices``) are loaded before the server sta
 load stops here with one line (exit code 2); once serving, problems with photos are shown in the page.
 Visitors use only the offered models (``--allow-any-model`` opens the picker to folders and Hub ids), and
 each request is bounded (``--max-faces``, ``--max-pixels``, ``--max-seconds``, ``--concurrency``,
-``--queue-size``, ``--max-models``; ``ran.app.limits``).
+``--per-visitor``, ``--queue-size``, ``--max-models``; ``ran.app.limits``).
 """
 
 from __future__ import annotations
@@ -88,11 +88,18 @@ def _add_visitor_flags(parser: argparse.ArgumentParser) -> None:
         help="with --allow-any-model, download visitors' Hub ids with this server's Hub token (your "
         "private repositories become reachable); by default they get no token",
     )
+    group.add_argument(
+        "--behind-proxy",
+        action="store_true",
+        help="a visitor's address (--per-visitor) is the last X-Forwarded-For entry, which the reverse "
+        "proxy in front of the app appends; only behind one (elsewhere visitors write that header)",
+    )
     bounds = {
         "max_faces": "faces analysed per photo, the largest; the rest are counted",
         "max_pixels": "larger photos are refused before decoding",
         "max_seconds": "seconds per request; faces left by then are counted",
         "concurrency": "requests served at once (taking turns on the model)",
+        "per_visitor": "requests of one client address served at once; more are answered 'busy'",
         "queue_size": "requests waiting at most; more are refused",
         "max_models": "models kept in memory",
     }
@@ -128,6 +135,8 @@ def visitor_limits(args: argparse.Namespace) -> AppLimits:
         max_pixels=args.max_pixels,
         max_seconds=args.max_seconds,
         concurrency=args.concurrency,
+        per_visitor=args.per_visitor,
+        behind_proxy=args.behind_proxy,
         queue_size=args.queue_size,
         max_models=args.max_models,
     )
