@@ -96,8 +96,9 @@ def test_augment_probability_outside_0_1_is_refused(tiny_data, tmp_path, capsys)
     with pytest.raises(SystemExit) as info:
         ran_main([*argv, "--augment-probability", "1.5"])
     assert info.value.code == 2 and not (tmp_path / "out").exists()
-    last = capsys.readouterr().err.splitlines()[-1]
-    assert "--augment-probability" in last and last.endswith("expected a number in [0, 1], got '1.5'")
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ran train: error: argument --augment-probability")
+    assert line.endswith("expected a number in [0, 1], got '1.5' (see ran train --help)")
 
 
 def test_augment_from_yaml_is_checked_the_same_way(tmp_path):

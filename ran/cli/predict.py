@@ -117,16 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     return finish_help(parser)
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-# other control characters (ESC starts a terminal's colour and cursor commands), as \xNN
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127) if chr(c) not in "\t\n\r"}
+# backslash, tab, newline, carriage return as \\ \t \n \r; other control characters (ESC starts a
+# terminal's colour and cursor commands) as \xNN
+_ESCAPES = str.maketrans(
+    {
+        **{chr(c): f"\\x{c:02x}" for c in (*range(32), 127)},
+        **{"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"},
+    }
+)
 
 
 def tsv_field(text: str) -> str:
     r"""``text`` as one field of a tab-separated line: backslash, tab, newline and carriage return
     escaped (``\\``, ``\t``, ``\n``, ``\r``), so a file named ``a<TAB>b.jpg`` does not add a column, and
     other control characters as ``\xNN``, so a label or file name cannot command the terminal."""
-    return text.translate(_ESCAPES).translate(_CONTROLS)
+    return text.translate(_ESCAPES)
 
 
 def _summary(result: InputResult) -> list[str]:
