@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -248,13 +249,16 @@ def write_marker(folder: str | Path, kind: str) -> Path:
 
 
 def read_small_json(path: str | Path, limit: int = SMALL_JSON_BYTES) -> Any:
-    """The JSON in ``path``, or None when it is missing, larger than ``limit`` bytes or not JSON: for
-    files that only say something about a folder, never read whole when they are not what they claim."""
+    """The JSON in ``path``, or None when it is missing, no regular file (a FIFO would hold the reader),
+    larger than ``limit`` bytes or not JSON: for files that only say something about a folder, never read
+    whole when they are not what they claim."""
     try:
-        with open(path, "rb") as file:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:  # a FIFO does not wait
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return None
             data = file.read(limit + 1)
         return json.loads(data) if len(data) <= limit else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return None
 
 

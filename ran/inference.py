@@ -99,6 +99,12 @@ def infer(
         else:
             logits, weights = net(images), None
     logits = logits.float()
+    if not bool(torch.isfinite(logits).all()):  # NaN would be printed as a probability, and JSON has none
+        broken = int((~torch.isfinite(logits).all(dim=1)).sum())
+        raise UserError(
+            f"the model's logits are not finite (NaN or inf) for {broken} of {len(logits)} faces: its "
+            "weights or its input normalisation (mean / std) are broken"
+        )
     if classes is not None:
         logits = logits.index_select(1, torch.as_tensor(list(classes), device=logits.device))
     return Inference(logits, logits.softmax(dim=1), None if weights is None else _renormalised(weights))

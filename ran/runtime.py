@@ -29,6 +29,8 @@ ONNX_FEATURE = "the onnx runtime (--runtime onnx)"
 # onnxruntime (1.32) would move the int8 graph's first QuantizeLinear above the stem's max pool, which then
 # runs on uint8 in NCHW: about 10x slower than the float pooling it replaces (``ran export --int8``)
 SKIPPED_OPTIMIZERS = ("QDQPropagationTransformer",)
+# ran export writes no control flow; a graph with it could loop for as long as its counter says
+CONTROL_FLOW = ("If", "Loop", "Scan", "SequenceMap")
 
 
 class GraphOutput(NamedTuple):
@@ -79,6 +81,13 @@ class OnnxModel(nn.Module):
             "std": self.input_std,
             "interpolation": _interpolation(meta, self.path),
         }
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One face of the graph's input size through the graph: a graph that cannot run, or answers in
+        other shapes, is refused when it is loaded rather than on the first photo (or a visitor's)."""
+        _, height, width = self.pretrained_cfg["input_size"]
+        self(torch.zeros(1, 3, height, width, dtype=torch.uint8))
 
     def _check_counts(self, classes: int, regions: int) -> None:
         """The metadata's class names and region boxes are as many as the graph's outputs say (where the
@@ -115,7 +124,18 @@ class OnnxModel(nn.Module):
         if self.boxes_input:
             given = self.region_boxes if boxes is None else boxes.float().cpu()
             feeds["boxes"] = np.ascontiguousarray(given.expand(len(pixels), -1, -1).numpy())
-        logits, weights = (torch.from_numpy(v) for v in self.session.run(["logits", "weights"], feeds))
+        try:
+            answers = self.session.run(["logits", "weights"], feeds)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+            raise UserError(f"{self.path}: onnxruntime could not run the graph ({_reason(err)})") from None
+        logits, weights = (torch.from_numpy(v) for v in answers)
+        expected = {"logits": (len(pixels), self.num_classes), "weights": (len(pixels), self.num_regions)}
+        for name, value in (("logits", logits), ("weights", weights)):
+            if tuple(value.shape) != expected[name]:
+                raise UserError(
+                    f"{self.path}: the graph's {name} for {len(pixels)} faces have shape "
+                    f"{tuple(value.shape)}; expected {expected[name]} (label_names and region_boxes)"
+                )
         return GraphOutput(logits, weights) if with_attention else logits
 
     def forward_with_attention(self, pixels: torch.Tensor, boxes: torch.Tensor | None = None) -> Any:
@@ -172,11 +192,15 @@ def check_cpu(model: nn.Module, device: torch.device) -> None:
 
 def _session(path: Path, threads: int | None) -> Any:
     ort = require("onnxruntime", ONNX_FEATURE)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such ONNX file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a regular file; expected an .onnx file written by ran export")
     if path.stat().st_size > MAX_ONNX_BYTES:
         raise UserError(f"{path}: larger than 2 GiB; not an ONNX graph written by ran export")
+    _check_ops(path)
     options = ort.SessionOptions()
+    options.log_severity_level = 4  # its errors come back as exceptions, said here in one line
     if threads:
         options.intra_op_num_threads = int(threads)
     try:
@@ -185,8 +209,30 @@ def _session(path: Path, threads: int | None) -> Any:
             str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=skipped
         )
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for unreadable files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not an ONNX graph onnxruntime can load ({reason[:200]})") from None
+        raise UserError(f"{path}: not an ONNX graph onnxruntime can load ({_reason(err)})") from None
+
+
+def _check_ops(path: Path) -> None:
+    """Refuse a graph with control flow (:data:`CONTROL_FLOW`), in it or in its functions; a file onnx
+    cannot parse is left to onnxruntime, which says why."""
+    onnx = require("onnx", ONNX_FEATURE)
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf's and onnx's own types
+        return
+    nodes = [*graph.graph.node, *(node for function in graph.functions for node in function.node)]
+    found = sorted({node.op_type for node in nodes if node.op_type in CONTROL_FLOW})
+    if found:
+        raise UserError(
+            f"{path}: the graph has control flow ({', '.join(found)}), which ran export never writes; "
+            "not run"
+        )
+
+
+def _reason(err: Exception) -> str:
+    """onnxruntime's message, its first line, cut to 200 characters."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
 
 
 def _meta(meta: dict[str, str], key: str, path: Path) -> Any:
@@ -194,7 +240,7 @@ def _meta(meta: dict[str, str], key: str, path: Path) -> Any:
         raise UserError(f"{path}: the ONNX metadata has no {key!r}; export it again with this version")
     try:
         return json.loads(meta[key])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise UserError(f"{path}: the ONNX metadata {key!r} is not JSON") from None
 
 
@@ -215,6 +261,9 @@ def _check_labels(labels: Any, path: Path) -> None:
         raise UserError(f"{path}: the ONNX metadata 'label_names' must be a non-empty list of names")
     if len(set(labels)) != len(labels):  # a probability table keyed by name would merge two classes
         raise UserError(f"{path}: the ONNX metadata 'label_names' names a class twice")
+    from ran.models.folder_config import check_class_names
+
+    check_class_names(str(path), "the ONNX metadata's label_names", labels)
 
 
 def _check_boxes(boxes: Any, path: Path) -> None:

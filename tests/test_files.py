@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from ran.files import (
     atomic_path,
     fault_message,
+    read_small_json,
     remove_leftovers,
     staging_dir,
     staging_files,
@@ -240,3 +241,18 @@ def test_a_refused_write_names_the_output_and_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="not a fault"), atomic_path(target):
         raise RuntimeError("not a fault (os error 2)")
     assert fault_message(ValueError("bad")) is None and list(tmp_path.iterdir()) == []
+
+
+def test_small_json_files_that_are_no_regular_file_or_nest_deep_are_unread(tmp_path):
+    """A FIFO named like a marker or an int8 report held the reader forever; arrays nested 100,000 deep
+    were a RecursionError traceback. Both are 'not what it claims' (None), and the int8 report is refused."""
+    from ran.quantize import check_report_target
+
+    fifo, deep, fine = tmp_path / "m.report.json", tmp_path / "deep.json", tmp_path / "fine.json"
+    os.mkfifo(fifo)
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    fine.write_text('{"kind": "x"}')
+    assert read_small_json(fifo) is None and read_small_json(deep) is None
+    assert read_small_json(fine) == {"kind": "x"} and read_small_json(tmp_path / "missing.json") is None
+    with pytest.raises(FileExistsError, match="not a report written by ran export --int8"):
+        check_report_target(tmp_path / "m.onnx", overwrite=True)

@@ -123,7 +123,7 @@ def test_evaluate_onnx_refuses_what_it_cannot_honour(setup, tmp_path, capsys, fl
         ("fp32", ["--runtime", "onnx", "--color", "gray"], "--color gray"),
         ("fp32", ["--runtime", "onnx", "--compile"], "--compile is for --runtime torch"),
         ("fp32", [], "an ONNX graph; run it with --runtime onnx"),
-        ("model_dir", ["--runtime", "onnx"], "no such ONNX file"),
+        ("model_dir", ["--runtime", "onnx"], "not a regular file; expected an .onnx file"),
         ("notes", ["--runtime", "onnx"], "not an ONNX graph onnxruntime can load"),
     ],
 )
@@ -204,6 +204,7 @@ def _set_metadata(graph, out, key: str, value: str):
     [
         ("interpolation", "bilinear", "the ONNX metadata 'interpolation' is not JSON"),
         ("interpolation", "[1]", "the ONNX metadata 'interpolation' must be one of nearest, bilinear"),
+        ("label_names", "[" * 100_000 + "]" * 100_000, "the ONNX metadata 'label_names' is not JSON"),
         (
             "label_names",
             '["a", "b", "c"]',
@@ -226,4 +227,80 @@ def test_onnx_metadata_that_does_not_fit_the_graph_is_one_line(setup, tmp_path, 
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert message in err and str(graph) in err and len(err.splitlines()) == 1, err
+    assert captured.out == ""
+
+
+def _handmade(fp32, out, *, nan: bool = False, flat_logits: bool = False, control_flow: bool = False):
+    """A graph with ``fp32``'s metadata whose outputs are small matrix products of the faces' mean colour:
+    NaN logits, 1-D logits, or logits behind an ``If`` (control flow, which ran export never writes)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    source = onnx.load(str(fp32))
+    meta = {p.key: p.value for p in source.metadata_props}
+    classes, regions = len(json.loads(meta["label_names"])), len(json.loads(meta["region_boxes"]))
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, classes)).astype(np.float32) * (np.nan if nan else 1)
+    v = rng.normal(size=(3, regions)).astype(np.float32)
+    nodes = [
+        helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["scores"]),
+        helper.make_node("MatMul", ["m", "v"], ["weights"]),
+    ]
+    if flat_logits:
+        nodes.append(helper.make_node("ReduceSum", ["scores", "one"], ["logits"], keepdims=0))
+    elif control_flow:
+        branch = helper.make_graph(
+            [helper.make_node("Identity", ["scores"], ["y"])],
+            "branch",
+            [],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+        nodes.append(helper.make_node("If", ["yes"], ["logits"], then_branch=branch, else_branch=branch))
+    else:
+        nodes.append(helper.make_node("Identity", ["scores"], ["logits"]))
+    constants = {"axes": np.array([2, 3]), "one": np.array([1]), "w": w, "v": v, "yes": np.array(True)}
+    graph = helper.make_graph(
+        nodes,
+        "handmade",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["B", 3, "H", "W"])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("logits", "weights")],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = source.ir_version
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("plain", None),
+        ("nan", "the model's logits are not finite (NaN or inf) for 4 of 4 faces"),
+        ("flat_logits", "the graph's logits for 1 faces have shape (1,); expected (1, 8)"),
+        ("control_flow", "the graph has control flow (If), which ran export never writes"),
+    ],
+)
+def test_a_graph_that_answers_out_of_shape_nan_or_with_control_flow_is_one_line(
+    setup, tmp_path, capsys, kind, message
+):
+    """A graph is checked where it runs: its outputs' shapes when it is loaded (one face through it) and
+    on every call, finite logits (NaN was printed as a probability, which JSON has not), and no control
+    flow (a Loop runs as long as its counter says). The plain handmade graph is answered: the checks
+    refuse what is wrong, not what is unfamiliar."""
+    _, _, fp32, _, faces = setup
+    options = {} if kind == "plain" else {kind: True}
+    graph = _handmade(fp32, tmp_path / f"{kind}.onnx", **options)
+    argv = [str(faces), "--model", str(graph), "--runtime", "onnx", "--no-detect", "--json", "--no-progress"]
+    code = run_main(predict_main, argv, "ran predict")
+    captured = capsys.readouterr()
+    if message is None:
+        assert code == 0 and len(captured.out.splitlines()) == 4, captured
+        return
+    err = captured.err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert captured.out == ""

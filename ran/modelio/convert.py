@@ -24,6 +24,7 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
+from ran.constants import MAX_CLASSES
 from ran.errors import UserError
 from ran.labels import CHECKPOINT_LABEL_SETS, DATASET_CLASSES
 from ran.modelio.state_dict import load_state_dict_file
@@ -131,6 +132,10 @@ def infer_layout(state: dict[str, torch.Tensor], source: str = "checkpoint") -> 
             f"{source}: no classifier Linear({2 * feature_dim}, classes) under any of {CLASSIFIER_NAMES}"
         )
     num_classes = int(state[f"{classifier}.weight"].shape[0])
+    if not 1 <= num_classes <= MAX_CLASSES:  # the model is built with this many outputs
+        raise UserError(
+            f"{source}: {classifier}.weight has {num_classes} rows (classes); expected 1 to {MAX_CLASSES}"
+        )
     depths = _stage_depths(state)
     kernel = state["conv1.weight"].shape[-1]
     if "prelu.weight" in state and kernel == 3:

@@ -10,6 +10,7 @@ is built. Errors are one line naming the file, the key, the value and what was e
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,12 @@ from ran.regions import REGION_PRESETS, validate_boxes
 from ran.vocabulary import ATTENTION_MODES, INPUT_COLORS
 
 MAX_REGIONS = 64
+# What one face may cost, whatever the sides and counts allowed one by one: pixels of all its regions
+# together (ran_resnet18: 6 x 224 x 224 = 301,056), and of the face it is resized to. A folder of 1.5 MB
+# with 64 regions of 1024 px on a 4096 px face took 2.6 GB and two minutes for one face.
+MAX_REGION_PIXELS = 2**21
+MAX_FACE_PIXELS = 2**20
+MIN_STD = 1e-3  # a std below it is 0 in float32 or near it: every input becomes inf or NaN
 MAX_SIDE = REGION_SIDE.high  # px: region_size, as the commands take it (the paper's regions are 224 px)
 MAX_IMAGE_SIDE = IMAGE_SIDE.high  # px: input_size sides, as the commands take them
 MAX_IN_CHANS = 16
@@ -71,6 +78,15 @@ def _text(where: str, key: str, value: Any) -> None:
 def _texts(where: str, key: str, value: Any, high: int = MAX_CLASSES) -> None:
     for i, item in enumerate(_list(where, key, value, 0, high)):
         _text(where, f"{key}[{i}]", item)
+
+
+def check_class_names(where: str, key: str, value: Any) -> None:
+    """Class names: texts without control characters, which would command the terminal (ESC) or break
+    the lines (newline) of every message, table and card that names a class."""
+    _texts(where, key, value)
+    for i, name in enumerate(value):
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            raise _fail(where, f"{key}[{i}]", name, "a name without control characters")
 
 
 # --- check factories: each makes a Check(where, key, value) ---------------------------------------------
@@ -210,10 +226,30 @@ def check_model_args(args: Any, where: str) -> dict[str, Any]:
     )
     _check_entries(where, "model_args", args, MODEL_ARGS, why)
     channels = args.get("in_chans", 3)
-    for key, low, above_low in (("input_mean", -1000.0, False), ("input_std", 0.0, True)):
+    for key, low, above_low in (("input_mean", -1000.0, False), ("input_std", MIN_STD, False)):
         if args.get(key) is not None:
             _numbers_of(where, f"model_args[{key!r}]", args[key], channels, low, above_low)
+    _check_pixels(where, args)
     return args
+
+
+def _check_pixels(where: str, args: dict[str, Any]) -> None:
+    """The region pixels of one face and its face size, together, within what one face may cost."""
+    side = args.get("region_size", 224)
+    height, width = (side, side) if isinstance(side, int) else side
+    regions = args.get("regions", "ferplus6")
+    count = len(REGION_PRESETS[regions]) if isinstance(regions, str) else len(regions)
+    if count * height * width > MAX_REGION_PIXELS:
+        raise UserError(
+            f"{where}: model_args: {count} regions of {height}x{width} px are {count * height * width} "
+            f"pixels per face; expected at most {MAX_REGION_PIXELS}"
+        )
+    face = args.get("face_size")
+    if face is not None and face[0] * face[1] > MAX_FACE_PIXELS:
+        raise UserError(
+            f"{where}: model_args['face_size'] {face[0]}x{face[1]} px; expected at most {MAX_FACE_PIXELS} "
+            "pixels"
+        )
 
 
 # --- pretrained_cfg ---------------------------------------------------------------------------------------
@@ -235,7 +271,7 @@ PRETRAINED_CFG: dict[str, Check] = {
     "test_crop_pct": _maybe(_numbers(0.0, 1.0, above_low=True)),
     "num_classes": _ints(0, MAX_CLASSES),
     "label_offset": _maybe(_ints(0, 1)),
-    "label_names": _maybe(_texts),
+    "label_names": _maybe(check_class_names),
     "label_descriptions": _maybe(_descriptions),
     "pool_size": _maybe(_pool_size),
     "test_pool_size": _maybe(_pool_size),
@@ -263,7 +299,7 @@ def _check_sized(cfg: dict[str, Any], where: str, in_chans: int) -> None:
         _one_of(in_chans)(where, f"{name}[0]", value[0])
         _int(where, f"{name}[1]", value[1], IMAGE_SIDE.low, MAX_IMAGE_SIDE)
         _int(where, f"{name}[2]", value[2], IMAGE_SIDE.low, MAX_IMAGE_SIDE)
-    for key, low, above_low in (("mean", -1000.0, False), ("std", 0.0, True)):
+    for key, low, above_low in (("mean", -1000.0, False), ("std", MIN_STD, False)):
         if key in cfg:
             _numbers_of(where, f"pretrained_cfg[{key!r}]", cfg[key], in_chans, low, above_low)
 
@@ -338,7 +374,7 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
     _maybe(_ints(0, 1 << 20))(where, "num_features", config.get("num_features"))
     args = (_plain_model_args if plain else check_model_args)(config.get("model_args", {}), where)
     check_pretrained_cfg(config.get("pretrained_cfg"), where, args.get("in_chans", 3))
-    _maybe(_texts)(where, "label_names", config.get("label_names"))
+    _maybe(check_class_names)(where, "label_names", config.get("label_names"))
     for key, names in (
         ("label_names", config.get("label_names")),
         ("pretrained_cfg['label_names']", config["pretrained_cfg"].get("label_names")),
@@ -365,6 +401,7 @@ __all__ = [
     "MAX_SIDE",
     "MODEL_ARGS",
     "PRETRAINED_CFG",
+    "check_class_names",
     "check_config",
     "check_model_args",
     "check_pretrained_cfg",

@@ -188,6 +188,19 @@ def test_unknown_layout_is_refused(tmp_path):
         convert(src, tmp_path / "out")
 
 
+def test_a_classifier_of_millions_of_classes_is_refused_before_the_model_is_built(tmp_path):
+    """A 4-million-row classifier saved as a stride-0 view is a small file; building its model took 17 GB."""
+    state = original_checkpoint(18)["state_dict"]
+    state["module.fc.weight"] = torch.zeros(1).expand(2**22, 1024)
+    state["module.fc.bias"] = torch.zeros(1).expand(2**22)
+    src = tmp_path / "many_classes.pth.tar"
+    torch.save({"state_dict": state}, src)
+    assert src.stat().st_size < 100 * 2**20
+    with pytest.raises(ValueError, match=r"fc.weight has 4194304 rows \(classes\); expected 1 to 100000"):
+        convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_depth_and_arch(tmp_path, capsys):
     checkpoint = original_checkpoint(18)
     state = checkpoint["state_dict"]

@@ -256,7 +256,23 @@ def _classes(count: int):
         (_set_cfg(input_size=[3, 60000, 60000]), r"pretrained_cfg\['input_size'\]\[1\] = 60000"),
         (
             _set_cfg(std=[1.0, 0.0, 1.0]),
-            r"pretrained_cfg\['std'\]\[1\] = 0\.0; expected a finite number in \(0",
+            r"pretrained_cfg\['std'\]\[1\] = 0\.0; expected a finite number in \[0\.001",
+        ),
+        (  # 0 in float32: NaN for every face
+            _set_args(input_std=[1e-300] * 3),
+            r"model_args\['input_std'\]\[0\] = 1e-300; expected a finite number in \[0\.001",
+        ),
+        (  # each within its bounds; together 2.6 GB and two minutes for one face
+            _set_args(region_size=[1024, 1024], regions=[[0.0, 0.0, 1.0, 1.0]] * 64),
+            r"model_args: 64 regions of 1024x1024 px are 67108864 pixels per face; expected at most 2097152",
+        ),
+        (
+            _set_args(face_size=[4096, 4096]),
+            r"model_args\['face_size'\] 4096x4096 px; expected at most 1048576 pixels",
+        ),
+        (
+            lambda config: config["label_names"].__setitem__(0, "\x1b[2Jneutral\nFAKE LINE"),
+            r"label_names\[0\] = '\\x1b\[2Jneutral\\nFAKE LINE'; expected a name without control",
         ),
         (_set_cfg(std=[1.0, 1.0]), r"pretrained_cfg\['std'\] = \[1\.0, 1\.0\]; expected a list of 3\.\.3"),
         (_set_cfg(mean=[0.0, float("nan"), 0.0]), r"pretrained_cfg\['mean'\]\[1\] = nan"),
@@ -276,6 +292,10 @@ def _classes(count: int):
         "regions",
         "input_size",
         "std-0",
+        "std-tiny",
+        "region-pixels",
+        "face-pixels",
+        "label-control",
         "std-2",
         "mean-nan",
         "labels-same",
