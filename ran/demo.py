@@ -178,6 +178,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     from ran.data.synthetic.generator import write_synthetic
     from ran.evaluation import evaluate_samples, print_results, summarize
     from ran.evaluation.report import ATTENTION_PNG
+    from ran.files import marker_path, write_marker
     from ran.inference import REPORTED_PRECISION
     from ran.modelio.loading import load_model
     from ran.training import train
@@ -216,6 +217,7 @@ def _run(options: DemoOptions, out: Path) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - started
     report["timings"] = timings
     (out / "results" / "demo.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_marker(out, DEMO, (p.name for p in out.iterdir() if p.name != marker_path(out, DEMO).name))
 
     print()
     print_results(results)

@@ -6,8 +6,8 @@ names carry the writer's process id: a build killed with ``kill -9`` leaves its 
 next write of the same target removes them once that process is gone. Outputs get the process umask's
 permissions (usually 0644 / 0755), like any file the user writes. A write the file system refuses (disk
 full, read-only, no permission) leaves nothing behind and is raised as an ``OSError`` naming the output
-(:func:`fault_message` is its one line), also where the library that wrote (pyarrow, safetensors, PIL)
-named no file.
+(``ran.faults.fault_message`` is its one line), also where the library that wrote (pyarrow, safetensors,
+PIL) named no file.
 
 ``--overwrite`` replaces only what the package wrote: each output folder carries a small marker file
 (``.ran-dataset.json``, ``.ran-run.json``, ...) and :func:`check_overwrite` refuses to replace a folder
@@ -17,7 +17,6 @@ an output folder: see :mod:`ran.locks`.
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import os
@@ -32,34 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import one_line
+from ran.faults import fault_errno
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:tmp|partial|old)$")
-# Errors of the file system, not of the command: disk full, quota, file too big, read-only, no permission.
-FAULT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
-)
-_ERRNO_IN_TEXT = re.compile(r"(?:os error|errno)\s*(\d+)", re.IGNORECASE)  # safetensors, pyarrow
-
-
-def fault_errno(err: BaseException) -> int | None:
-    """The errno of a file-system fault (:data:`FAULT_ERRNOS`), also when a library wrapped it in its own
-    error and only its message says it; None for any other error."""
-    code = err.errno if isinstance(err, OSError) else None
-    if code is None:
-        match = _ERRNO_IN_TEXT.search(str(err)[:2000])
-        code = int(match[1]) if match else None
-    return code if code in FAULT_ERRNOS else None
-
-
-def fault_message(err: BaseException) -> str | None:
-    """``PATH: no space left on device`` (the file, then the reason) for a file-system fault, else None."""
-    code = fault_errno(err)
-    if code is None:
-        return None
-    reason = os.strerror(code)
-    reason = reason[:1].lower() + reason[1:]
-    name = getattr(err, "filename", None)
-    return f"{name}: {reason}" if name else reason
 
 
 def _names_a_user_path(err: BaseException) -> bool:
@@ -239,13 +213,37 @@ def marker_path(folder: str | Path, kind: str) -> Path:
     return Path(folder) / f".ran-{kind}.json"
 
 
-def write_marker(folder: str | Path, kind: str) -> Path:
-    """Mark ``folder`` as a ``kind`` output of this package, so ``--overwrite`` may later replace it."""
+def write_marker(folder: str | Path, kind: str, entries: Iterable[str] | None = None) -> Path:
+    """Mark ``folder`` as a ``kind`` output of this package, so ``--overwrite`` may later replace it;
+    ``entries``: the names the package wrote at its top level (anything else there is the user's)."""
     from ran import __version__
 
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = {"kind": kind, "written_by": WRITERS[kind], "ran_version": __version__, "created": created}
+    if entries is not None:
+        data["entries"] = sorted(set(entries))
     return write_json(marker_path(folder, kind), data)
+
+
+def written_entries(folder: str | Path, kind: str | None) -> set[str] | None:
+    """The top-level names ``folder``'s marker of ``kind`` says the package wrote; None when there is no
+    such marker or it lists none (markers of older versions, folders written step by step)."""
+    data = read_small_json(marker_path(folder, kind)) if kind else None
+    entries = data.get("entries") if isinstance(data, dict) and data.get("kind") == kind else None
+    ok = isinstance(entries, list) and all(isinstance(e, str) for e in entries)
+    return set(entries) if ok else None
+
+
+def foreign_entries(folder: str | Path, kind: str | None) -> list[str]:
+    """Names at ``folder``'s top level that its marker does not list: the user's, never replaced."""
+    recorded = written_entries(folder, kind)
+    if recorded is None:
+        return []
+    return sorted(
+        e.name + ("/" if e.is_dir() else "")
+        for e in _contents(Path(folder), 100_000)
+        if e.name not in recorded
+    )
 
 
 def read_small_json(path: str | Path, limit: int = SMALL_JSON_BYTES) -> Any:
@@ -331,6 +329,13 @@ def check_overwrite(
         raise FileExistsError(f"{out}: not a folder; refusing to replace it with --overwrite")
     if not written_by(out, kind, recognise):
         raise not_written_error(out, kind)
+    foreign = foreign_entries(out, kind)
+    if foreign:
+        raise FileExistsError(
+            f"{out}: holds {len(foreign)} item(s) that {WRITERS.get(kind or '', 'ran')} did not write, "
+            f"such as {', '.join(one_line(n, 80) for n in foreign[:3])}; refusing to replace the folder "
+            "with --overwrite: move them out or choose another folder"
+        )
 
 
 def check_overwrite_files(
@@ -351,6 +356,13 @@ def check_overwrite_files(
         raise FileExistsError(f"{out / clashes[0]} already exists; pass --overwrite to replace it")
     if not written_by(out, kind, recognise):
         raise not_written_error(out, kind, "replace its files")
+    recorded = written_entries(out, kind)
+    theirs = [name for name in clashes if recorded is not None and name not in recorded]
+    if theirs:
+        raise FileExistsError(
+            f"{out / theirs[0]}: not written by {WRITERS.get(kind or '', 'ran')}; refusing to replace it "
+            "with --overwrite: move it out or choose another folder"
+        )
 
 
 @contextmanager
@@ -375,7 +387,7 @@ def staging_dir(
     try:
         yield staging
         if kind:
-            write_marker(staging, kind)
+            write_marker(staging, kind, (entry.name for entry in _contents(staging, 100_000)))
         umask_permissions(staging)
         check_overwrite(out, overwrite=overwrite, kind=kind, recognise=recognise)
         replace_dir(staging, out)
@@ -398,7 +410,9 @@ def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]
     try:
         yield staging
         if kind:
-            write_marker(staging, kind)
+            earlier = written_entries(out, kind) if out.is_dir() else None
+            names = {entry.name for entry in _contents(staging, 100_000)}
+            write_marker(staging, kind, names | (earlier or set()))
         umask_permissions(staging)
         out.mkdir(exist_ok=True)
         for path in sorted(staging.iterdir()):
@@ -409,17 +423,15 @@ def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]
 
 __all__ = [
     "WRITERS",
-    "FAULT_ERRNOS",
     "atomic_path",
     "check_overwrite",
     "check_overwrite_files",
     "current_umask",
     "describe_contents",
+    "foreign_entries",
     "marker_path",
     "not_written_error",
     "read_small_json",
-    "fault_errno",
-    "fault_message",
     "faults_named",
     "remove_leftovers",
     "replace_dir",
@@ -428,6 +440,7 @@ __all__ = [
     "umask_permissions",
     "write_bytes",
     "write_json",
+    "written_entries",
     "write_marker",
     "write_text",
     "written_by",

@@ -224,8 +224,7 @@ def _check_ops(path: Path) -> None:
     found = sorted({node.op_type for node in nodes if node.op_type in CONTROL_FLOW})
     if found:
         raise UserError(
-            f"{path}: the graph has control flow ({', '.join(found)}), which ran export never writes; "
-            "not run"
+            f"{path}: the graph has control flow ({', '.join(found)}), which ran export never writes; not run"
         )
 
 

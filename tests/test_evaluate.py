@@ -136,6 +136,39 @@ def test_overwrite_replaces_only_results_ran_evaluate_wrote(tiny_data, tmp_path,
     assert (notes / "results.md").read_text() == "# my results"
 
 
+def test_the_users_own_pictures_and_results_are_never_replaced(tiny_data, tmp_path, capsys):
+    """An evaluation removed every confusion_*.png / reliability_*.png it had not just written, the user's
+    too and without --overwrite; --overwrite took any results.json mapping names to accuracies as its
+    own. Only files the folder's marker lists as ran evaluate's are replaced or removed."""
+    model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
+    out = tmp_path / "eval"
+    out.mkdir()
+    mine = {"confusion_my_holiday.png": "mine", "reliability_chart.png": "mine", "notes.txt": "n"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--no-progress"]
+    assert ran_main([*args, "--output-dir", str(out), "--subsets", "test", "pose30"]) == 0
+    assert (out / "confusion_pose30.png").is_file()
+    assert ran_main([*args, "--output-dir", str(out), "--subsets", "test", "--overwrite"]) == 0
+    assert not (out / "confusion_pose30.png").exists()  # the earlier run's picture of a subset not run now
+    assert {name: (out / name).read_text() for name in mine} == mine
+    legacy = tmp_path / "legacy"  # a user's folder with results of their own and no marker
+    legacy.mkdir()
+    (legacy / "results.json").write_text('{"baseline": {"accuracy": 0.91}}')
+    capsys.readouterr()
+    assert ran_main([*args, "--output-dir", str(legacy), "--overwrite"]) == 2
+    assert "not a folder written by ran evaluate" in capsys.readouterr().err
+    assert (legacy / "results.json").read_text() == '{"baseline": {"accuracy": 0.91}}'
+    (out / "confusion_test.png").unlink()  # a marked folder where the user put a file of that name
+    (out / "confusion_test.png").write_text("the user's")
+    marker = json.loads((out / ".ran-evaluation.json").read_text())
+    marker["entries"].remove("confusion_test.png")
+    (out / ".ran-evaluation.json").write_text(json.dumps(marker))
+    assert ran_main([*args, "--output-dir", str(out), "--subsets", "test", "--overwrite"]) == 2
+    assert f"{out / 'confusion_test.png'}: not written by ran evaluate" in capsys.readouterr().err
+    assert (out / "confusion_test.png").read_text() == "the user's"
+
+
 def test_one_evaluation_per_output_folder(tiny_data, tmp_path, capsys, lock_held_by_another_process):
     model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
     out = tmp_path / "eval"

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ran.faults import fault_message
 from ran.files import (
     atomic_path,
-    fault_message,
     read_small_json,
     remove_leftovers,
     staging_dir,
@@ -139,6 +139,29 @@ def test_overwrite_refuses_folders_the_package_did_not_write(tmp_path):
     with pytest.raises(FileExistsError, match="not a folder written by ran train"):
         with staging_dir(out, overwrite=True, kind="run"):  # a marker of another kind does not count
             pass
+
+
+def test_overwrite_keeps_what_the_user_added_to_a_folder_the_package_wrote(tmp_path):
+    """A marked folder was replaced whole, with the notes the user had put in it since (ran robustness
+    --overwrite). The marker lists what the package wrote; anything else there stops the swap."""
+    out = tmp_path / "out"
+    with staging_dir(out, kind="robustness") as staging:
+        (staging / "results.json").write_text("{}")
+        (staging / "pictures").mkdir()
+    assert json.loads((out / ".ran-robustness.json").read_text())["entries"] == ["pictures", "results.json"]
+    (out / "my_notes.txt").write_text("my analysis")
+    (out / "mine").mkdir()
+    with pytest.raises(FileExistsError) as info:
+        with staging_dir(out, overwrite=True, kind="robustness") as staging:
+            (staging / "results.json").write_text('{"new": 1}')
+    message = str(info.value)
+    assert "holds 2 item(s) that ran robustness did not write, such as mine/, my_notes.txt" in message
+    assert (out / "my_notes.txt").read_text() == "my analysis" and (out / "results.json").read_text() == "{}"
+    (out / "my_notes.txt").unlink()
+    (out / "mine").rmdir()
+    with staging_dir(out, overwrite=True, kind="robustness") as staging:
+        (staging / "results.json").write_text('{"new": 1}')
+    assert sorted(p.name for p in out.iterdir()) == [".ran-robustness.json", "results.json"]
 
 
 def test_overwrite_never_replaces_the_working_folder_or_one_above_it(tmp_path, monkeypatch):

@@ -96,7 +96,7 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     except BrokenPipeError:
         return _reader_gone()
     except OSError as err:
-        from ran.files import fault_message
+        from ran.faults import fault_message
 
         message = fault_message(err)
         if message is None or debug:

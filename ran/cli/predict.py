@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 def _write_csvs(frames: dict[str, list[InputResult]], paths: dict[str, Path], names: list[str]) -> int:
     """Each video's per-frame CSV; one the file system refuses is reported and the others are still
     written. Returns how many could not be."""
-    from ran.files import fault_message
+    from ran.faults import fault_message
     from ran.pipeline.results import write_video_csv
 
     unwritten = 0

@@ -19,7 +19,7 @@ from ran.evaluation.attention import format_attention, plot_attention
 from ran.evaluation.samples import PREDICTIONS, SubsetSamples, write_predictions
 from ran.evaluation.tables import render_table
 from ran.extras import optional_part
-from ran.files import check_overwrite_files, read_small_json, staging_files
+from ran.files import check_overwrite_files, staging_files, written_entries
 from ran.inference import precision_note
 from ran.locks import output_lock
 
@@ -243,23 +243,13 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "", 
     return "\n".join([*parts, ""])
 
 
-def is_results_folder(folder: Path) -> bool:
-    """A results folder written before markers existed: its results.json maps subsets to results."""
-    results = read_small_json(folder / RESULTS_JSON, limit=1 << 26)
-    return (
-        isinstance(results, dict)
-        and bool(results)
-        and all(isinstance(r, dict) and "accuracy" in r for r in results.values())
-    )
-
-
 def check_results_folder(out: str | Path, *, overwrite: bool, subsets: Iterable[str] = ()) -> None:
     """Refuse to replace results in ``out`` unless ``overwrite`` and ``ran evaluate`` wrote them."""
     names = [
         *RESULT_FILES,
         *(f"{kind}_{name}.png" for name in subsets for kind in ("confusion", "reliability")),
     ]
-    check_overwrite_files(out, names, overwrite=overwrite, kind=EVALUATION, recognise=is_results_folder)
+    check_overwrite_files(out, names, overwrite=overwrite, kind=EVALUATION)
 
 
 RESULT_PICTURES = ("confusion_*.png", "reliability_*.png", "attention.png")  # what _plot_all writes
@@ -278,11 +268,13 @@ def write_results(
     folder's lock. Existing results are replaced only with ``overwrite`` (:func:`check_results_folder`).
 
     A predictions.parquet or a picture of an earlier run that these results replace is removed, so that
-    the folder never pairs results with the faces or pictures of another run.
+    the folder never pairs results with the faces or pictures of another run: only files the folder's
+    marker lists as written by ``ran evaluate`` (a picture of the user's own is never touched).
     """
     out = Path(out).expanduser().absolute()
     with output_lock(out, "ran evaluate", inside=True):
         check_results_folder(out, overwrite=overwrite, subsets=results)
+        ours = (written_entries(out, EVALUATION) or set()) if out.is_dir() else set()
         with staging_files(out, kind=EVALUATION) as staging:
             pictures = pictures_available()
             (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -292,10 +284,9 @@ def write_results(
             if samples is not None:
                 write_predictions(samples, staging / PREDICTIONS)
             written = sorted(p.name for p in staging.iterdir())
-        if samples is None:
-            (out / PREDICTIONS).unlink(missing_ok=True)
-        for earlier in (p for pattern in RESULT_PICTURES for p in out.glob(pattern) if p.name not in written):
-            earlier.unlink(missing_ok=True)  # an earlier run's picture of a subset these results lack
+        stale = {p.name for pattern in RESULT_PICTURES for p in out.glob(pattern)} - set(written)
+        for name in ours & (stale | ({PREDICTIONS} if samples is None else set())):
+            (out / name).unlink(missing_ok=True)  # an earlier run's file of a subset these results lack
     return [out / name for name in written]
 
 

@@ -20,7 +20,8 @@ from PIL import Image
 
 from ran.errors import UserError
 from ran.extras import require
-from ran.files import atomic_path, fault_message
+from ran.faults import fault_message
+from ran.files import atomic_path
 from ran.regions import region_labels
 
 if TYPE_CHECKING:
