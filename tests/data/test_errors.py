@@ -5,6 +5,7 @@ Uses a six-image FERPlus in the real file formats, so each case runs in millisec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,54 @@ def test_worker_processes_build_the_same_and_report_errors_alike(mini):
     with pytest.raises(ValueError, match=r"fer2013.csv line 7: pixel value 2304 is '-1'; expected 2304"):
         write_ferplus(mini["root"] / "three", *args, num_proc=2, progress=False)
     assert not list(mini["root"].glob("*three*"))
+
+
+def _png_tree(root: Path) -> Path:
+    """A FERPlus PNG tree (the FERPlus script's output): two 48 px faces and a label.csv per split."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("FER2013Train", "FER2013Valid", "FER2013Test"):
+        (root / split).mkdir(parents=True)
+        rows = []
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(root / split / f"f{i}.png")
+            rows.append(f'f{i}.png,"(0, 0, 48, 48)",8,2,0,0,0,0,0,0,0,0\n')
+        (root / split / "label.csv").write_text("".join(rows))
+    return root
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "link", "fifo", "text", "plain"])
+def test_a_label_list_names_only_images_inside_its_folder(tmp_path, capsys, kind):
+    """A name in label.csv was joined onto the folder and its bytes copied as they were: '../../secret',
+    a link out of the folder or a text file became a published "image", and a FIFO held the build
+    forever. Each is one line naming the list file and line, and nothing is written."""
+    tree, secret = _png_tree(tmp_path / "tree"), tmp_path / "secret.txt"
+    secret.write_text("secret-data-here")
+    test, line = tree / "FER2013Test", 'f1.png,"(0, 0, 48, 48)",8,2,0,0,0,0,0,0,0,0'
+    if kind == "dotdot":
+        line = line.replace("f1.png", "../../secret.txt")
+    elif kind == "link":
+        (test / "f1.png").unlink()
+        (test / "f1.png").symlink_to(secret)
+    elif kind == "fifo":
+        (test / "f1.png").unlink()
+        os.mkfifo(test / "f1.png")
+    elif kind == "text":
+        (test / "f1.png").write_text("not an image")
+    _replace_line(test / "label.csv", 2, line)
+    out = tmp_path / "out"
+    argv = ["ferplus", "--labels", str(tree), "--lists", "none", "--out", str(out)]
+    code = run_main(main, argv, "ran data")
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    if kind == "plain":
+        assert code == 0 and (out / ".ran-dataset.json").is_file()
+        return
+    expected = {
+        "dotdot": "is outside",
+        "link": "is outside",
+        "fifo": "is not a regular file",
+        "text": "is not an image PIL can read",
+    }[kind]
+    assert code == 2 and f"FER2013Test/label.csv line 2: image {test}/" in err and expected in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt", "tree"]

@@ -6,9 +6,15 @@ These run inside ``ran.data.format.parallel.map_in_order`` workers, so they take
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+from ran.errors import UserError
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -28,14 +34,40 @@ def encode_png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def read_files(tasks: Sequence[tuple[str, str]]) -> list[bytes]:
-    """The bytes of each ``(file, what to say when it is missing)``; a missing file is a FileNotFoundError
-    with that message (it names the list file and line that asked for the image)."""
-    images = []
-    for file, missing in tasks:
-        try:
-            with open(file, "rb") as handle:
-                images.append(handle.read())
-        except (FileNotFoundError, IsADirectoryError):
-            raise FileNotFoundError(missing) from None
-    return images
+class SourceImage(NamedTuple):
+    """One image a list file names: the file, the image folder it must be in, and where it was named
+    (``labels.csv line 7``) for the messages."""
+
+    file: str
+    root: str
+    where: str
+
+
+def read_source_image(image: SourceImage) -> bytes:
+    """The bytes of ``image.file``: a regular file inside ``image.root`` (after links and ``..`` are
+    resolved) that PIL recognises as an image. A list file is data: a name in it must not make the build
+    read (and publish) any other file, nor wait on a FIFO. Each refusal names the list file and line."""
+    from PIL import Image
+
+    shown = f"{image.where}: image {image.file}"
+    real = Path(os.path.realpath(image.file))
+    if not real.is_relative_to(os.path.realpath(image.root)):
+        raise UserError(f"{shown} is outside {image.root} (a link or '..' leads out of it); not read")
+    try:
+        with open(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:  # a FIFO does not wait
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UserError(f"{shown} is not a regular file")
+            data = handle.read()
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"{shown} does not exist") from None
+    try:
+        with Image.open(io.BytesIO(data)):
+            pass  # the header only: the format and a size within PIL's decompression-bomb bound
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UserError(f"{shown} is not an image PIL can read ({type(err).__name__})") from None
+    return data
+
+
+def read_files(images: Sequence[SourceImage]) -> list[bytes]:
+    """Worker: the bytes of each image (:func:`read_source_image`)."""
+    return [read_source_image(image) for image in images]

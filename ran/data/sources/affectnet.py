@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import datasets
 
 from ran.data.format.folder import LabelledRows, dataset_features, labelled_columns
+from ran.data.format.images import SourceImage, read_source_image
 from ran.data.format.parallel import check_num_proc
 from ran.data.format.writer import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -56,12 +57,11 @@ class AffectNetRow(NamedTuple):
 
 
 class ImageTask(NamedTuple):
-    """What a worker needs to produce one image: the file, the face box to cut (None: whole image) and
-    the message for a missing file."""
+    """What a worker needs to produce one image: the file (with its folder and the CSV line naming it)
+    and the face box to cut (None: whole image)."""
 
-    path: str
+    image: SourceImage
     box: tuple[int, int, int, int] | None
-    missing: str
 
 
 def _find(root: Path, name: str) -> Path:
@@ -144,19 +144,18 @@ def load_images(tasks: Sequence[ImageTask]) -> list[bytes]:
     """Worker: each task's file, cut to its face box when it has one."""
     images = []
     for task in tasks:
+        data = read_source_image(task.image)
         try:
-            with open(task.path, "rb") as handle:
-                data = handle.read()
-        except (FileNotFoundError, IsADirectoryError):
-            raise FileNotFoundError(task.missing) from None
-        images.append(data if task.box is None else _face_crop(data, task.box))
+            images.append(data if task.box is None else _face_crop(data, task.box))
+        except (OSError, ValueError) as err:  # PIL: truncated or damaged pixels, found only when decoded
+            image = task.image
+            raise UserError(f"{image.where}: image {image.file} cannot be decoded ({err})") from None
     return images
 
 
 def _task(row: AffectNetRow, image_root: Path, csv_path: Path, crop: bool) -> tuple[ImageTask, AffectNetRow]:
-    file = image_root / row.file
-    missing = f"{csv_path} line {row.line}: image {file} does not exist"
-    return ImageTask(str(file), row.box if crop else None, missing), row
+    image = SourceImage(str(image_root / row.file), str(image_root), f"{csv_path} line {row.line}")
+    return ImageTask(image, row.box if crop else None), row
 
 
 def _streamed_columns(num_classes: int, usage: str) -> Callable[[int, list, list[bytes]], dict]:

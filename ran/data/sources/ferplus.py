@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ran.data.format.folder import dataset_features
-from ran.data.format.images import encode_png, read_files
+from ran.data.format.images import SourceImage, encode_png, read_files
 from ran.data.format.parallel import batched, check_num_proc, map_in_order
 from ran.data.format.writer import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -244,10 +244,7 @@ def _write_png_tree(
         folder = root / SPLIT_FOLDERS[name]
         table = plan.table
         tasks = (
-            (
-                str(folder / table.names[i]),
-                f"{table.path} line {table.lines[i]}: image {table.names[i]} is not in {folder}",
-            )
+            SourceImage(str(folder / table.names[i]), str(folder), f"{table.path} line {table.lines[i]}")
             for i in plan.order
         )
         write_images(

@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 
 from ran.data.format.folder import LabelledRows, dataset_features
-from ran.data.format.images import read_files
+from ran.data.format.images import SourceImage, read_files
 from ran.data.format.parallel import check_num_proc
 from ran.data.format.writer import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -95,7 +95,7 @@ def write_rafdb(
                 (root / ALIGNED_DIR / f"{stem}_aligned.jpg", number) for stem, _, number in partition[split]
             ]
             tasks = [
-                (str(file), f"{root / PARTITION_FILE} line {number}: image {file} does not exist")
+                SourceImage(str(file), str(root / ALIGNED_DIR), f"{root / PARTITION_FILE} line {number}")
                 for file, number in files
             ]
             write_images(
