@@ -194,6 +194,14 @@ def test_cli_json_pictures_and_exit_codes(model, tmp_path, capsys):
         capsys.readouterr().err
         == f"ran predict: error: --visualize {png}: a file; expected a folder for the pictures\n"
     )
+    # --overwrite replaces the pictures ran wrote, never a file of the user's that has a picture's name
+    written = png.read_bytes()
+    assert main([*argv, "--json", "--no-progress", "--visualize", str(pictures), "--overwrite"]) == 0
+    assert png.read_bytes() == written  # the same picture again, written anew
+    png.write_bytes(b"the user's own")
+    assert run_main(main, [*argv, "--json", "--visualize", str(pictures), "--overwrite"], "ran predict") == 1
+    assert f"picture not written: {png} exists and ran did not write it" in capsys.readouterr().err
+    assert png.read_bytes() == b"the user's own"
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")

@@ -173,6 +173,18 @@ def test_cli_flags_and_outputs(sliding, noisy, tmp_path, capsys):
     assert len(lines) == 30 and {f["track"] for line in lines for f in line["faces"]} == {0}
     with open(tmp_path / "slide.csv") as handle:
         assert {row["track"] for row in csv.DictReader(handle)} == {"0"}
+    # --overwrite replaces the CSV ran wrote, never the user's file of that name; --csv-dir is a folder
+    assert main([*argv, "--overwrite"]) == 0
+    (tmp_path / "slide.csv").write_text("my,precious,spreadsheet\n")
+    capsys.readouterr()
+    assert ran.cli.run_main(main, [*argv, "--overwrite"], "ran predict") == 2
+    assert f"{tmp_path / 'slide.csv'}: not a CSV ran predict wrote" in capsys.readouterr().err
+    assert (tmp_path / "slide.csv").read_text() == "my,precious,spreadsheet\n"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv[-1] = str(afile)
+    assert ran.cli.run_main(main, argv, "ran predict") == 2
+    assert f"--csv-dir {afile}: not a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -198,3 +210,34 @@ def test_bad_values_in_the_library(noisy, portrait):
         predict(portrait, noisy, detect_every=0, progress=False)
     with pytest.raises(ValueError, match=r"^smooth: expected a number in \(0, 1\], got 1.5$"):
         predict(portrait, noisy, smooth=1.5, progress=False)
+
+
+def test_frames_over_the_photos_pixel_limit_and_fifos_are_refused_unread(tmp_path, portrait, monkeypatch):
+    """A 1 MB video of 14000 x 14000 frames took 3.5 GB (photos that large were refused), and a FIFO named
+    like a photo or a video held ran predict until someone wrote into it."""
+    import os
+    import threading
+
+    from ran.pipeline.inputs import InputError, iter_frames
+
+    clip = write_clip(tmp_path / "clip.avi", portrait, [(0, 0)] * 2)
+    assert len(list(iter_frames(clip, 0))) == 2
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", WIDTH * HEIGHT // 4)  # frames now over twice it
+    with pytest.raises(InputError, match=rf"video frames too large: {WIDTH}x{HEIGHT} = .* over the limit"):
+        list(iter_frames(clip, 0))
+    answers: dict[str, str] = {}
+    for name in ("photo.png", "video.mp4"):
+        os.mkfifo(tmp_path / name)
+
+        def read(name: str = name) -> None:
+            try:
+                list(iter_frames(tmp_path / name, 0))
+            except InputError as err:
+                answers[name] = str(err)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(20)
+        assert not reader.is_alive(), f"{name}: the FIFO held the reader"
+    assert set(answers) == {"photo.png", "video.mp4"}
+    assert all(a.startswith("not a regular file (a FIFO, device or socket)") for a in answers.values())

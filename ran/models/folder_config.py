@@ -29,6 +29,7 @@ MAX_REGIONS = 64
 # with 64 regions of 1024 px on a 4096 px face took 2.6 GB and two minutes for one face.
 MAX_REGION_PIXELS = 2**21
 MAX_FACE_PIXELS = 2**20
+FORMULA_STARTS = ("=", "+", "-", "@")  # a spreadsheet cell starting so is run as a formula
 MIN_STD = 1e-3  # a std below it is 0 in float32 or near it: every input becomes inf or NaN
 MAX_SIDE = REGION_SIDE.high  # px: region_size, as the commands take it (the paper's regions are 224 px)
 MAX_IMAGE_SIDE = IMAGE_SIDE.high  # px: input_size sides, as the commands take them
@@ -82,11 +83,13 @@ def _texts(where: str, key: str, value: Any, high: int = MAX_CLASSES) -> None:
 
 def check_class_names(where: str, key: str, value: Any) -> None:
     """Class names: texts without control characters, which would command the terminal (ESC) or break
-    the lines (newline) of every message, table and card that names a class."""
+    the lines (newline) of every message, table and card that names a class, and not starting as a
+    spreadsheet formula does (the per-frame CSV has a label column)."""
     _texts(where, key, value)
     for i, name in enumerate(value):
-        if any(unicodedata.category(c) == "Cc" for c in name):
-            raise _fail(where, f"{key}[{i}]", name, "a name without control characters")
+        if any(unicodedata.category(c) == "Cc" for c in name) or name[:1] in FORMULA_STARTS:
+            expected = f"a name without control characters, not starting with {' '.join(FORMULA_STARTS)}"
+            raise _fail(where, f"{key}[{i}]", name, expected)
 
 
 # --- check factories: each makes a Check(where, key, value) ---------------------------------------------

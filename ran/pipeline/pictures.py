@@ -119,6 +119,9 @@ class PictureWriter:
             if face.crop is None:
                 continue
             path = self.folder / f"{self._name(result, face.face_index)}.png"
+            if (path.exists() or path.is_symlink()) and not written_picture(path):
+                result.error = f"picture not written: {path} exists and ran did not write it"
+                break
             try:
                 paths.append(_write_png(path, face_picture(face)))
             except OSError as err:
@@ -144,10 +147,29 @@ class PictureWriter:
         return name
 
 
+PICTURE_MARK = ("Software", "ran predict")  # a text chunk in every picture: --overwrite replaces only these
+
+
 def _write_png(path: str | Path, pixels: np.ndarray) -> Path:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(*PICTURE_MARK)
     with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
+        Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info)
     return Path(path)
+
+
+def written_picture(path: Path) -> bool:
+    """Whether ``path`` is a picture this package wrote (its PNG text chunk says so); a user's own file of
+    that name is never replaced."""
+    if not path.is_file():
+        return False
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get(PICTURE_MARK[0]) == PICTURE_MARK[1]
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def _draw(

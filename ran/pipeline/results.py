@@ -5,6 +5,8 @@ per-frame CSV of a video."""
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +90,10 @@ class InputResult:
 # --- video CSVs ---------------------------------------------------------------------------------------
 
 
+CSV_COLUMNS = ("frame", "time_s", "face", "x0", "y0", "x1", "y1", "score", "label")  # then the classes ...
+CSV_HEADER_START = ",".join(CSV_COLUMNS).encode() + b","
+
+
 def video_csv_paths(
     inputs: Iterable[str | Path], csv_dir: str | Path, overwrite: bool = False
 ) -> dict[str, Path]:
@@ -97,10 +103,27 @@ def video_csv_paths(
     paths = {str(v): Path(csv_dir) / f"{v.stem}.csv" for v in videos}
     if len(set(paths.values())) < len(paths):
         raise UserError("two videos share a file name; predict them in separate runs or rename one")
-    existing = [str(p) for p in paths.values() if p.exists()]
+    if videos and Path(csv_dir).exists() and not Path(csv_dir).is_dir():
+        raise NotADirectoryError(f"--csv-dir {csv_dir}: not a folder; expected a folder for the CSV files")
+    existing = [p for p in paths.values() if p.exists() or p.is_symlink()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it or choose --csv-dir")
+    theirs = [p for p in existing if not _written_csv(p)]
+    if theirs:
+        raise FileExistsError(f"{theirs[0]}: not a CSV ran predict wrote; refusing to replace it")
     return paths
+
+
+def _written_csv(path: Path) -> bool:
+    """Whether ``path`` is a per-frame CSV this package wrote (a regular file starting with its header)."""
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:  # a FIFO does not wait
+            head = (
+                handle.read(len(CSV_HEADER_START)) if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else b""
+            )
+    except OSError:
+        return False
+    return head == CSV_HEADER_START
 
 
 def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Sequence[str]) -> Path:
@@ -109,7 +132,7 @@ def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Seq
     without a face get a row with empty face fields. Written atomically, with the process umask's
     permissions (``ran.files``)."""
     num_regions = max((len(f.region_weights) for r in results for f in r.faces), default=0)
-    header = ["frame", "time_s", "face", "x0", "y0", "x1", "y1", "score", "label"]
+    header = list(CSV_COLUMNS)
     header += [f"prob_{n}" for n in names] + [f"weight_region{k}" for k in range(num_regions)] + ["track"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -274,6 +274,10 @@ def _classes(count: int):
             lambda config: config["label_names"].__setitem__(0, "\x1b[2Jneutral\nFAKE LINE"),
             r"label_names\[0\] = '\\x1b\[2Jneutral\\nFAKE LINE'; expected a name without control",
         ),
+        (
+            lambda config: config["label_names"].__setitem__(0, '=HYPERLINK("http://evil/")'),
+            r"label_names\[0\] = '=HYPERLINK.*; expected a name without control characters, not starting w",
+        ),
         (_set_cfg(std=[1.0, 1.0]), r"pretrained_cfg\['std'\] = \[1\.0, 1\.0\]; expected a list of 3\.\.3"),
         (_set_cfg(mean=[0.0, float("nan"), 0.0]), r"pretrained_cfg\['mean'\]\[1\] = nan"),
         (
@@ -296,6 +300,7 @@ def _classes(count: int):
         "region-pixels",
         "face-pixels",
         "label-control",
+        "label-formula",
         "std-2",
         "mean-nan",
         "labels-same",
