@@ -3,6 +3,7 @@ parser can show them without importing torch)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # No trained RAN weights are published, so there is no default model: what to give instead.
@@ -19,6 +20,9 @@ RAN_VARIANTS: dict[str, dict[str, Any]] = {
     **{f"ran_iresnet{d}": {"backbone": f"iresnet{d}", "region_size": 112} for d in (18, 34, 50, 100)},
     "ran_vgg16": {"backbone": "vgg16", "region_size": 224},
 }
+
+# A Hugging Face Hub repository id, ORG/NAME (models and datasets).
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # The most classes a model may have: a model folder's config, ``ran models --num-classes``.
 MAX_CLASSES = 100_000

@@ -18,7 +18,6 @@ header before memory is taken (:mod:`ran.modelio.folder`). Errors name the thing
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,10 @@ import timm
 import torch
 
 import ran.models  # noqa: F401  (registers the architectures)
+from ran.constants import REPO_ID
 from ran.errors import Note, UserError
 from ran.modelio.folder import CONFIG_NAME, WEIGHTS_NAME, check_folder, refuse_pickles
 from ran.models import RAN_VARIANTS, RegionAttentionNet
-
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)

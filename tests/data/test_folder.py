@@ -163,6 +163,23 @@ def test_push_uploads_exactly_the_folder(splits, tmp_path):
     assert Path(upload_args["folder_path"]) == out and upload_args["repo_type"] == "dataset"
     assert upload_args["repo_id"] == "user/ferplus-ran"
     assert len(check_dataset_folder(out)) == 6  # README.md, four Parquet files and the marker
+    # anything else in the folder is not the dataset's: never uploaded, a link never followed
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    (out / ".env").write_text("HF_TOKEN=hf_secret")
+    (out / "notes.txt").symlink_to(secret)
+    assert len(check_dataset_folder(out)) == 6
+    push_dataset_folder(out, "user/ferplus-ran", api=api)
+    allowed = api.calls[-1][1]["allow_patterns"]
+    assert sorted(allowed) == sorted(str(p.relative_to(out)) for p in check_dataset_folder(out))
+    assert ".env" not in allowed and "notes.txt" not in allowed
+    parquet = next(out.rglob("*.parquet"))
+    parquet.rename(tmp_path / "moved.parquet")
+    parquet.symlink_to(tmp_path / "moved.parquet")
+    with pytest.raises(ValueError, match=r"leads out of the folder through a symlink"):
+        push_dataset_folder(out, "user/ferplus-ran", api=api)
+    with pytest.raises(ValueError, match=r"repo_id: expected 'ORG/NAME', got 'bad id'"):
+        push_dataset_folder(tmp_path / "ds", "bad id", api=api)
 
 
 def test_push_cli_and_refusals(splits, tmp_path, monkeypatch, capsys):

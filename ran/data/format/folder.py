@@ -22,6 +22,7 @@ from typing import Any
 
 import datasets
 
+from ran.constants import REPO_ID
 from ran.data.format.declared import (  # noqa: F401  (read_card_configs: callers read the card through here)
     DEFAULT_CONFIG,
     declared_configs,
@@ -29,10 +30,13 @@ from ran.data.format.declared import (  # noqa: F401  (read_card_configs: caller
     read_card_configs,
 )
 from ran.errors import UserError
+from ran.files import marker_path
 
 DEFAULT_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _RESERVED_CONFIG_NAMES = {DEFAULT_CONFIG, "data"}
+
+DATASET = "dataset"  # the marker kind: .ran-dataset.json
 
 
 def dataset_features(class_names: Sequence[str], extra: Mapping[str, Any] | None = None) -> datasets.Features:
@@ -311,7 +315,10 @@ def read_folder_in_memory(folder: str | Path) -> datasets.DatasetDict:
 
 
 def check_dataset_folder(folder: str | Path) -> list[Path]:
-    """The files of a dataset folder, after checking that its card names exactly the Parquet files present."""
+    """The files of a dataset folder that make the dataset: its card (README.md), the Parquet files the
+    card names (exactly those present; ``declared_files`` refuses links out of the folder) and the
+    marker. Anything else there (notes, a ``.env``, a link to elsewhere) is not the dataset's and is never
+    uploaded."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a directory; expected a folder written by 'ran data'")
@@ -320,7 +327,13 @@ def check_dataset_folder(folder: str | Path) -> list[Path]:
     if present - declared:
         extra = ", ".join(sorted(map(str, present - declared)))
         raise UserError(f"{folder}: Parquet files not named in README.md: {extra}")
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+    marker = marker_path(folder, DATASET)
+    own = [
+        folder / "README.md",
+        *(folder / name for name in declared),
+        *([marker] if marker.is_file() else []),
+    ]
+    return sorted(own)
 
 
 def push_dataset_folder(
@@ -332,9 +345,12 @@ def push_dataset_folder(
     commit_message: str = "Upload dataset built with ran data",
     api: Any = None,
 ) -> Any:
-    """Upload a dataset folder to a Hub dataset repo as it is, so ``load_dataset(repo_id)`` reads it."""
+    """Upload a dataset folder's files (:func:`check_dataset_folder`) to a Hub dataset repo, so
+    ``load_dataset(repo_id)`` reads it."""
+    if not REPO_ID.match(repo_id):
+        raise UserError(f"repo_id: expected 'ORG/NAME', got {repo_id!r}")
     folder = Path(folder)
-    check_dataset_folder(folder)
+    files = check_dataset_folder(folder)
     if api is None:
         from huggingface_hub import HfApi
 
@@ -346,4 +362,5 @@ def push_dataset_folder(
         repo_type="dataset",
         revision=revision,
         commit_message=commit_message,
+        allow_patterns=[str(path.relative_to(folder)) for path in files],  # the dataset's files only
     )

@@ -30,6 +30,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ran.data.format.folder import (
+    DATASET,
     DEFAULT_CONFIG,
     DEFAULT_SPLITS,
     check_split_name,
@@ -47,7 +48,6 @@ DEFAULT_MAX_SHARD_BYTES = 500_000_000  # what push_to_hub calls "500MB"
 ROWS_PER_GROUP = 100  # datasets' row-group size for image columns: random access stays cheap
 SCRATCH_DIR = ".scratch"
 CARD_TITLE = "# Facial expression dataset (RAN format)"
-DATASET = "dataset"  # the marker kind: .ran-dataset.json
 
 
 def parse_shard_size(value: str | int) -> int:
