@@ -99,15 +99,25 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
         from ran.faults import fault_message
 
         message = fault_message(err)
+        if message is None and _from_the_hub(err) and not debug:  # offline: a ConnectionError
+            return _report(prog, f"error: the Hugging Face Hub: {one_line(err)}", EXIT_USER_ERROR)
         if message is None or debug:
             raise
         return _report(prog, f"error: {one_line(message)}", EXIT_FAULT)
     except KeyboardInterrupt as err:
         detail = one_line(err) if str(err) else ""
         return _report(prog, f"interrupted{'; ' + detail if detail else ''}", EXIT_INTERRUPTED)
-    except Exception:
+    except Exception as err:
+        if _from_the_hub(err) and not debug:  # offline, no such repo, a bad id: the Hub's answer, not a bug
+            return _report(prog, f"error: the Hugging Face Hub: {one_line(err)}", EXIT_USER_ERROR)
         close_progress_bars()  # the traceback starts on a line of its own
         raise
+
+
+def _from_the_hub(err: Exception) -> bool:
+    """Whether ``err`` is one of huggingface_hub's own errors (matched by module, so that the CLI need not
+    import huggingface_hub to recognise them)."""
+    return any(kind.__module__.startswith("huggingface_hub") for kind in type(err).__mro__)
 
 
 def _reader_gone() -> int:

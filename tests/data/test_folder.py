@@ -472,3 +472,25 @@ def test_an_image_that_does_not_decode_is_named_in_one_line(splits, two_class_mo
         "ran evaluate: error: split test, row 2: its image cannot be decoded ("
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_the_hubs_refusals_are_one_line(splits, tmp_path, monkeypatch, capsys):
+    """Offline (a ConnectionError of huggingface_hub's) or refused by the Hub: its message in one line,
+    exit 2, not a traceback."""
+    import huggingface_hub
+    from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled
+
+    from ran.cli import run_main
+    from ran.cli.data import main
+
+    out = write_dataset_folder(splits, tmp_path / "ds")
+    for error in (OfflineModeIsEnabled("Cannot reach the Hub: offline mode"), HFValidationError("bad name")):
+
+        class Refusing(_RecordingApi):
+            def create_repo(self, repo_id, error=error, **kwargs):
+                raise error
+
+        monkeypatch.setattr(huggingface_hub, "HfApi", Refusing)
+        assert run_main(main, ["push", str(out), "me/ds"], prog="ran data") == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line == f"ran data: error: the Hugging Face Hub: {error}", line

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ran.errors import UserError
+from ran.errors import UserError, one_line
 from ran.files import write_bytes
 
 SUBSET_LISTS_ENV = "RAN_SUBSET_LISTS"  # a local directory holding the lists (the repository's layout)
@@ -33,6 +33,7 @@ class PinnedRepository:
     commit: str
     url_env: str
     sha256: Mapping[str, str]
+    local_hint: str  # how to give a local copy instead, for the message when a download fails
 
     @property
     def default_base_url(self) -> str:
@@ -58,8 +59,8 @@ class PinnedRepository:
                 payload = response.read()
         except (urllib.error.URLError, OSError) as err:
             raise DownloadError(
-                f"could not download {url} ({err}); give a local copy of the repository's files instead "
-                f"(a directory argument or ${SUBSET_LISTS_ENV} / --lists for the subset lists)"
+                f"could not download {url} ({one_line(err, 120)}); give a local copy of the repository's "
+                f"files instead ({self.local_hint})"
             ) from err
         actual = _sha256(payload)
         if actual != expected:
@@ -76,8 +77,8 @@ class PinnedRepository:
         return self.cache_root(cache_dir)
 
 
-class DownloadError(OSError):
-    """A pinned file could not be fetched (no network, wrong URL)."""
+class DownloadError(UserError):
+    """A pinned file could not be fetched (no network, wrong URL): one line saying what to give instead."""
 
 
 def default_cache_dir() -> Path:
@@ -100,6 +101,7 @@ AUTHORS_LISTS = PinnedRepository(
     repo="kaiwang960112/Challenge-condition-FER-dataset",
     commit="e43d7a06e696f3f87feb3cbced739a286bc08679",
     url_env=SUBSET_LISTS_URL_ENV,
+    local_hint=f"--lists DIR or ${SUBSET_LISTS_ENV}, or --lists none to build without the subsets",
     sha256=_checksums(
         """
 b9d5c500fe762b1cda4c9fb537e4560fff9d01acabdcebedd57290a9b2f9d903  FERplus_dir/jianfei_occlusion_list.txt
@@ -122,6 +124,7 @@ FERPLUS_LABEL_FILES = PinnedRepository(
     repo="microsoft/FERPlus",
     commit="ae2128abf776409c93e50cf7c9d87180673314e6",
     url_env=FERPLUS_URL_ENV,
+    local_hint="--labels DIR: a clone of microsoft/FERPlus or its FER2013* label folders",
     sha256=_checksums(
         """
 9206e20d62f56475939f516847d61753e4860caeac9718b560129541b776fc2c  fer2013new.csv
