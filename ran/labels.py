@@ -5,6 +5,8 @@ Kept free of heavy imports: the model configs, the data builders and the CLI all
 
 from __future__ import annotations
 
+import unicodedata
+
 # FERPlus order (microsoft/FERPlus label.csv vote columns 0..7).
 FERPLUS_CLASSES: tuple[str, ...] = (
     "neutral",
@@ -45,3 +47,15 @@ DATASET_CLASSES: dict[str, tuple[str, ...]] = {
 
 # The class orders an original RAN checkpoint may have been trained with (``ran convert --labels``).
 CHECKPOINT_LABEL_SETS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@")  # a spreadsheet cell starting so is run as a formula
+
+
+def class_name_problem(name: str) -> str | None:
+    """What is wrong with a class name read from a file, or None: a control character would command the
+    terminal (ESC) or break the lines (newline) of every message, table and card that names the class,
+    and a name starting as a spreadsheet formula does would run in the per-frame CSV's label column."""
+    if any(unicodedata.category(c) == "Cc" for c in name) or name[:1] in FORMULA_STARTS:
+        return f"a name without control characters, not starting with {' '.join(FORMULA_STARTS)}"
+    return None

@@ -545,3 +545,24 @@ def test_no_progress_hides_the_bars_of_datasets_too(tiny_data, tmp_path, capsys)
         assert ran_main([*argv, "--subsets", "test", *flags]) == 0
         assert ("Generating test split" in capsys.readouterr().err) is shown
         assert datasets.is_progress_bar_enabled()
+
+
+def test_a_dataset_whose_class_names_command_the_terminal_is_refused(tiny_data, tmp_path, capsys):
+    """Class names come from the dataset's files too: one holding ESC (a terminal command) or a newline
+    reached the terminal and results.md as it was."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+    for shard in data.rglob("*.parquet"):
+        table = pq.read_table(shard)
+        meta = dict(table.schema.metadata)
+        meta[b"huggingface"] = meta[b"huggingface"].replace(b'"neutral"', b'"neutral\\u001b[2J"')
+        pq.write_table(table.replace_schema_metadata(meta), shard)
+    model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
+    argv = ["evaluate", "--model", str(model_dir), "--data", str(data), "--output-dir", str(tmp_path / "out")]
+    assert ran_main([*argv, "--no-progress", "--subsets", "test"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "class name 'neutral\\x1b[2J'; expected a name without control characters" in line, line
+    assert "\x1b" not in line and not (tmp_path / "out").exists()

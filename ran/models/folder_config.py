@@ -10,7 +10,6 @@ is built. Errors are one line naming the file, the key, the value and what was e
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import timm
 
 from ran.constants import MAX_CLASSES
 from ran.errors import UserError
+from ran.labels import class_name_problem
 from ran.models.ran import GLOBAL_POOLS, RAN_VARIANTS
 from ran.numbers import IMAGE_SIDE, REGION_SIDE
 from ran.regions import REGION_PRESETS, validate_boxes
@@ -29,7 +29,6 @@ MAX_REGIONS = 64
 # with 64 regions of 1024 px on a 4096 px face took 2.6 GB and two minutes for one face.
 MAX_REGION_PIXELS = 2**21
 MAX_FACE_PIXELS = 2**20
-FORMULA_STARTS = ("=", "+", "-", "@")  # a spreadsheet cell starting so is run as a formula
 MIN_STD = 1e-3  # a std below it is 0 in float32 or near it: every input becomes inf or NaN
 MAX_SIDE = REGION_SIDE.high  # px: region_size, as the commands take it (the paper's regions are 224 px)
 MAX_IMAGE_SIDE = IMAGE_SIDE.high  # px: input_size sides, as the commands take them
@@ -87,9 +86,9 @@ def check_class_names(where: str, key: str, value: Any) -> None:
     spreadsheet formula does (the per-frame CSV has a label column)."""
     _texts(where, key, value)
     for i, name in enumerate(value):
-        if any(unicodedata.category(c) == "Cc" for c in name) or name[:1] in FORMULA_STARTS:
-            expected = f"a name without control characters, not starting with {' '.join(FORMULA_STARTS)}"
-            raise _fail(where, f"{key}[{i}]", name, expected)
+        problem = class_name_problem(name)
+        if problem:
+            raise _fail(where, f"{key}[{i}]", name, problem)
 
 
 # --- check factories: each makes a Check(where, key, value) ---------------------------------------------

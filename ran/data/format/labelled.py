@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ran.errors import UserError
+from ran.labels import class_name_problem
 
 UNLABELLED = -1
 
@@ -27,6 +28,10 @@ def class_names_of(split: Any, what: str) -> list[str]:
     if not names:
         kind = "no 'label' column" if feature is None else f"a 'label' column of {type(feature).__name__}"
         raise UserError(f"{what} has {kind}; expected class labels (ClassLabel), as 'ran data' writes them")
+    for name in names:
+        problem = class_name_problem(str(name))
+        if problem:
+            raise UserError(f"{what}: class name {str(name)[:80]!r}; expected {problem}")
     return list(names)
 
 
