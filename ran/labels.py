@@ -55,7 +55,8 @@ FORMULA_STARTS = ("=", "+", "-", "@")  # a spreadsheet cell starting so is run a
 def class_name_problem(name: str) -> str | None:
     """What is wrong with a class name read from a file, or None: a control character would command the
     terminal (ESC) or break the lines (newline) of every message, table and card that names the class,
-    and a name starting as a spreadsheet formula does would run in the per-frame CSV's label column."""
-    if any(unicodedata.category(c) == "Cc" for c in name) or name[:1] in FORMULA_STARTS:
-        return f"a name without control characters, not starting with {' '.join(FORMULA_STARTS)}"
+    a name starting as a spreadsheet formula does would run in the per-frame CSV's label column, and a
+    '$' starts matplotlib's math text in every plot (an unknown command in it stopped the plotting)."""
+    if any(unicodedata.category(c) == "Cc" for c in name) or name[:1] in FORMULA_STARTS or "$" in name:
+        return f"a name without control characters or '$', not starting with {' '.join(FORMULA_STARTS)}"
     return None

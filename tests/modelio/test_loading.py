@@ -276,7 +276,11 @@ def _classes(count: int):
         ),
         (
             lambda config: config["label_names"].__setitem__(0, '=HYPERLINK("http://evil/")'),
-            r"label_names\[0\] = '=HYPERLINK.*; expected a name without control characters, not starting w",
+            r"label_names\[0\] = '=HYPERLINK.*; expected a name .* not starting with = \+ - @",
+        ),
+        (
+            lambda config: config["label_names"].__setitem__(0, "$\\undefinedcmd{x}$"),
+            r"label_names\[0\] = .*undefinedcmd.*; expected a name without control characters or '\$'",
         ),
         (_set_cfg(std=[1.0, 1.0]), r"pretrained_cfg\['std'\] = \[1\.0, 1\.0\]; expected a list of 3\.\.3"),
         (_set_cfg(mean=[0.0, float("nan"), 0.0]), r"pretrained_cfg\['mean'\]\[1\] = nan"),
@@ -301,6 +305,7 @@ def _classes(count: int):
         "face-pixels",
         "label-control",
         "label-formula",
+        "label-math",
         "std-2",
         "mean-nan",
         "labels-same",
