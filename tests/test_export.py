@@ -1,6 +1,7 @@
 """ONNX export: region cutting inside the graph, onnxruntime parity with PyTorch for every RAN."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -194,3 +195,23 @@ def test_opsets_outside_what_torch_writes_are_refused_before_export(tmp_path, ca
     ):
         export_onnx(model, out, opset=newest + 1)
     assert not out.exists()
+
+
+def test_a_graph_that_fails_its_check_is_not_left_behind(tmp_path, monkeypatch, capsys):
+    """The graph was written before onnxruntime checked it: a failed check left a graph that answers
+    unlike its model."""
+    import ran.export
+    from ran.cli import run_main
+    from ran.errors import UserError
+
+    def failing(model, path, **kwargs):
+        assert Path(path).is_file()  # the check reads the graph as written
+        raise UserError(f"{path}: onnxruntime differs from PyTorch by 1 > 0.0001")
+
+    monkeypatch.setattr(ran.export, "check_onnx", failing)
+    model = timm.create_model("ran", backbone="test_resnet", region_size=32)
+    folder = ran.save_pretrained(model, tmp_path / "m")
+    out = tmp_path / "out" / "m.onnx"
+    assert run_main(main, ["--model", str(folder), "--onnx", str(out)], "ran export") == 2
+    assert "onnxruntime differs from PyTorch" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []

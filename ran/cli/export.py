@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in ("onnx", "onnxscript", *runtime):
         require(module, "ran export --int8" if args.int8 else "ran export")  # before anything is loaded
     from ran.export import check_onnx, check_onnx_target, export_onnx
+    from ran.files import atomic_path
     from ran.modelio.loading import load_model
 
     out = Path(args.onnx)
@@ -124,22 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8:
         return _export_int8(args)
     model = load_model(args.model)
-    path = export_onnx(
-        model,
-        out,
-        input_size=args.input_size,
-        opset=args.opset,
-        attention_weights=not args.no_weights,
-        boxes_input=args.boxes_input,
-        overwrite=args.overwrite,
-    )
-    message = f"wrote {path}"
-    if not args.no_check:
-        diffs = check_onnx(model, path)
-        message += " (onnxruntime vs PyTorch max abs diff: " + ", ".join(
-            f"{k} {v:.2g}" for k, v in diffs.items()
-        )
-        message += ")"
+    options = {"input_size": args.input_size, "opset": args.opset, "boxes_input": args.boxes_input}
+    with atomic_path(out) as staged:  # a graph that fails its check is not left behind
+        export_onnx(model, staged, attention_weights=not args.no_weights, **options)
+        diffs = None if args.no_check else check_onnx(model, staged)
+    message = f"wrote {out}"
+    if diffs is not None:
+        shown = ", ".join(f"{k} {v:.2g}" for k, v in diffs.items())
+        message += f" (onnxruntime vs PyTorch max abs diff: {shown})"
     print(message)
     return 0
 
