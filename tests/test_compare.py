@@ -170,3 +170,68 @@ def test_command_refuses_other_faces_and_bad_forms(setup, tmp_path, capsys):
     assert "predictions" in capsys.readouterr().err
     assert ran_main(["compare", str(run_a), str(run_a), "--subsets", "minor"]) == 2
     assert "no such subset" in capsys.readouterr().err
+
+
+def _tampered(source: Path, out: Path, mode: str) -> Path:
+    """A copy of an evaluation folder whose predictions.parquet is changed as ``mode`` says."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(shutil.copytree(source, out))
+    table = pq.read_table(folder / "predictions.parquet")
+    meta = dict(table.schema.metadata)
+    info = json.loads(meta[b"ran"])
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    if mode == "metadata_list":
+        info = [1, 2]
+    elif mode == "classes_list":
+        info["classes"] = ["a"]
+    elif mode == "unlabelled_text":
+        info["unlabelled"] = {"test": "lots"}
+    elif mode == "label_99":
+        columns["label"][0] = 99
+    elif mode == "label_-5":
+        columns["label"][0] = -5
+    elif mode == "ragged":
+        columns["probabilities"][0] = columns["probabilities"][0][:-1]
+    elif mode == "nan":
+        columns["probabilities"][0] = [float("nan")] * len(columns["probabilities"][0])
+    elif mode == "null_row":
+        columns["row"][0] = None
+    elif mode == "escape_subset":
+        columns["subset"] = [s.replace("test", "test\x1b[2J") for s in columns["subset"]]
+    types = {name: table.schema.field(name).type for name in table.column_names}
+    rebuilt = pa.table({name: pa.array(values, types[name]) for name, values in columns.items()})
+    meta[b"ran"] = json.dumps(info).encode()
+    pq.write_table(rebuilt.replace_schema_metadata(meta), folder / "predictions.parquet")
+    return folder
+
+
+TAMPERINGS = [
+    "metadata_list",
+    "classes_list",
+    "unlabelled_text",
+    "label_99",
+    "label_-5",
+    "ragged",
+    "nan",
+    "null_row",
+    "escape_subset",
+]
+
+
+def test_predictions_files_are_checked_before_they_are_compared(setup, tmp_path, capsys):
+    """A predictions.parquet is data: metadata of other types, a label no class has, ragged, NaN or null
+    values were tracebacks or, worse, compared as if they were results. Each is one line naming the
+    file."""
+    good = _evaluate(setup, "model_a", "data", tmp_path / "a")
+    for mode in TAMPERINGS:
+        bad = _tampered(good, tmp_path / mode, mode)
+        args = ["compare", str(good), str(bad), "--output-dir", str(tmp_path / f"out-{mode}")]
+        capsys.readouterr()
+        assert ran_main([*args, "--resamples", "200"]) == 2, mode
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert str(bad / "predictions.parquet") in line and "\x1b" not in line, (mode, line)
+        assert not (tmp_path / f"out-{mode}").exists()

@@ -12,6 +12,7 @@ never scored and not in the file) and the precision the model ran in travel in t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ran.errors import UserError
+from ran.errors import UserError, one_line
+from ran.labels import class_name_problem
 
 PREDICTIONS = "predictions.parquet"
 _METADATA_KEY = b"ran"
@@ -118,8 +120,15 @@ def _read_table(path: Path) -> tuple[Any, dict[str, Any]]:
     except Exception as err:  # pyarrow raises its own types for a damaged or foreign file
         raise UserError(f"{path}: not a readable predictions file ({type(err).__name__}: {err})") from None
     missing = [c for c in _COLUMNS if c not in table.column_names]
-    if missing or info.get("format") != _FORMAT:
+    if missing or not isinstance(info, dict) or info.get("format") != _FORMAT:
         raise UserError(f"{path}: not a 'ran evaluate' predictions file (missing {missing or 'metadata'})")
+    for key in ("classes", "regions"):
+        entries = info.get(key)
+        names_ok = isinstance(entries, dict) and all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in entries.values()
+        )
+        if not names_ok:
+            raise UserError(f"{path}: metadata {key!r}: expected names per subset, as ran evaluate writes")
     return table, info
 
 
@@ -133,21 +142,56 @@ def read_predictions(folder_or_file: str | Path) -> dict[str, SubsetSamples]:
     out: dict[str, SubsetSamples] = {}
     for name in dict.fromkeys(columns["subset"]):
         picked = np.flatnonzero(subsets == name)
-        classes = list(info["classes"].get(name, []))
-        regions = list(info["regions"].get(name, []))
-        out[name] = SubsetSamples(
-            ids=[columns["id"][i] for i in picked],
-            rows=np.asarray([columns["row"][i] for i in picked], dtype=np.int64),
-            labels=np.asarray([columns["label"][i] for i in picked], dtype=np.int64),
-            probabilities=np.asarray([columns["probabilities"][i] for i in picked], dtype=np.float32),
-            weights=np.asarray([columns["weights"][i] for i in picked], dtype=np.float32),
-            classes=classes,
-            regions=regions,
-            cross_dataset=(info.get("cross_dataset") or {}).get(name),
-            unlabelled=int((info.get("unlabelled") or {}).get(name, 0)),
-            precision=(info.get("precision") or {}).get(name),
-        )
+        try:
+            out[name] = _subset(columns, picked, name, info)
+            _check_subset(out[name])
+        except (TypeError, ValueError, OverflowError) as err:  # ragged or null values, wrong types
+            raise UserError(f"{path}: subset {str(name)[:80]!r}: {one_line(err, 200)}") from None
     return out
+
+
+def _subset(columns: dict[str, list], picked: np.ndarray, name: Any, info: dict[str, Any]) -> SubsetSamples:
+    if not isinstance(name, str) or not _SUBSET_NAME.fullmatch(name):
+        raise ValueError("expected a subset name of letters, digits, '_' or '-'")
+    unlabelled = (info.get("unlabelled") or {}).get(name, 0)
+    if isinstance(unlabelled, bool) or not isinstance(unlabelled, int) or not 0 <= unlabelled <= 10**12:
+        raise ValueError(f"unlabelled = {unlabelled!r}; expected a count")
+    return SubsetSamples(
+        ids=[str(columns["id"][i]) for i in picked],
+        rows=np.asarray([columns["row"][i] for i in picked], dtype=np.int64),
+        labels=np.asarray([columns["label"][i] for i in picked], dtype=np.int64),
+        probabilities=np.asarray([columns["probabilities"][i] for i in picked], dtype=np.float32),
+        weights=np.asarray([columns["weights"][i] for i in picked], dtype=np.float32),
+        classes=list(info["classes"].get(name, [])),
+        regions=list(info["regions"].get(name, [])),
+        cross_dataset=(info.get("cross_dataset") or {}).get(name),
+        unlabelled=unlabelled,
+        precision=(info.get("precision") or {}).get(name),
+    )
+
+
+def _check_subset(samples: SubsetSamples) -> None:
+    """The numbers a comparison is computed from are what ran evaluate writes: one probability per class
+    (finite, in [0, 1]), one weight per region, labels naming a class (or -1, unlabelled)."""
+    count, classes, regions = len(samples.ids), len(samples.classes), len(samples.regions)
+    problems = [class_name_problem(name) for name in samples.classes]
+    if any(problems):
+        raise ValueError(f"a class name; expected {next(p for p in problems if p)}")
+    shape = samples.probabilities.shape
+    if not classes or shape != (count, classes):
+        raise ValueError(f"probabilities of shape {shape}; expected ({count}, {classes})")
+    if samples.weights.shape != (count, regions):
+        raise ValueError(f"region weights of shape {samples.weights.shape}; expected ({count}, {regions})")
+    probabilities = samples.probabilities
+    if not np.isfinite(probabilities).all() or (probabilities < 0).any() or (probabilities > 1).any():
+        raise ValueError("probabilities that are not finite numbers in [0, 1]")
+    if not np.isfinite(samples.weights).all():
+        raise ValueError("region weights that are not finite")
+    if ((samples.labels < -1) | (samples.labels >= classes)).any():
+        raise ValueError(f"labels outside -1 .. {classes - 1}")
+
+
+_SUBSET_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 __all__ = ["PREDICTIONS", "SubsetSamples", "read_predictions", "row_ids", "write_predictions"]
