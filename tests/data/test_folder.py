@@ -494,3 +494,14 @@ def test_the_hubs_refusals_are_one_line(splits, tmp_path, monkeypatch, capsys):
         assert run_main(main, ["push", str(out), "me/ds"], prog="ran data") == 2
         [line] = capsys.readouterr().err.strip().splitlines()
         assert line == f"ran data: error: the Hugging Face Hub: {error}", line
+
+
+@pytest.mark.parametrize("renamed", ["test", "default"])
+def test_a_config_named_like_a_split_or_another_config_is_refused(splits, tmp_path, renamed):
+    """A card whose pose45 config was renamed 'test' had its 45 faces evaluated as the test split, with no
+    word said; a config declared twice was read as the last one."""
+    out = write_dataset_folder(splits, tmp_path / "ds")
+    card = out / "README.md"
+    card.write_text(card.read_text().replace("config_name: occlusion", f"config_name: {renamed}", 1))
+    with pytest.raises(ValueError, match=rf"README.md: config '{renamed}': the name of a split or of another"):
+        load_dataset_folder(out)

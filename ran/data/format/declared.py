@@ -20,6 +20,7 @@ from ran.errors import UserError
 from ran.safeyaml import load_yaml
 
 DEFAULT_CONFIG = "default"
+DEFAULT_SPLITS: tuple[str, ...] = ("train", "validation", "test")  # the default config's
 _MAX_NAME = 100
 MAX_CARD_BYTES = 4 << 20  # the cards ran data writes are a few kB
 
@@ -159,6 +160,8 @@ def declared_configs(folder: str | Path) -> dict[str, dict[str, list[Path]]]:
     result: dict[str, dict[str, list[Path]]] = {}
     for config in configs:
         name = _config_name(card, config)
+        if name in result or name in DEFAULT_SPLITS:  # it would stand in for that config or split
+            raise UserError(f"{card}: config {name!r}: the name of a split or of another config")
         splits: dict[str, list[Path]] = {}
         for split, patterns in _data_files(card, name, config):
             where = f"split {split!r} of config {name!r}"

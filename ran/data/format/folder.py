@@ -25,6 +25,7 @@ import datasets
 from ran.constants import REPO_ID
 from ran.data.format.declared import (  # noqa: F401  (read_card_configs: callers read the card through here)
     DEFAULT_CONFIG,
+    DEFAULT_SPLITS,
     declared_configs,
     declared_files,
     read_card_configs,
@@ -32,7 +33,6 @@ from ran.data.format.declared import (  # noqa: F401  (read_card_configs: caller
 from ran.errors import UserError
 from ran.files import marker_path
 
-DEFAULT_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _RESERVED_CONFIG_NAMES = {DEFAULT_CONFIG, "data"}
 
@@ -138,7 +138,10 @@ def _folder_cache_dir(folder: Path) -> Path:
 
 
 def _add_config(result: dict[str, datasets.Dataset], name: str, loaded: Mapping[str, Any]) -> None:
-    """Default config: its train / validation / test; a subset config: its test split (else its first)."""
+    """Default config: its train / validation / test; a subset config: its test split (else its first).
+    A subset config named like a split (or twice) would stand in for it: refused."""
+    if name in DEFAULT_SPLITS or (name != DEFAULT_CONFIG and name in result):
+        raise UserError(f"config {name!r}: the name of a split or of another config; expected another name")
     if name == DEFAULT_CONFIG:
         result.update({split: loaded[split] for split in DEFAULT_SPLITS if split in loaded})
     else:
