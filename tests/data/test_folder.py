@@ -503,5 +503,5 @@ def test_a_config_named_like_a_split_or_another_config_is_refused(splits, tmp_pa
     out = write_dataset_folder(splits, tmp_path / "ds")
     card = out / "README.md"
     card.write_text(card.read_text().replace("config_name: occlusion", f"config_name: {renamed}", 1))
-    with pytest.raises(ValueError, match=rf"README.md: config '{renamed}': the name of a split or of another"):
+    with pytest.raises(ValueError, match=rf"README.md: config '{renamed}': the name of a split or of an"):
         load_dataset_folder(out)
