@@ -6,6 +6,7 @@ Uses a six-image FERPlus in the real file formats, so each case runs in millisec
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from ran.cli import run_main
 from ran.cli.data import main
 from ran.data.sources.ferplus import load_ferplus
+from ran.errors import UserError
 
 HEADER_NEW = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
 # (Usage, name, majority class); the row without a name is a non-face
@@ -117,6 +119,40 @@ def test_non_integer_vote(mini):
         ValueError, match=r"FER2013Valid/label.csv line 2: vote column 'surprise' is 'x'; expected"
     ):
         load_ferplus(mini["fer2013"], mini["labels"], subset_lists=False, progress=False)
+
+
+VOTES = 'fer0000004.png,"(0, 0, 48, 48)",0,0,{},10,0,0,0,0,0,0'
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (VOTES.format("99999999999"), "is '99999999999'; expected an integer 0..1000000"),
+        (VOTES.format("\u00b2"), "is '\u00b2'; expected an integer 0..1000000"),
+        (VOTES.format("1\x00"), "is '1\\x00'; expected an integer 0..1000000"),
+        ('fer0000004.png,"' + "x" * 200_000 + '",0,0,0,10,0,0,0,0,0,0', "line 2: not readable as CSV"),
+        (VOTES.format("0").encode().replace(b"fer", b"f\xe9r", 1), "not UTF-8 text near line"),
+    ],
+    ids=["huge", "superscript", "nul", "long-field", "latin-1"],
+)
+def test_label_csv_faults_are_one_line(mini, line, message):
+    """A vote Python reads as a digit ('\u00b2') or too large for the int32 table, a NUL byte, a field over
+    the csv module's limit or a byte that is not UTF-8 were tracebacks (ValueError, OverflowError,
+    csv.Error, UnicodeDecodeError); each is one line naming the file."""
+    label_csv = mini["labels"] / "data" / "FER2013Valid" / "label.csv"
+    lines = label_csv.read_bytes().splitlines()
+    lines[1] = line if isinstance(line, bytes) else line.encode()
+    label_csv.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        load_ferplus(mini["fer2013"], mini["labels"], subset_lists=False, progress=False)
+    assert "FER2013Valid/label.csv" in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_a_byte_order_mark_is_no_part_of_a_name(mini):
+    """A spreadsheet saves UTF-8 with a byte-order mark: it is not part of the first image name."""
+    label_csv = mini["labels"] / "data" / "FER2013Valid" / "label.csv"
+    label_csv.write_bytes(b"\xef\xbb\xbf" + label_csv.read_bytes())
+    load_ferplus(mini["fer2013"], mini["labels"], subset_lists=False, progress=False)
 
 
 def test_unknown_usage(mini):

@@ -6,7 +6,6 @@ never all held at once; only validation.csv (4,000 rows) is kept whole, to resol
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import itertools
@@ -25,7 +24,7 @@ from ran.data.format.writer import (
     dataset_folder_writer,
     write_images,
 )
-from ran.data.sources.columns import column_index
+from ran.data.sources.columns import column_index, csv_rows
 from ran.data.sources.subsets import load_subset_lists, resolve_subsets, subset_test_rows, write_subsets
 from ran.errors import UserError
 from ran.labels import AFFECTNET_CLASSES
@@ -80,8 +79,8 @@ def _parse_row(row: Sequence[str], index: dict[str, int], path: Path, number: in
     try:
         expression = int(row[index["expression"]])
         x, y, w, h = (int(float(row[index[k]])) for k in ("face_x", "face_y", "face_width", "face_height"))
-    except ValueError:
-        found = [row[index[k]] for k in ("expression", "face_x", "face_y", "face_width", "face_height")]
+    except (ValueError, OverflowError):  # OverflowError: an infinite box
+        found = [row[index[k]][:20] for k in ("expression", "face_x", "face_y", "face_width", "face_height")]
         raise UserError(
             f"{path} line {number}: expression and face box must be integers, got {found}"
         ) from None
@@ -92,8 +91,8 @@ def iter_affectnet_csv(path: str | Path, num_classes: int) -> Iterator[AffectNet
     """Rows of training.csv / validation.csv with an expression below ``num_classes`` (8+ are not faces'
     expressions; 7-class drops contempt), read lazily. Works with or without the header line."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv_rows(handle, path)
         first = next(reader, None)
         if first is None:
             raise UserError(f"{path}: empty file; expected AffectNet rows ({', '.join(CSV_COLUMNS)})")

@@ -31,7 +31,7 @@ from ran.data.format.writer import (
     dataset_folder_writer,
     write_images,
 )
-from ran.data.sources.columns import column_index
+from ran.data.sources.columns import column_index, csv_rows
 from ran.data.sources.ferplus_labels import (  # noqa: F401  (re-exported: the names this module always offered)
     EVALUATION_LABEL_MODE,
     LABEL_MODES,
@@ -81,8 +81,9 @@ def parse_pixels(text: str, path: str | Path, line: int) -> np.ndarray:
         f"expected {PIXELS_PER_IMAGE} space-separated integers 0..255 ({IMAGE_SIZE}x{IMAGE_SIZE} grayscale)"
     )
     for position, token in enumerate(tokens, 1):
-        if not token.isdigit() or int(token) > 255:
-            shown = token if token.isdigit() and len(token) < 12 else repr(token[:20])
+        digits = token.isascii() and token.isdigit()
+        if not digits or int(token) > 255:
+            shown = token if digits and len(token) < 12 else repr(token[:20])
             raise UserError(f"{path} line {line}: pixel value {position} is {shown}; {expected}")
     raise UserError(f"{path} line {line}: pixels column holds {len(tokens)} values; {expected}")
 
@@ -106,8 +107,8 @@ def _fer2013_records(path: Path, total: int | None, progress: bool) -> Iterator[
     """(row, line, Usage, pixel text) of each data row of fer2013.csv, checked for columns and Usage."""
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 20))
     row = 0
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv_rows(handle, path)
         header = next(reader, None)
         if header is None:
             raise UserError(f"{path}: empty file; expected a header 'emotion,pixels,Usage'")

@@ -7,14 +7,13 @@ which images a split keeps and their target distributions.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ran.data.sources.columns import column_index
+from ran.data.sources.columns import column_index, csv_rows
 from ran.data.sources.subsets import fetch_ferplus_labels
 from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
@@ -105,13 +104,17 @@ class VoteTable:
     usage: list[str]  # Kaggle Usage of each row
 
 
+MAX_VOTES = 1_000_000  # FERPlus has 10 annotators a face; the votes are held as int32
+
+
 def _parse_votes(fields: Sequence[str], path: Path, line: int) -> list[int]:
     values = []
     for column, text in zip(VOTE_COLUMNS, fields):
         text = text.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_VOTES:
             raise UserError(
-                f"{path} line {line}: vote column {column!r} is {text!r}; expected a non-negative integer"
+                f"{path} line {line}: vote column {column!r} is {text[:20]!r}; expected an integer "
+                f"0..{MAX_VOTES}"
             )
         values.append(int(text))
     return values
@@ -121,8 +124,8 @@ def read_label_csv(path: str | Path, usage: str) -> VoteTable:
     """One FERPlus ``label.csv`` (no header): name, face box, then the 10 vote counts."""
     path = Path(path)
     names, votes, lines = [], [], []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.reader(handle), 1):
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        for line, row in enumerate(csv_rows(handle, path), 1):
             if not row:
                 continue
             if len(row) != 2 + len(VOTE_COLUMNS):
@@ -147,8 +150,8 @@ def read_fer2013new(path: str | Path) -> VoteTable:
     non-faces and keep an empty name."""
     path = Path(path)
     names, votes, lines, usage = [], [], [], []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv_rows(handle, path)
         header = next(reader, None)
         if header is None:
             raise UserError(f"{path}: empty file; expected fer2013new.csv with a header line")
