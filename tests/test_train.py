@@ -683,6 +683,36 @@ def test_resume_refuses_optimizer_state_larger_than_the_model_unread(real_checkp
         read_checkpoint(folder)
 
 
+@pytest.mark.parametrize("key, value", [("momentum", float("nan")), ("weight_decay", float("inf"))])
+def test_resume_refuses_optimizer_hyperparameters_that_are_not_finite(real_checkpoint, tmp_path, key, value):
+    """A NaN momentum or an infinite weight decay in optimizer.json ended the resumed run as 'diverged,
+    try a lower --lr': the cause was the file."""
+    from ran.modelio.checkpoints import read_checkpoint
+
+    folder = Path(shutil.copytree(real_checkpoint, tmp_path / real_checkpoint.name))
+    meta = json.loads((folder / "optimizer.json").read_text())
+    meta["param_groups"][0][key] = value
+    (folder / "optimizer.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"optimizer\.json: corrupt \(a hyper-parameter of 'param_gro"):
+        ValueError, match=r"optimizer\.json: corrupt \(a hyper-parameter of 'param_groups' is"
+    ):
+        read_checkpoint(folder)
+
+
+def test_resume_refuses_a_checkpoint_past_the_runs_epochs(real_checkpoint, tmp_path, capsys):
+    """progress.json saying epoch 999999 of a one-epoch run: nothing ran, and the run said its best model
+    was in a best/ folder that did not exist."""
+    folder = Path(shutil.copytree(real_checkpoint.parent.parent, tmp_path / "run"))
+    checkpoint = folder / "checkpoints" / real_checkpoint.name
+    progress = json.loads((checkpoint / "progress.json").read_text())
+    progress["epoch"] = 999_999
+    (checkpoint / "progress.json").write_text(json.dumps(progress))
+    argv = ["train", "--resume", str(checkpoint), "--no-progress"]
+    assert ran_main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "the checkpoint is in epoch 1000000, past this run's 1 epochs" in line, line
+
+
 @pytest.mark.slow
 def test_compile_keeps_plain_weight_names(tiny_data, tmp_path, monkeypatch):
     """--compile wraps the model in torch.compile; checkpoints and best/ keep the plain module's names.

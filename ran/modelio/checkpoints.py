@@ -231,6 +231,11 @@ def _read_optimizer(path: Path) -> dict[str, Any]:
         isinstance(v, dict) for v in meta["state"].values()
     ):
         raise UserError(f"{path / OPTIMIZER_FILE}: corrupt (no 'state' mapping)")
+    groups = meta["param_groups"]
+    if not all(isinstance(group, dict) for group in groups) or not _finite(groups):
+        raise UserError(
+            f"{path / OPTIMIZER_FILE}: corrupt (a hyper-parameter of 'param_groups' is not a finite number)"
+        )
     _check_optimizer_size(path)
     tensors = _read_tensors(path / OPTIMIZER_TENSORS)
     state: dict[int, dict[str, Any]] = {}
@@ -243,6 +248,18 @@ def _read_optimizer(path: Path) -> dict[str, Any]:
     except ValueError:
         raise UserError(f"{path}: corrupt optimizer state (parameter indices must be integers)") from None
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` (nested lists and mappings) is finite: the optimizer's learning
+    rate, momentum or weight decay read from a file (JSON has NaN and Infinity)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 def read_checkpoint(path: str | Path) -> ResumeState:

@@ -226,6 +226,11 @@ def apply_resume(run: Training, state: ResumeState) -> None:
 
     load_training_state(state, run.optimizer, run.scheduler, run.accelerator.scaler)
     progress = state.progress
+    if progress.epoch >= run.config.run.epochs:  # nothing would run, and no best model would be written
+        raise UserError(
+            f"--resume {state.path}: the checkpoint is in epoch {progress.epoch + 1}, past this run's "
+            f"{run.config.run.epochs} epochs; give --epochs of at least {progress.epoch + 1}"
+        )
     if progress.num_processes != run.accelerator.num_processes:
         run.say(
             f"warning: checkpoint made with {progress.num_processes} processes, resuming with "
