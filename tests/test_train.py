@@ -694,8 +694,6 @@ def test_resume_refuses_optimizer_hyperparameters_that_are_not_finite(real_check
     meta["param_groups"][0][key] = value
     (folder / "optimizer.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"optimizer\.json: corrupt \(a hyper-parameter of 'param_gro"):
-        ValueError, match=r"optimizer\.json: corrupt \(a hyper-parameter of 'param_groups' is"
-    ):
         read_checkpoint(folder)
 
 
