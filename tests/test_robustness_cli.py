@@ -218,4 +218,6 @@ def test_data_perturb_writes_the_faces_perturb_makes(lab):
     before = sorted(p.name for p in Path(lab["data"]).rglob("*"))
     onto = ["data", "perturb", "--data", str(lab["data"]), "--out", str(lab["data"]), "--overwrite"]
     assert ran_main([*onto, "--perturbations", "hand:noise", "--severities", "2"]) == 2
+    inside = ["data", "perturb", "--data", str(lab["data"]), "--out", str(Path(lab["data"]) / "inner")]
+    assert ran_main([*inside, "--perturbations", "hand:noise", "--severities", "2"]) == 2  # nor into it
     assert sorted(p.name for p in Path(lab["data"]).rglob("*")) == before

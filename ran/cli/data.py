@@ -89,8 +89,12 @@ def _perturb(args: argparse.Namespace) -> int:
     from ran.robustness import PERTURBATIONS
 
     given = Path(str(args.data)).expanduser()
-    if given.exists() and given.resolve() == Path(args.out).expanduser().resolve():
-        raise UserError(f"--out {args.out}: the dataset read (--data); write the perturbed copy elsewhere")
+    out = Path(args.out).expanduser().resolve()
+    if given.exists() and (out == given.resolve() or out.is_relative_to(given.resolve())):
+        raise UserError(
+            f"--out {args.out}: the dataset read (--data) or a folder inside it (its card would no longer "
+            "match its files); write the perturbed copy elsewhere"
+        )
     _check_out(args)
     counts = write_perturbed(
         args.out,

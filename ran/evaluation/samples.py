@@ -152,7 +152,7 @@ def read_predictions(folder_or_file: str | Path) -> dict[str, SubsetSamples]:
 
 def _subset(columns: dict[str, list], picked: np.ndarray, name: Any, info: dict[str, Any]) -> SubsetSamples:
     if not isinstance(name, str) or not _SUBSET_NAME.fullmatch(name):
-        raise ValueError("expected a subset name of letters, digits, '_' or '-'")
+        raise ValueError("expected a subset name of letters, digits and _ . : @ -")
     unlabelled = (info.get("unlabelled") or {}).get(name, 0)
     if isinstance(unlabelled, bool) or not isinstance(unlabelled, int) or not 0 <= unlabelled <= 10**12:
         raise ValueError(f"unlabelled = {unlabelled!r}; expected a count")
@@ -191,7 +191,7 @@ def _check_subset(samples: SubsetSamples) -> None:
         raise ValueError(f"labels outside -1 .. {classes - 1}")
 
 
-_SUBSET_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_SUBSET_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")  # split names, and robustness's 'hand:noise@2'
 
 
 __all__ = ["PREDICTIONS", "SubsetSamples", "read_predictions", "row_ids", "write_predictions"]

@@ -38,7 +38,7 @@ from ran.data.format.folder import (
     read_folder_in_memory,
 )
 from ran.data.format.parallel import batched, map_in_order
-from ran.errors import UserError
+from ran.errors import Note, UserError
 from ran.files import staging_dir
 from ran.locks import output_lock
 
@@ -219,7 +219,7 @@ class FolderWriter:
         shutil.rmtree(self.root / SCRATCH_DIR, ignore_errors=True)
         empty = [name for name, split in self.splits.items() if split.num_rows == 0]
         if empty:  # datasets cannot load a split with no rows, so an empty one gets no config
-            warnings.warn(f"not writing empty split(s) {', '.join(empty)}", stacklevel=3)
+            warnings.warn(f"not writing empty split(s) {', '.join(empty)}", Note, stacklevel=3)
         written = {name: split for name, split in self.splits.items() if split.num_rows}
         if not written:
             raise UserError("no rows to write: every split is empty")
