@@ -122,7 +122,7 @@ def _fake_gpu(requested, name="device"):
     [
         ("fp32", ["--mixed-precision", "bf16"], "precision bf16: the onnx runtime runs the graph's own"),
         ("fp32", ["--device", "cuda"], "the onnx runtime runs on the CPU, not cuda"),
-        ("model", [], "no such ONNX file"),
+        ("model", [], "not a regular file; expected an .onnx file"),
         ("notes", [], "not an ONNX graph onnxruntime can load"),
     ],
 )

@@ -24,13 +24,12 @@ from ran.regions import REGION_PRESETS, validate_boxes
 from ran.vocabulary import ATTENTION_MODES, INPUT_COLORS
 
 MAX_REGIONS = 64
-# What one face may cost, whatever the sides and counts allowed one by one: pixels of all its regions
-# together (ran_resnet18: 6 x 224 x 224 = 301,056), and of the face it is resized to. A folder of 1.5 MB
-# with 64 regions of 1024 px on a 4096 px face took 2.6 GB and two minutes for one face.
-MAX_REGION_PIXELS = 2**21
-MAX_FACE_PIXELS = 2**20
-MIN_STD = 1e-3  # a std below it is 0 in float32 or near it: every input becomes inf or NaN
 MAX_SIDE = REGION_SIDE.high  # px: region_size, as the commands take it (the paper's regions are 224 px)
+# Pixels of all of one face's regions together: at most what the commands make (the largest preset, 8
+# regions, at the largest --region-size). A 1.5 MB folder of 64 regions of 1024 px took 2.6 GB and two
+# minutes for one face. (ran_resnet18: 6 x 224 x 224 = 301,056.)
+MAX_REGION_PIXELS = max(len(boxes) for boxes in REGION_PRESETS.values()) * MAX_SIDE**2
+MIN_STD = 1e-3  # a std below it is 0 in float32 or near it: every input becomes inf or NaN
 MAX_IMAGE_SIDE = IMAGE_SIDE.high  # px: input_size sides, as the commands take them
 MAX_IN_CHANS = 16
 MAX_TEXT = 1000  # characters of one label, name or note
@@ -236,7 +235,7 @@ def check_model_args(args: Any, where: str) -> dict[str, Any]:
 
 
 def _check_pixels(where: str, args: dict[str, Any]) -> None:
-    """The region pixels of one face and its face size, together, within what one face may cost."""
+    """The pixels of one face's regions, together, within what the commands make."""
     side = args.get("region_size", 224)
     height, width = (side, side) if isinstance(side, int) else side
     regions = args.get("regions", "ferplus6")
@@ -245,12 +244,6 @@ def _check_pixels(where: str, args: dict[str, Any]) -> None:
         raise UserError(
             f"{where}: model_args: {count} regions of {height}x{width} px are {count * height * width} "
             f"pixels per face; expected at most {MAX_REGION_PIXELS}"
-        )
-    face = args.get("face_size")
-    if face is not None and face[0] * face[1] > MAX_FACE_PIXELS:
-        raise UserError(
-            f"{where}: model_args['face_size'] {face[0]}x{face[1]} px; expected at most {MAX_FACE_PIXELS} "
-            "pixels"
         )
 
 

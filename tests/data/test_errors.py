@@ -130,7 +130,7 @@ VOTES = 'fer0000004.png,"(0, 0, 48, 48)",0,0,{},10,0,0,0,0,0,0'
         (VOTES.format("99999999999"), "is '99999999999'; expected an integer 0..1000000"),
         (VOTES.format("\u00b2"), "is '\u00b2'; expected an integer 0..1000000"),
         (VOTES.format("1\x00"), "is '1\\x00'; expected an integer 0..1000000"),
-        ('fer0000004.png,"' + "x" * 200_000 + '",0,0,0,10,0,0,0,0,0,0', "line 2: not readable as CSV"),
+        ('fer0000004.png,"' + "x" * 1_100_000 + '",0,0,0,10,0,0,0,0,0,0', "line 2: not readable as CSV"),
         (VOTES.format("0").encode().replace(b"fer", b"f\xe9r", 1), "not UTF-8 text near line"),
     ],
     ids=["huge", "superscript", "nul", "long-field", "latin-1"],

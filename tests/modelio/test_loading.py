@@ -264,11 +264,7 @@ def _classes(count: int):
         ),
         (  # each within its bounds; together 2.6 GB and two minutes for one face
             _set_args(region_size=[1024, 1024], regions=[[0.0, 0.0, 1.0, 1.0]] * 64),
-            r"model_args: 64 regions of 1024x1024 px are 67108864 pixels per face; expected at most 2097152",
-        ),
-        (
-            _set_args(face_size=[4096, 4096]),
-            r"model_args\['face_size'\] 4096x4096 px; expected at most 1048576 pixels",
+            r"model_args: 64 regions of 1024x1024 px are 67108864 pixels per face; expected at most 8388608",
         ),
         (
             lambda config: config["label_names"].__setitem__(0, "\x1b[2Jneutral\nFAKE LINE"),
@@ -302,7 +298,6 @@ def _classes(count: int):
         "std-0",
         "std-tiny",
         "region-pixels",
-        "face-pixels",
         "label-control",
         "label-formula",
         "label-math",
