@@ -38,6 +38,9 @@ def lock_path(out: str | Path, *, inside: bool) -> Path:
 def _make_folders(folder: Path) -> list[Path]:
     """``folder`` and its missing parents, created; returns the ones this call made, outermost first."""
     missing = [path for path in (folder, *folder.parents) if not path.exists()][::-1]
+    blocking = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(f"{blocking}: a file, not a folder; expected a folder to write into")
     folder.mkdir(parents=True, exist_ok=True)
     return missing
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ran.errors import UserError
 from ran.extras import require
+from ran.numbers import IMAGE_SIDE
 from ran.vocabulary import RUNTIMES
 
 MAX_ONNX_BYTES = 2**31  # protobuf's limit: no ONNX graph of this exporter is larger
@@ -31,6 +32,7 @@ ONNX_FEATURE = "the onnx runtime (--runtime onnx)"
 SKIPPED_OPTIMIZERS = ("QDQPropagationTransformer",)
 # ran export writes no control flow; a graph with it could loop for as long as its counter says
 CONTROL_FLOW = ("If", "Loop", "Scan", "SequenceMap")
+INT8_OPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "ConvInteger", "MatMulInteger", "QuantizeLinear"}
 
 
 class GraphOutput(NamedTuple):
@@ -53,7 +55,7 @@ class OnnxModel(nn.Module):
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
         self.path = Path(path).expanduser()
-        self.session = _session(self.path, threads)
+        self.session, ops = _session(self.path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if "ran_config" not in meta:
             raise UserError(
@@ -73,7 +75,7 @@ class OnnxModel(nn.Module):
         self.input_color = "gray" if _meta(meta, "input_color", self.path) == "gray" else "rgb"
         self.input_mean = _triple(_meta(meta, "mean", self.path), "mean", self.path)
         self.input_std = _triple(_meta(meta, "std", self.path), "std", self.path)
-        self.runtime_precision = "int8" if "quantization" in meta else "fp32"
+        self.runtime_precision = "int8" if ops & INT8_OPS else "fp32"  # what the graph runs, not what it says
         self.pretrained_cfg = {
             "label_names": [str(n) for n in labels],
             "input_size": (3, *size),
@@ -190,7 +192,8 @@ def check_cpu(model: nn.Module, device: torch.device) -> None:
         raise UserError(f"device: an int8 model runs on the CPU, not {device}; use --device cpu")
 
 
-def _session(path: Path, threads: int | None) -> Any:
+def _session(path: Path, threads: int | None) -> tuple[Any, set[str]]:
+    """An onnxruntime session of ``path`` and the graph's operator types."""
     ort = require("onnxruntime", ONNX_FEATURE)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such ONNX file")
@@ -198,34 +201,37 @@ def _session(path: Path, threads: int | None) -> Any:
         raise UserError(f"{path}: not a regular file; expected an .onnx file written by ran export")
     if path.stat().st_size > MAX_ONNX_BYTES:
         raise UserError(f"{path}: larger than 2 GiB; not an ONNX graph written by ran export")
-    _check_ops(path)
+    ops = _check_ops(path)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # its errors come back as exceptions, said here in one line
     if threads:
         options.intra_op_num_threads = int(threads)
     try:
         skipped = list(SKIPPED_OPTIMIZERS)
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=skipped
         )
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for unreadable files
         raise UserError(f"{path}: not an ONNX graph onnxruntime can load ({_reason(err)})") from None
+    return session, ops
 
 
-def _check_ops(path: Path) -> None:
-    """Refuse a graph with control flow (:data:`CONTROL_FLOW`), in it or in its functions; a file onnx
-    cannot parse is left to onnxruntime, which says why."""
+def _check_ops(path: Path) -> set[str]:
+    """The graph's operator types, in it and in its functions, after refusing control flow
+    (:data:`CONTROL_FLOW`); a file onnx cannot parse is left to onnxruntime, which says why."""
     onnx = require("onnx", ONNX_FEATURE)
     try:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - protobuf's and onnx's own types
-        return
+        return set()
     nodes = [*graph.graph.node, *(node for function in graph.functions for node in function.node)]
-    found = sorted({node.op_type for node in nodes if node.op_type in CONTROL_FLOW})
+    ops = {node.op_type for node in nodes}
+    found = sorted(ops & set(CONTROL_FLOW))
     if found:
         raise UserError(
             f"{path}: the graph has control flow ({', '.join(found)}), which ran export never writes; not run"
         )
+    return ops
 
 
 def _reason(err: Exception) -> str:
@@ -270,7 +276,7 @@ def _check_boxes(boxes: Any, path: Path) -> None:
         return (
             isinstance(box, list)
             and len(box) == 4
-            and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in box)
+            and all(_number(v) and 0 <= v <= 1 for v in box)
             and box[2] > box[0]
             and box[3] > box[1]
         )
@@ -285,18 +291,27 @@ def _side_pair(size: Any, path: Path) -> tuple[int, int]:
     if (
         not isinstance(size, list)
         or len(size) != 3
-        or not all(isinstance(v, int) and 0 < v <= 4096 for v in size)
+        or size[0] != 3
+        or not all(_number(v) and isinstance(v, int) and IMAGE_SIDE.holds(v) for v in size[1:])
     ):
-        raise UserError(f"{path}: the ONNX metadata 'input_size' must be [3, H, W], got {size!r}")
+        raise UserError(
+            f"{path}: the ONNX metadata 'input_size' must be [3, H, W], sides {IMAGE_SIDE.describe()}, "
+            f"got {str(size)[:80]}"
+        )
     return int(size[1]), int(size[2])
 
 
 def _triple(values: Any, key: str, path: Path) -> tuple[float, float, float]:
     ok = isinstance(values, list) and len(values) == 3
-    ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    ok = ok and all(_number(v) and math.isfinite(v) for v in values)
     if not ok or (key == "std" and min(values) <= 0):
         raise UserError(f"{path}: the ONNX metadata {key!r} must be 3 finite numbers, got {values!r}")
     return tuple(float(v) for v in values)
+
+
+def _number(value: Any) -> bool:
+    """An int or float from JSON metadata (``true`` is no number, though Python counts it as 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 __all__ = ["RUNTIMES", "GraphOutput", "OnnxModel", "check_cpu", "load_runtime_model", "runtime_of"]

@@ -279,3 +279,14 @@ def test_small_json_files_that_are_no_regular_file_or_nest_deep_are_unread(tmp_p
     assert read_small_json(fine) == {"kind": "x"} and read_small_json(tmp_path / "missing.json") is None
     with pytest.raises(FileExistsError, match="not a report written by ran export --int8"):
         check_report_target(tmp_path / "m.onnx", overwrite=True)
+
+
+def test_an_output_folder_that_is_a_file_is_named_as_one(tmp_path):
+    """ran evaluate / compare --output-dir naming a file said '[Errno 17] File exists'."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out, inside in ((afile, True), (afile / "sub", True), (afile / "sub", False)):
+        with pytest.raises(NotADirectoryError, match=rf"^{afile}: a file, not a folder; expected a folder"):
+            with output_lock(out, "ran evaluate", inside=inside):
+                pass
+    assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -205,6 +205,8 @@ def _set_metadata(graph, out, key: str, value: str):
         ("interpolation", "bilinear", "the ONNX metadata 'interpolation' is not JSON"),
         ("interpolation", "[1]", "the ONNX metadata 'interpolation' must be one of nearest, bilinear"),
         ("label_names", "[" * 100_000 + "]" * 100_000, "the ONNX metadata 'label_names' is not JSON"),
+        ("input_size", "[true, true, true]", "the ONNX metadata 'input_size' must be [3, H, W], sides an"),
+        ("input_size", "[7, 48, 48]", "the ONNX metadata 'input_size' must be [3, H, W], sides an"),
         (
             "label_names",
             '["a", "b", "c"]',
@@ -304,3 +306,17 @@ def test_a_graph_that_answers_out_of_shape_nan_or_with_control_flow_is_one_line(
     err = captured.err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert captured.out == ""
+
+
+def test_the_precision_shown_is_the_graphs_own_not_its_metadatas(setup, tmp_path):
+    """A 'quantization' entry alone made an fp32 graph report int8: the operators decide."""
+    import onnx
+
+    from ran.runtime import OnnxModel
+
+    _, _, fp32, int8, _ = setup
+    model = onnx.load(str(fp32))
+    model.metadata_props.add(key="quantization", value="{}")
+    onnx.save(model, str(tmp_path / "claims.onnx"))
+    assert OnnxModel(tmp_path / "claims.onnx").runtime_precision == "fp32"
+    assert OnnxModel(int8).runtime_precision == "int8"
