@@ -194,6 +194,23 @@ def test_missing_model_and_existing_output_are_refused(lab, robustness_run, caps
     assert "already exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_a_second_run_into_a_folder_is_refused_before_it_computes(
+    lab, tmp_path, capsys, monkeypatch, lock_held_by_another_process
+):
+    """The lock was taken only to write: two runs into one folder both computed in full."""
+    import ran.evaluation.robustness
+
+    def computed(*args, **kwargs):
+        raise AssertionError("computed while another run holds the folder")
+
+    monkeypatch.setattr(ran.evaluation.robustness, "robustness_samples", computed)
+    out = tmp_path / "rob"
+    first = lock_held_by_another_process(out, "ran robustness", inside=False)
+    argv = ["robustness", "--model", str(lab["ran"]), "--data", str(lab["data"]), "--output-dir", str(out)]
+    assert ran_main([*argv, "--perturbations", "jpeg", "--no-progress"]) == 2
+    assert f"{out} is being written by pid {first.pid} (ran robustness" in capsys.readouterr().err
+
+
 def test_data_perturb_writes_the_faces_perturb_makes(lab):
     from ran.data.batches import load_splits
     from ran.robustness import perturb

@@ -125,6 +125,15 @@ def model_loaders(sources: list[str], runtime: str) -> list[Callable[[], Any]]:
 
 
 def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference: str) -> int:
+    """Under the output folder's lock from the start: a second run into the same folder is refused at
+    once, not after computing everything (the lock is taken again, nested, when the results are written)."""
+    from ran.locks import output_lock
+
+    with output_lock(args.output_dir.expanduser().absolute(), "ran robustness", inside=False):
+        return _measure(args, kinds, names, reference)
+
+
+def _measure(args: argparse.Namespace, kinds: list[str], names: list[str], reference: str) -> int:
     from ran.data.batches import load_splits
     from ran.evaluation.robustness import perturbation_grid, robustness_samples
     from ran.evaluation.robustness_metrics import corruption_errors, model_summary
