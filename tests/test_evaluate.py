@@ -566,3 +566,16 @@ def test_a_dataset_whose_class_names_command_the_terminal_is_refused(tiny_data, 
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "class name 'neutral\\x1b[2J'; expected a name without control characters or '$'" in line, line
     assert "\x1b" not in line and not (tmp_path / "out").exists()
+
+
+def test_results_are_never_written_into_a_dataset_folder(tiny_data, tmp_path, capsys):
+    """Results inside the dataset folder left Parquet files its card does not name: ran data push and
+    the readers then refused the dataset."""
+    model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
+    before = sorted(str(p) for p in tiny_data.rglob("*"))
+    for out in (tiny_data, tiny_data / "results"):
+        argv = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--output-dir", str(out)]
+        assert ran_main([*argv, "--no-progress", "--subsets", "test"]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert f"inside the dataset folder {tiny_data}" in line, line
+    assert sorted(str(p) for p in tiny_data.rglob("*")) == before

@@ -135,6 +135,7 @@ def _run(args: argparse.Namespace, kinds: list[str], names: list[str], reference
 
 def _measure(args: argparse.Namespace, kinds: list[str], names: list[str], reference: str) -> int:
     from ran.data.batches import load_splits
+    from ran.data.format.folder import check_not_in_dataset
     from ran.evaluation.robustness import perturbation_grid, robustness_samples
     from ran.evaluation.robustness_metrics import corruption_errors, model_summary
     from ran.evaluation.robustness_report import ROBUSTNESS, print_robustness, write_robustness
@@ -143,6 +144,7 @@ def _measure(args: argparse.Namespace, kinds: list[str], names: list[str], refer
     from ran.robustness import PERTURBATIONS, parse_kind
 
     out = args.output_dir.expanduser()
+    check_not_in_dataset(out)
     check_overwrite(out, overwrite=args.overwrite, kind=ROBUSTNESS)
     loaders = model_loaders(args.model, args.runtime)
     dataset_dict = load_splits(args.data, progress=not args.no_progress)

@@ -191,6 +191,9 @@ def is_comparison_folder(folder: Path) -> bool:
 
 def check_comparison_folder(out: str | Path, *, overwrite: bool) -> None:
     """Refuse to replace compare.json / compare.md unless ``overwrite`` and ``ran compare`` wrote them."""
+    from ran.data.format.folder import check_not_in_dataset
+
+    check_not_in_dataset(out)
     check_overwrite_files(
         out, (COMPARE_JSON, COMPARE_MD), overwrite=overwrite, kind=COMPARISON, recognise=is_comparison_folder
     )

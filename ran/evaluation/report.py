@@ -249,6 +249,9 @@ def check_results_folder(out: str | Path, *, overwrite: bool, subsets: Iterable[
         *RESULT_FILES,
         *(f"{kind}_{name}.png" for name in subsets for kind in ("confusion", "reliability")),
     ]
+    from ran.data.format.folder import check_not_in_dataset  # datasets: imported when results are written
+
+    check_not_in_dataset(out)
     check_overwrite_files(out, names, overwrite=overwrite, kind=EVALUATION)
 
 

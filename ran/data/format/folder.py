@@ -317,6 +317,18 @@ def read_folder_in_memory(folder: str | Path) -> datasets.DatasetDict:
     )
 
 
+def check_not_in_dataset(out: str | Path, flag: str = "--output-dir") -> None:
+    """Refuse an output folder that is a dataset folder or inside one: files added there no longer match
+    its card (``ran data push`` and the readers refuse such a folder)."""
+    out = Path(out).expanduser().absolute()
+    for folder in (out, *out.parents):
+        if marker_path(folder, DATASET).is_file():
+            raise UserError(
+                f"{flag} {out}: inside the dataset folder {folder} (its card would no longer match its "
+                "files); choose a folder outside it"
+            )
+
+
 def check_dataset_folder(folder: str | Path) -> list[Path]:
     """The files of a dataset folder that make the dataset: its card (README.md), the Parquet files the
     card names (exactly those present; ``declared_files`` refuses links out of the folder) and the
