@@ -237,13 +237,8 @@ def written_entries(folder: str | Path, kind: str | None) -> set[str] | None:
 def foreign_entries(folder: str | Path, kind: str | None) -> list[str]:
     """Names at ``folder``'s top level that its marker does not list: the user's, never replaced."""
     recorded = written_entries(folder, kind)
-    if recorded is None:
-        return []
-    return sorted(
-        e.name + ("/" if e.is_dir() else "")
-        for e in _contents(Path(folder), 100_000)
-        if e.name not in recorded
-    )
+    entries = [] if recorded is None else _contents(Path(folder), 100_000)
+    return sorted(e.name + ("/" if e.is_dir() else "") for e in entries if e.name not in (recorded or ()))
 
 
 def read_small_json(path: str | Path, limit: int = SMALL_JSON_BYTES) -> Any:
@@ -251,13 +246,17 @@ def read_small_json(path: str | Path, limit: int = SMALL_JSON_BYTES) -> Any:
     larger than ``limit`` bytes or not JSON: for files that only say something about a folder, never read
     whole when they are not what they claim."""
     try:
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:  # a FIFO does not wait
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
-            data = file.read(limit + 1)
-        return json.loads(data) if len(data) <= limit else None
+        data = read_regular(path, limit + 1)
+        return json.loads(data) if data is not None and len(data) <= limit else None
     except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return None
+
+
+def read_regular(path: str | Path, size: int = -1) -> bytes | None:
+    """Up to ``size`` bytes of ``path`` (all by default), or None when it is no regular file: opened
+    without waiting, so a FIFO named like a file never holds the reader. OSError when it is missing."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+        return file.read(size) if stat.S_ISREG(os.fstat(file.fileno()).st_mode) else None
 
 
 def written_by(folder: Path, kind: str | None, recognise: Callable[[Path], bool] | None = None) -> bool:
@@ -410,9 +409,8 @@ def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]
     try:
         yield staging
         if kind:
-            earlier = written_entries(out, kind) if out.is_dir() else None
             names = {entry.name for entry in _contents(staging, 100_000)}
-            write_marker(staging, kind, names | (earlier or set()))
+            write_marker(staging, kind, names | (written_entries(out, kind) or set()))
         umask_permissions(staging)
         out.mkdir(exist_ok=True)
         for path in sorted(staging.iterdir()):
@@ -431,6 +429,7 @@ __all__ = [
     "foreign_entries",
     "marker_path",
     "not_written_error",
+    "read_regular",
     "read_small_json",
     "faults_named",
     "remove_leftovers",

@@ -277,7 +277,7 @@ def write_results(
     out = Path(out).expanduser().absolute()
     with output_lock(out, "ran evaluate", inside=True):
         check_results_folder(out, overwrite=overwrite, subsets=results)
-        ours = (written_entries(out, EVALUATION) or set()) if out.is_dir() else set()
+        ours = written_entries(out, EVALUATION) or set()
         with staging_files(out, kind=EVALUATION) as staging:
             pictures = pictures_available()
             (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -5,8 +5,6 @@ per-frame CSV of a video."""
 from __future__ import annotations
 
 import csv
-import os
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ran.errors import UserError
-from ran.files import atomic_path
+from ran.files import atomic_path, read_regular
 from ran.pipeline.inputs import is_video
 
 
@@ -117,13 +115,9 @@ def video_csv_paths(
 def _written_csv(path: Path) -> bool:
     """Whether ``path`` is a per-frame CSV this package wrote (a regular file starting with its header)."""
     try:
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:  # a FIFO does not wait
-            head = (
-                handle.read(len(CSV_HEADER_START)) if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else b""
-            )
+        return read_regular(path, len(CSV_HEADER_START)) == CSV_HEADER_START
     except OSError:
         return False
-    return head == CSV_HEADER_START
 
 
 def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Sequence[str]) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ran.errors import UserError
+from ran.files import read_regular
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -54,12 +54,11 @@ def read_source_image(image: SourceImage) -> bytes:
     if not real.is_relative_to(os.path.realpath(image.root)):
         raise UserError(f"{shown} is outside {image.root} (a link or '..' leads out of it); not read")
     try:
-        with open(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:  # a FIFO does not wait
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise UserError(f"{shown} is not a regular file")
-            data = handle.read()
+        data = read_regular(real)
     except (FileNotFoundError, IsADirectoryError):
         raise FileNotFoundError(f"{shown} does not exist") from None
+    if data is None:
+        raise UserError(f"{shown} is not a regular file")
     try:
         with Image.open(io.BytesIO(data)):
             pass  # the header only: the format and a size within PIL's decompression-bomb bound
