@@ -3,6 +3,7 @@ model against itself, refusing runs of different faces, and the two command form
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 import ran  # noqa: F401
 from ran.cli import main as ran_main
-from ran.evaluation.compare import compare_samples
+from ran.evaluation.compare import compare_samples, comparison_notes
 from ran.evaluation.samples import SubsetSamples
 from ran.modelio.hub import save_pretrained
 
@@ -235,3 +236,17 @@ def test_predictions_files_are_checked_before_they_are_compared(setup, tmp_path,
         [line] = capsys.readouterr().err.strip().splitlines()
         assert str(bad / "predictions.parquet") in line and "\x1b" not in line, (mode, line)
         assert not (tmp_path / f"out-{mode}").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["runs/a|b *x* <b>y</b>", "has `one` and ``two`` ticks", "`edge`", "two\nlines_with_under_scores"]
+)
+def test_model_names_show_as_typed_in_compare_md(name):
+    """A path or model name is the user's text: in compare.md it renders as exactly that text in code."""
+    markdown_it = pytest.importorskip("markdown_it")
+    a, b = _constructed_pair(10, 2, 3, 5)
+    comparison = compare_samples({"test": a}, {"test": b}, names=(name, "B"), resamples=100)
+    note = comparison_notes(comparison, markdown=True)[0]
+    rendered = markdown_it.MarkdownIt().renderInline(note)
+    assert rendered == f"A: <code>{html.escape(' '.join(name.splitlines()), quote=False)}</code>"
+    assert comparison_notes(comparison)[0] == f"A: {name}"  # the terminal shows it unchanged

@@ -24,7 +24,7 @@ from ran.evaluation.statistics import (
     mcnemar_exact,
     paired_difference_interval,
 )
-from ran.evaluation.tables import render_table
+from ran.evaluation.tables import markdown_code, render_table
 from ran.files import check_overwrite_files, read_small_json, staging_files
 from ran.locks import output_lock
 
@@ -168,12 +168,14 @@ def format_comparison(comparison: Mapping[str, Any], markdown: bool = False) -> 
     return render_table(header, rows, markdown)
 
 
-def comparison_notes(comparison: Mapping[str, Any]) -> list[str]:
-    """What A and B are, how the interval and p-value were computed, and the subsets left out."""
+def comparison_notes(comparison: Mapping[str, Any], markdown: bool = False) -> list[str]:
+    """What A and B are, how the interval and p-value were computed, and the subsets left out (for
+    Markdown, the names A and B, which are the user's paths or model names, as code spans)."""
     interval = comparison["interval"]
+    name = markdown_code if markdown else str
     notes = [
-        f"A: {comparison['a']}",
-        f"B: {comparison['b']}",
+        f"A: {name(comparison['a'])}",
+        f"B: {name(comparison['b'])}",
         f"B - A: {round(100 * interval['level'])} % {interval['method']}, {interval['resamples']} resamples "
         f"(seed {interval['seed']}); p: {comparison['test']}.",
     ]
@@ -208,7 +210,7 @@ def write_comparison(
 
     out = Path(out).expanduser().absolute()
     markdown = ["# Paired comparison", "", format_comparison(comparison, markdown=True), ""]
-    markdown += [f"- {note}" for note in comparison_notes(comparison)] + [""]
+    markdown += [f"- {note}" for note in comparison_notes(comparison, markdown=True)] + [""]
     with output_lock(out, "ran compare", inside=True):
         check_comparison_folder(out, overwrite=overwrite)
         with staging_files(out, kind=COMPARISON) as staging:

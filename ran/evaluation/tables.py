@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -16,4 +17,14 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown:
     )
 
 
-__all__ = ["render_table"]
+def markdown_code(text: str) -> str:
+    """``text`` as a Markdown code span, so a name (a path, a repo id) shows as typed: ``*``, ``|``, ``<`` and
+    ``_`` lose their meaning, a backtick inside gets a longer fence, line breaks become spaces."""
+    text = " ".join(str(text).splitlines())
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+__all__ = ["markdown_code", "render_table"]
