@@ -40,7 +40,10 @@ DTYPE_BYTES = {
     **dict.fromkeys(("U32", "I32", "F32"), 4),
     **dict.fromkeys(("U64", "I64", "F64"), 8),
 }
+# What a float weight may be stored as (read as itself, then cast to the model's dtype).
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 Shapes = dict[str, tuple[int, ...]]
+Dtypes = dict[str, str]  # safetensors' dtype names by tensor
 
 
 def pickle_files(folder: Path) -> list[Path]:
@@ -86,7 +89,7 @@ def _corrupt(path: Path, why: str) -> UserError:
     return UserError(f"{path}: unreadable safetensors file, truncated or corrupt ({why})")
 
 
-def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int, tuple[int, ...]]:
+def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int, tuple[int, ...], str]:
     try:
         dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
         numbers = [*shape, begin, end]
@@ -99,11 +102,16 @@ def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int, tuple[int
         raise _corrupt(
             path, f"tensor {name[:80]!r}: shape {shape} needs {nbytes} bytes, offsets span {end - begin}"
         )
-    return begin, end, tuple(shape)
+    return begin, end, tuple(shape), dtype
 
 
 def read_safetensors_header(path: Path) -> Shapes:
-    """The tensor shapes a safetensors file declares, from its header alone (no tensor is read).
+    """The tensor shapes a safetensors file declares, from its header alone (no tensor is read)."""
+    return {name: shape for name, (_, shape) in _read_header(path).items()}
+
+
+def _read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{name: (dtype, shape)} from a safetensors file's header.
 
     Refused: a header over :data:`MAX_HEADER_BYTES` or longer than the file, and tensors that do not fill
     the file exactly (declared past its end, overlapping, or leaving bytes over), as safetensors requires.
@@ -123,30 +131,30 @@ def read_safetensors_header(path: Path) -> Shapes:
     header.pop("__metadata__", None)
     spans = sorted((*_tensor_span(path, str(name), entry), str(name)) for name, entry in header.items())
     position, data_bytes = 0, size - 8 - length
-    for begin, end, _, name in spans:
+    for begin, end, _, _, name in spans:
         if begin != position:
             raise _corrupt(path, f"tensor {name[:80]!r} starts at {begin}, expected {position}")
         position = end
     if position != data_bytes:
         raise _corrupt(path, f"the header declares {position} bytes of tensors, the file holds {data_bytes}")
-    return {name: shape for _, _, shape, name in spans}
+    return {name: (dtype, shape) for _, _, shape, dtype, name in spans}
 
 
-def check_folder_files(folder: Path) -> dict[str, Shapes]:
+def check_folder_files(folder: Path) -> dict[str, dict[str, tuple[str, tuple[int, ...]]]]:
     """Refuse a folder that holds pickles, oversized or invalid JSON, or unreadable safetensors files;
-    returns each safetensors file's declared shapes by file name.
+    returns each safetensors file's declared {tensor: (dtype, shape)} by file name.
 
     A model folder (and a training checkpoint, which is one) holds only JSON and safetensors; a pickle in
     it, or a tampered file, means it did not come from this package as it is, so nothing in it is trusted.
     """
     refuse_pickles(folder)
-    headers: dict[str, Shapes] = {}
+    headers: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         suffix = path.suffix.lower()
         if suffix == ".json":
             read_json(path)
         elif suffix == ".safetensors":
-            headers[path.name] = read_safetensors_header(path)
+            headers[path.name] = _read_header(path)
     return headers
 
 
@@ -159,9 +167,37 @@ def _mismatch(name: str, got: tuple[int, ...] | None, expected: tuple[int, ...] 
     return f"{name} {list(got)}, expected {list(expected)}"
 
 
-def check_weights_fit(weights: Path, config: dict[str, Any], shapes: Shapes) -> None:
+def _stored_kind(dtype: str) -> str:
+    """What a value stored as safetensors' ``dtype`` (``F32``, ``I64``, ``F8_E4M3``) is to a model."""
+    if dtype in FLOAT_DTYPES:
+        return "floating point"
+    return "boolean" if dtype == "BOOL" else "integer" if dtype[:1] in ("I", "U") else dtype
+
+
+def _model_kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating point"
+    return "boolean" if dtype == torch.bool else "integer"
+
+
+def _check_dtypes(weights: Path, model: torch.nn.Module, dtypes: Dtypes) -> None:
+    """A float weight stored as integers (or fp8) would be cast silently and answer nonsense: each tensor's
+    stored kind must be the model's (float as F16 / BF16 / F32 / F64, integer counters as integers)."""
+    for name, tensor in model.state_dict().items():
+        stored, expected = dtypes.get(name), _model_kind(tensor.dtype)
+        if stored is not None and _stored_kind(stored) != expected:
+            allowed = f" ({', '.join(FLOAT_DTYPES)})" if expected == "floating point" else ""
+            raise UserError(
+                f"{weights}: tensor {name[:80]!r} is stored as {stored}; this model's is {expected}{allowed}"
+            )
+
+
+def check_weights_fit(
+    weights: Path, config: dict[str, Any], shapes: Shapes, dtypes: Dtypes | None = None
+) -> None:
     """Refuse weights whose tensors or shapes differ from the model ``config`` describes (built on the meta
-    device: no memory, no weights). BatchNorm step counters may be absent (frozen BatchNorm has none)."""
+    device: no memory, no weights), or whose stored dtypes are of another kind (``dtypes``, when given).
+    BatchNorm step counters may be absent (frozen BatchNorm has none)."""
     args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
     try:
         with torch.device("meta"):
@@ -178,6 +214,7 @@ def check_weights_fit(weights: Path, config: dict[str, Any], shapes: Shapes) -> 
         raise UserError(
             f"{weights}: the weights do not fit the model that {CONFIG_NAME} describes: {details}{more}"
         )
+    _check_dtypes(weights, model, dtypes or {})
 
 
 def check_folder(folder: str | Path) -> dict[str, Any]:
@@ -194,8 +231,9 @@ def check_folder(folder: str | Path) -> dict[str, Any]:
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} beside {CONFIG_NAME}")
-    headers = check_folder_files(folder)
-    check_weights_fit(weights, config, headers[WEIGHTS_NAME])
+    header = check_folder_files(folder)[WEIGHTS_NAME]
+    shapes = {name: shape for name, (_, shape) in header.items()}
+    check_weights_fit(weights, config, shapes, {name: dtype for name, (dtype, _) in header.items()})
     return config
 
 

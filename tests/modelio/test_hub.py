@@ -183,6 +183,31 @@ def test_truncated_safetensors(saved, tmp_path):
         ran.from_pretrained(folder)
 
 
+@pytest.mark.parametrize(
+    "stored, refused",
+    [(torch.float16, False), (torch.bfloat16, False), (torch.float64, False), (torch.int32, True)]
+    + [(torch.float8_e4m3fn, True), (torch.bool, True)],
+)
+def test_weights_stored_as_another_kind_are_refused(saved, tmp_path, stored, refused):
+    """Float weights in another float width load as the same model; stored as integers, fp8 or booleans
+    they would be cast silently into a model that answers nonsense."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(saved, tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    weights["fc.weight"] = weights["fc.weight"].to(stored)
+    save_file(weights, folder / "model.safetensors")
+    if refused:
+        with pytest.raises(
+            ValueError, match=r"tensor 'fc\.weight' is stored as \w+; this model's is floating"
+        ):
+            ran.from_pretrained(folder)
+        return
+    model = ran.from_pretrained(folder)
+    expected = load_file(saved["current"] / "model.safetensors")["fc.weight"].to(stored).float()
+    assert torch.equal(model.state_dict()["fc.weight"], expected)
+
+
 def test_not_a_folder_or_repo(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         ran.from_pretrained(tmp_path / "missing" / "model")
