@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -31,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import one_line
-from ran.faults import fault_errno
+from ran.faults import fault_errno, uninterrupted
+from ran.reading import read_small_json
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:tmp|partial|old)$")
 
@@ -170,12 +170,13 @@ def replace_dir(new: str | Path, out: str | Path) -> Path:
         os.replace(new, out)
         return out
     aside = _temp_name(out, "old")
-    os.replace(out, aside)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(aside, out)
-        raise
+    with uninterrupted():
+        os.replace(out, aside)
+        try:
+            os.replace(new, out)
+        except BaseException:
+            os.replace(aside, out)
+            raise
     if aside.is_dir() and not aside.is_symlink():
         shutil.rmtree(aside, ignore_errors=True)
     else:
@@ -192,7 +193,6 @@ WRITERS = {
     "demo": "ran demo",
     "robustness": "ran robustness",
 }
-SMALL_JSON_BYTES = 1 << 20  # markers, locks and the files writers recognise are far smaller
 BOOKKEEPING = re.compile(r"\.ran[.-].*")  # markers and locks (ran.locks): no content of a folder
 
 
@@ -227,11 +227,13 @@ def write_marker(folder: str | Path, kind: str, entries: Iterable[str] | None = 
 
 def written_entries(folder: str | Path, kind: str | None) -> set[str] | None:
     """The top-level names ``folder``'s marker of ``kind`` says the package wrote; None when there is no
-    such marker or it lists none (markers of older versions, folders written step by step)."""
+    such marker or it lists none (markers of older versions, folders written step by step). A marker is a
+    file like any other: an entry that is no plain name (``../x``, ``a/b``) names nothing of the folder's."""
     data = read_small_json(marker_path(folder, kind)) if kind else None
     entries = data.get("entries") if isinstance(data, dict) and data.get("kind") == kind else None
-    ok = isinstance(entries, list) and all(isinstance(e, str) for e in entries)
-    return set(entries) if ok else None
+    if not (isinstance(entries, list) and all(isinstance(e, str) for e in entries)):
+        return None
+    return {e for e in entries if e not in ("", ".", "..") and not any(c in e for c in "/\\\0")}
 
 
 def foreign_entries(folder: str | Path, kind: str | None) -> list[str]:
@@ -239,24 +241,6 @@ def foreign_entries(folder: str | Path, kind: str | None) -> list[str]:
     recorded = written_entries(folder, kind)
     entries = [] if recorded is None else _contents(Path(folder), 100_000)
     return sorted(e.name + ("/" if e.is_dir() else "") for e in entries if e.name not in (recorded or ()))
-
-
-def read_small_json(path: str | Path, limit: int = SMALL_JSON_BYTES) -> Any:
-    """The JSON in ``path``, or None when it is missing, no regular file (a FIFO would hold the reader),
-    larger than ``limit`` bytes or not JSON: for files that only say something about a folder, never read
-    whole when they are not what they claim."""
-    try:
-        data = read_regular(path, limit + 1)
-        return json.loads(data) if data is not None and len(data) <= limit else None
-    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-        return None
-
-
-def read_regular(path: str | Path, size: int = -1) -> bytes | None:
-    """Up to ``size`` bytes of ``path`` (all by default), or None when it is no regular file: opened
-    without waiting, so a FIFO named like a file never holds the reader. OSError when it is missing."""
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
-        return file.read(size) if stat.S_ISREG(os.fstat(file.fileno()).st_mode) else None
 
 
 def written_by(folder: Path, kind: str | None, recognise: Callable[[Path], bool] | None = None) -> bool:
@@ -397,10 +381,14 @@ def staging_dir(
 
 @contextmanager
 @_naming_faults
-def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]:
+def staging_files(
+    out: str | Path, *, kind: str | None = None, replaces_earlier: bool = False
+) -> Iterator[Path]:
     """A fresh folder to write several files into; when the block succeeds they are moved into the folder
     ``out`` (created if needed, other files there kept), and when it fails none of them appears. With
-    ``kind``, the folder gets that kind's marker too."""
+    ``kind``, the folder gets that kind's marker too; with ``replaces_earlier``, the files an earlier write
+    of that kind made (its marker lists them) and this one does not are removed with the move, so the
+    folder never pairs the new files with the old run's."""
     out = Path(out).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
@@ -408,13 +396,18 @@ def staging_files(out: str | Path, *, kind: str | None = None) -> Iterator[Path]
     staging.mkdir(mode=0o777)
     try:
         yield staging
+        names = {entry.name for entry in _contents(staging, 100_000)}
+        earlier = (written_entries(out, kind) or set()) if kind else set()
         if kind:
-            names = {entry.name for entry in _contents(staging, 100_000)}
-            write_marker(staging, kind, names | (written_entries(out, kind) or set()))
+            write_marker(staging, kind, names if replaces_earlier else names | earlier)
         umask_permissions(staging)
         out.mkdir(exist_ok=True)
-        for path in sorted(staging.iterdir()):
-            os.replace(path, out / path.name)
+        with uninterrupted():
+            for path in sorted(staging.iterdir()):
+                os.replace(path, out / path.name)
+            for name in sorted(earlier - names) if replaces_earlier else ():
+                if not (out / name).is_dir():  # a file of the earlier run's, never a folder put there since
+                    (out / name).unlink(missing_ok=True)
     finally:
         _remove_quietly(staging)
 
@@ -429,8 +422,6 @@ __all__ = [
     "foreign_entries",
     "marker_path",
     "not_written_error",
-    "read_regular",
-    "read_small_json",
     "faults_named",
     "remove_leftovers",
     "replace_dir",

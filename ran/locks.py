@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import UserError, one_line
-from ran.files import _alive, _temp_name, read_small_json, remove_leftovers
+from ran.files import _alive, _temp_name, remove_leftovers
+from ran.reading import read_small_json
 
 _held: dict[Path, int] = {}  # locks this process holds -> nesting depth
 

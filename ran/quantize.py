@@ -43,8 +43,9 @@ import numpy as np
 
 from ran.errors import UserError
 from ran.extras import require
-from ran.files import atomic_path, check_overwrite, read_small_json, write_json
+from ran.files import atomic_path, check_overwrite, write_json
 from ran.numbers import integer, number
+from ran.reading import read_small_json
 
 if TYPE_CHECKING:
     from torch import nn

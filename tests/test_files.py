@@ -11,21 +11,23 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from ran.faults import fault_message
+from ran.faults import fault_message, uninterrupted
 from ran.files import (
     atomic_path,
-    read_small_json,
     remove_leftovers,
     staging_dir,
     staging_files,
     write_json,
 )
 from ran.locks import lock_path, output_lock
+from ran.reading import read_small_json
 
 
 @pytest.fixture
@@ -69,6 +71,48 @@ def test_staging_files_adds_files_to_an_existing_folder(tmp_path):
     with staging_files(tmp_path / "results") as staging:
         (staging / "results.json").write_text("{}")
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["keep.txt", "results.json"]
+
+
+def test_staging_files_replacing_an_earlier_write_removes_only_its_files(tmp_path):
+    """The earlier write's files that the new one lacks go with the move; the user's files, a folder put
+    where a listed file was, and names a tampered marker points outside the folder with all stay."""
+    out, outside = tmp_path / "results", tmp_path / "outside.txt"
+    outside.write_text("not the folder's")
+    with staging_files(out, kind="evaluation", replaces_earlier=True) as staging:
+        for name in ("results.json", "old_picture.png", "became_a_folder.png"):
+            (staging / name).write_text("run 1")
+    (out / "mine.txt").write_text("the user's")
+    (out / "became_a_folder.png").unlink()
+    (out / "became_a_folder.png").mkdir()
+    marker = json.loads((out / ".ran-evaluation.json").read_text())
+    marker["entries"] += ["../outside.txt", "..", "/etc/hostname"]
+    (out / ".ran-evaluation.json").write_text(json.dumps(marker))
+    with staging_files(out, kind="evaluation", replaces_earlier=True) as staging:
+        (staging / "results.json").write_text("run 2")
+    kept = sorted(p.name for p in out.iterdir())
+    assert kept == [".ran-evaluation.json", "became_a_folder.png", "mine.txt", "results.json"]
+    assert (out / "results.json").read_text() == "run 2" and outside.read_text() == "not the folder's"
+    assert json.loads((out / ".ran-evaluation.json").read_text())["entries"] == ["results.json"]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals: main thread")
+def test_renames_that_belong_together_hold_a_stop_signal_until_they_are_done():
+    """Ctrl-C / SIGTERM / SIGHUP between two renames of one output would leave it half old, half new: the
+    signal is delivered once the block is done."""
+    events: list[str] = []
+    previous = signal.signal(signal.SIGHUP, lambda *_: events.append("signal"))
+    try:
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
+            events.append("second rename")
+        time.sleep(0.05)
+        assert events == ["second rename", "signal"]
+        os.kill(os.getpid(), signal.SIGHUP)  # and signals are no longer held afterwards
+        time.sleep(0.05)
+        assert events == ["second rename", "signal", "signal"]
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def _ready_child(script: str) -> subprocess.Popen:
@@ -279,6 +323,24 @@ def test_small_json_files_that_are_no_regular_file_or_nest_deep_are_unread(tmp_p
     assert read_small_json(fine) == {"kind": "x"} and read_small_json(tmp_path / "missing.json") is None
     with pytest.raises(FileExistsError, match="not a report written by ran export --int8"):
         check_report_target(tmp_path / "m.onnx", overwrite=True)
+
+
+@pytest.mark.parametrize("command", ["data", "train"])
+def test_a_folder_whose_recognised_file_is_a_fifo_is_not_recognised_and_never_waits(tmp_path, command):
+    """Folders written before markers are recognised by a file's first lines (a dataset's README.md, a
+    run's config.yaml); such a file that is a FIFO held ``--overwrite`` forever."""
+    from ran.data.format.writer import is_dataset_folder
+    from ran.training.outputs import is_run_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / ("README.md" if command == "data" else "config.yaml"))
+    recognise = is_dataset_folder if command == "data" else is_run_folder
+    answers: list[bool] = []
+    reader = threading.Thread(target=lambda: answers.append(recognise(out)), daemon=True)
+    reader.start()
+    reader.join(20)
+    assert answers == [False]
 
 
 def test_an_output_folder_that_is_a_file_is_named_as_one(tmp_path):

@@ -25,8 +25,9 @@ from ran.evaluation.statistics import (
     paired_difference_interval,
 )
 from ran.evaluation.tables import markdown_code, render_table
-from ran.files import check_overwrite_files, read_small_json, staging_files
+from ran.files import check_overwrite_files, staging_files
 from ran.locks import output_lock
+from ran.reading import read_small_json
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"

@@ -19,7 +19,7 @@ from ran.evaluation.attention import format_attention, plot_attention
 from ran.evaluation.samples import PREDICTIONS, SubsetSamples, write_predictions
 from ran.evaluation.tables import render_table
 from ran.extras import optional_part
-from ran.files import check_overwrite_files, staging_files, written_entries
+from ran.files import check_overwrite_files, staging_files
 from ran.inference import precision_note
 from ran.locks import output_lock
 
@@ -255,9 +255,6 @@ def check_results_folder(out: str | Path, *, overwrite: bool, subsets: Iterable[
     check_overwrite_files(out, names, overwrite=overwrite, kind=EVALUATION)
 
 
-RESULT_PICTURES = ("confusion_*.png", "reliability_*.png", "attention.png")  # what _plot_all writes
-
-
 def write_results(
     results: Mapping[str, Mapping[str, Any]],
     out: str | Path,
@@ -277,8 +274,7 @@ def write_results(
     out = Path(out).expanduser().absolute()
     with output_lock(out, "ran evaluate", inside=True):
         check_results_folder(out, overwrite=overwrite, subsets=results)
-        ours = written_entries(out, EVALUATION) or set()
-        with staging_files(out, kind=EVALUATION) as staging:
+        with staging_files(out, kind=EVALUATION, replaces_earlier=True) as staging:
             pictures = pictures_available()
             (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
             (staging / RESULTS_MD).write_text(results_markdown(results, title, pictures), encoding="utf-8")
@@ -287,9 +283,6 @@ def write_results(
             if samples is not None:
                 write_predictions(samples, staging / PREDICTIONS)
             written = sorted(p.name for p in staging.iterdir())
-        stale = {p.name for pattern in RESULT_PICTURES for p in out.glob(pattern)} - set(written)
-        for name in ours & (stale | ({PREDICTIONS} if samples is None else set())):
-            (out / name).unlink(missing_ok=True)  # an earlier run's file of a subset these results lack
     return [out / name for name in written]
 
 

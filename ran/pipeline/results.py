@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from ran.errors import UserError
-from ran.files import atomic_path, read_regular
+from ran.files import atomic_path
 from ran.pipeline.inputs import is_video
+from ran.reading import read_regular
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 from ran.files import not_written_error, write_marker, write_text, written_by
 from ran.locks import output_lock
 from ran.modelio.checkpoints import CHECKPOINTS, RESUME_FILES, SCALER_FILE, is_checkpoint_name
+from ran.reading import read_regular
 from ran.training.config import RUN_CONFIG_FILE, TrainConfig
 
 HISTORY_FILE = "history.json"
@@ -35,8 +36,7 @@ def _legacy_run(out: Path) -> bool:
     """A run folder written before markers: its config.yaml is a run's resolved config, the only kind
     with top-level ``launch``, ``run`` and ``optim`` blocks (read as text: a folder's file is data)."""
     try:
-        with open(out / RUN_CONFIG_FILE, encoding="utf-8", errors="replace") as file:
-            head = file.read(1 << 16)
+        head = (read_regular(out / RUN_CONFIG_FILE, 1 << 16) or b"").decode("utf-8", errors="replace")
     except OSError:
         return False
     keys = {line.split(":")[0] for line in head.splitlines() if line[:1].isalpha()}

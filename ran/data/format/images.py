@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ran.errors import UserError
-from ran.files import read_regular
+from ran.reading import read_regular
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -41,6 +41,7 @@ from ran.data.format.parallel import batched, map_in_order
 from ran.errors import Note, UserError
 from ran.files import staging_dir
 from ran.locks import output_lock
+from ran.reading import read_regular
 
 T = TypeVar("T")
 
@@ -266,8 +267,7 @@ def is_dataset_folder(folder: Path) -> bool:
     """A dataset folder written before markers existed: this writer's card and Parquet files in folders,
     nothing else (``--overwrite`` may replace it; a folder with anything more is the user's)."""
     try:
-        with open(folder / "README.md", encoding="utf-8", errors="replace") as file:
-            card = file.read(1 << 16)
+        card = (read_regular(folder / "README.md", 1 << 16) or b"").decode("utf-8", errors="replace")
     except OSError:
         return False
     if f"\n{CARD_TITLE}\n" not in card:
