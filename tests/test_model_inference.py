@@ -3,15 +3,16 @@ rounding, current with the weights, never part of the model."""
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
 import ran  # noqa: F401
 
 
-def _model() -> torch.nn.Module:
+def _model(region_size: int = 32) -> torch.nn.Module:
     torch.manual_seed(0)
-    return timm.create_model("ran", backbone="test_resnet", region_size=32).eval()
+    return timm.create_model("ran", backbone="test_resnet", region_size=region_size).eval()
 
 
 def test_folded_inference_matches_and_follows_weight_changes():
@@ -36,6 +37,28 @@ def test_folded_inference_matches_and_follows_weight_changes():
     torch.testing.assert_close(changed, expected, rtol=0, atol=1e-5)
     assert not torch.allclose(changed, reference.logits, atol=1e-3)
     assert all(not k.startswith("_folded") for k in model.state_dict())
+
+
+@pytest.mark.parametrize("change", ["global pool", "activation", "batchnorm eps"])
+def test_folded_inference_follows_changes_that_are_no_weights(change):
+    """A pooling, an activation or a BatchNorm setting changed after the first folded run: the folded copy
+    served the old computation."""
+    model = _model(region_size=64)  # feature maps of 2 x 2: max and average pooling differ
+    model.backbone_chunk = 8
+    images = torch.rand(4, 3, 40, 40, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = model(images)
+        if change == "global pool":
+            model.backbone.reset_classifier(0, global_pool="max")
+        elif change == "activation":
+            model.backbone.act1 = torch.nn.Tanh()
+        else:
+            next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)).eps = 1.0
+        changed = model(images)
+        model.fold_batchnorm = False
+        expected = model(images)
+    torch.testing.assert_close(changed, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(changed, before, atol=1e-4)
 
 
 def test_gradients_reach_the_real_weights():

@@ -4,7 +4,8 @@ In eval mode a BatchNorm after a convolution is a per-channel scale and shift, w
 the convolution's weights and bias (``torch.fx``'s conv-bn fusion). On a CPU that saves a pass over every
 activation map: ResNet-18 on 48 crops of 224 px, channels-last, fp32: about 12 % faster. The results are
 the same up to float rounding. The copy is never part of the model (not a submodule, not in its
-state_dict); it is rebuilt whenever a weight or buffer of the backbone changes, in place or replaced.
+state_dict); it is rebuilt whenever a weight or buffer of the backbone changes, in place or replaced, and
+whenever a module is replaced or a module's setting changes (a pooling, an activation, a BatchNorm's eps).
 
 Inference tensors (weights created or cast inside ``torch.inference_mode()``) have no version counter, so
 an in-place change to them could not be seen: a backbone holding any runs as it is, unfolded. (RAN builds
@@ -33,6 +34,23 @@ def _weights_key(module: nn.Module) -> tuple[Any, ...] | None:
     return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
 
 
+_SETTING_TYPES = (bool, int, float, str, tuple, type(None))
+
+
+def _structure_key(module: nn.Module) -> tuple[Any, ...]:
+    """Changes whenever a submodule is replaced, added or removed, or one of its plain settings changes
+    (``eps``, ``pool_type``, ``inplace``): what the weights alone do not say about the computation. The
+    train / eval flag is left out: the copy is always in eval mode."""
+    return tuple(
+        (
+            name,
+            id(m),
+            tuple((k, v) for k, v in vars(m).items() if k != "training" and isinstance(v, _SETTING_TYPES)),
+        )
+        for name, m in module.named_modules()
+    )
+
+
 class FusedBackbone:
     """Holds the folded copy of one backbone and the key of the weights it was made from."""
 
@@ -45,10 +63,11 @@ class FusedBackbone:
         """The folded copy, current with ``backbone``'s weights; ``backbone`` when it cannot be folded."""
         if self.unfusable:
             return backbone
-        key = _weights_key(backbone)
-        if key is None:  # no way to tell when the weights change: never serve a stale copy
+        weights = _weights_key(backbone)
+        if weights is None:  # no way to tell when the weights change: never serve a stale copy
             self.module = self.key = None
             return backbone
+        key = (weights, _structure_key(backbone))
         if key != self.key or self.module is None:
             self.module, self.key = self._fold(backbone), key
         return self.module if self.module is not None else backbone
