@@ -25,6 +25,7 @@ from PIL import Image
 
 from ran.errors import UserError
 from ran.models.inputs import gray_pixels
+from ran.numbers import IMAGE_SIDE
 from ran.vocabulary import MIN_FACE_SIDE
 
 _INTERPOLATIONS = {
@@ -107,6 +108,8 @@ def transform_for(model: torch.nn.Module, input_size: int | None = None) -> Face
     ``input_size`` overrides the face side (a square); a RAN that records a face size still resizes
     to it in its forward.
     """
+    if input_size is not None:
+        IMAGE_SIDE.check(input_size, "input_size")
     cfg = getattr(model, "pretrained_cfg", None) or {}
     cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
     size = getattr(model, "face_size", None) or (cfg.get("input_size") or (3, 224, 224))[-2:]
@@ -129,6 +132,8 @@ def transform_for_images(
     over the split), the model's mean / std."""
     if not len(images):
         raise UserError("the training split has no images")
+    if image_size is not None:
+        IMAGE_SIDE.check(image_size, "image_size")
     rows = np.unique(np.linspace(0, len(images) - 1, num=min(samples, len(images))).round().astype(int))
     sample = [images[int(i)]["image"] for i in rows]
     gray = all(image.mode in _GRAY_MODES for image in sample)

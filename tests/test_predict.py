@@ -561,3 +561,51 @@ def test_tab_separated_lines_escape_tabs_newlines_and_backslashes(model, astrona
     escaped = [str(tmp_path) + "/" + name for name in names]
     assert [row[0] for row in rows] == escaped
     assert f"ran predict: {tmp_path}/gone\\nmissing.png: error: no such file\n" in captured.err
+
+
+def test_encoded_images_and_open_files_are_one_input_each(model, astronaut, tmp_path):
+    """The bytes of a PNG were 200,000 inputs (one per byte); now bytes, a BytesIO and an open file are
+    each one image, decoded as the file on disk is (EXIF rotation included)."""
+    import io
+
+    path = tmp_path / "astronaut.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored pixels must be turned 90 degrees to be seen upright
+    Image.fromarray(astronaut[:, :400]).save(path, exif=exif)
+    data = path.read_bytes()
+    with open(path, "rb") as file:
+        results = predict([data, io.BytesIO(data), file, path], model, detect=False, progress=False)
+    assert len(results) == 4 and not any(r.error for r in results)
+    assert [r.image_size for r in results] == [[400, 512]] * 4  # turned, as the path is
+    expected = results[3].faces[0].probabilities
+    assert all(r.faces[0].probabilities == pytest.approx(expected, abs=1e-6) for r in results[:3])
+    broken = predict(data[:100], model, detect=False, progress=False)
+    assert len(broken) == 1 and broken[0].error.startswith("cannot")
+
+
+def test_a_generator_is_followed_as_it_yields_never_drained_ahead(model):
+    pulled = []
+
+    def camera():
+        while True:  # frames never end
+            pulled.append(len(pulled))
+            yield np.full((64, 64, 3), len(pulled) % 250, np.uint8)
+
+    pipeline = ran.pipeline.FacePipeline(model, detect=False, batch_size=2, prefetch=2)
+    stream = pipeline.iterate(camera())
+    first = [next(stream) for _ in range(3)]
+    assert [r.source for r in first] == ["<ndarray 0>", "<ndarray 1>", "<ndarray 2>"]
+    assert len(pulled) <= 3 + 2 + 2  # what was asked for, a batch and the prefetch depth ahead
+    stream.close()
+
+
+@pytest.mark.parametrize("size", [0, 5000, 33.7, float("nan"), True])
+def test_the_pipelines_input_size_is_checked(model, size):
+    with pytest.raises(ValueError, match=r"input_size: expected an integer in \[\d+, 4096\]"):
+        ran.pipeline.FacePipeline(model, detect=False, input_size=size)
+
+
+def test_a_pil_image_of_a_mode_pil_cannot_convert_is_that_inputs_error(model, astronaut):
+    odd = Image.fromarray(astronaut).convert("RGBA").convert("La")  # PIL cannot turn 'La' into L or RGB
+    results = predict([odd, astronaut], model, detect=False, progress=False)
+    assert "mode 'La'" in results[0].error and not results[1].error

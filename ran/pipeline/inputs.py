@@ -16,13 +16,14 @@ keeps that policy and turns both into one line for the input: above the limit th
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -65,7 +66,10 @@ def to_image(image: Any) -> Image.Image:
     Alpha is composited on white, float data is read as 0..1, 16-bit data is scaled to 8 bits, tensors are
     (C, H, W). A PIL image already in ``RGB`` or ``L`` is returned as is (not copied)."""
     if isinstance(image, Image.Image):
-        converted = _pil_to_image(image)
+        try:
+            converted = _pil_to_image(image)
+        except (ValueError, OSError) as err:  # a mode PIL cannot convert ('La'), a truncated lazy image
+            raise InputError(f"cannot use a PIL image of mode {image.mode!r} ({one_line(err)})") from None
     else:
         array = _to_uint8_array(image)
         converted = Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB")
@@ -128,8 +132,9 @@ def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
 # --- files --------------------------------------------------------------------------------------------
 
 
-def read_image(path: str | Path) -> tuple[Image.Image, str | None]:
-    """An image file -> (PIL image in RGB or L with EXIF orientation applied, a warning or None).
+def read_image(path: str | Path | BinaryIO) -> tuple[Image.Image, str | None]:
+    """An image file (a path or an open binary file) -> (PIL image in RGB or L with EXIF orientation
+    applied, a warning or None).
 
     Warnings PIL raises while reading (a photo over the decompression-bomb warning threshold, corrupt
     EXIF data) become the returned one-line note instead of a raw warning print."""
@@ -227,28 +232,45 @@ def is_video(path: str | Path) -> bool:
 # --- lists of inputs ----------------------------------------------------------------------------------
 
 
-def expand_inputs(inputs: Any) -> list[Any]:
-    """Inputs as a flat list: folders become their image files (recursive, sorted), a (B, C, H, W)
-    tensor or a list becomes its items; a missing path stays (it is reported as that input's error)."""
+def expand_inputs(inputs: Any) -> Iterable[Any]:
+    """Inputs one by one: folders become their image files (recursive, sorted), a (B, C, H, W) tensor or
+    a list becomes its items; a missing path stays (it is reported as that input's error). A list (any
+    sized collection) gives a list; a generator or other iterator is followed as it yields, never
+    drained ahead (a camera's frames never end)."""
     if isinstance(inputs, (str, Path)) or not isinstance(inputs, Iterable) or _is_single_image(inputs):
         inputs = [inputs]
-    items: list[Any] = []
+    items = _expanded(inputs)
+    return list(items) if isinstance(inputs, Sized) else items
+
+
+def _expanded(inputs: Iterable[Any]) -> Iterator[Any]:
     for item in inputs:
         if isinstance(item, (str, Path)) and Path(item).is_dir():
             found = sorted(
                 p for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             )
-            items.extend(found if found else [Path(item)])
+            yield from found if found else [Path(item)]
         elif isinstance(item, torch.Tensor) and item.dim() == 4:
-            items.extend(item.unbind(0))
+            yield from item.unbind(0)
         else:
-            items.append(item)
-    return items
+            yield item
+
+
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def _is_encoded(value: Any) -> bool:
+    """The bytes of an image file, or a binary file object (``open(path, 'rb')``, ``io.BytesIO``)."""
+    return isinstance(value, _BYTES) or (
+        callable(getattr(value, "read", None)) and not isinstance(value, Path)
+    )
 
 
 def _is_single_image(value: Any) -> bool:
-    return isinstance(value, (np.ndarray, Image.Image)) or (
-        isinstance(value, torch.Tensor) and value.dim() <= 3
+    return (
+        isinstance(value, (np.ndarray, Image.Image))
+        or (isinstance(value, torch.Tensor) and value.dim() <= 3)
+        or _is_encoded(value)
     )
 
 
@@ -260,6 +282,10 @@ def source_name(item: Any, index: int) -> str:
 def iter_frames(item: Any, index: int, every: int | None = None, fps: float | None = None) -> Iterator[Frame]:
     """The frames of one input (one for images); InputError for an unusable input."""
     name = source_name(item, index)
+    if _is_encoded(item):  # the bytes of an image file, or an open file: decoded as the file would be
+        image, warning = read_image(io.BytesIO(bytes(item)) if isinstance(item, _BYTES) else item)
+        yield Frame(name, image, warning=warning)
+        return
     if not isinstance(item, (str, Path)):
         yield Frame(name, to_image(item))
         return

@@ -17,7 +17,7 @@ from the label names.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +267,7 @@ class FacePipeline:
         return self._iterate(expand_inputs(inputs), every, fps, keep_crops, progress)
 
     def _iterate(
-        self, items: list[Any], every: int | None, fps: float | None, keep_crops: bool, progress: bool
+        self, items: Iterable[Any], every: int | None, fps: float | None, keep_crops: bool, progress: bool
     ) -> Iterator[InputResult]:
         """Batches of faces through the model, fed by ``_prepared`` (``prefetch`` inputs ahead, in a
         background thread); each result is yielded once none of its faces waits for the model."""
@@ -289,13 +289,20 @@ class FacePipeline:
         yield from waiting
 
     def _prepared(
-        self, items: list[Any], every: int | None, fps: float | None, keep_crops: bool, progress: bool
+        self, items: Iterable[Any], every: int | None, fps: float | None, keep_crops: bool, progress: bool
     ) -> Iterator[tuple[InputResult, list[FaceInput]]]:
         """Every frame of ``items``, preprocessed, in order: what the model's side of ``_iterate`` takes."""
         from tqdm.auto import tqdm
 
+        total = len(items) if isinstance(items, Sized) else None  # a generator: counted as it goes
         for index, item in enumerate(
-            tqdm(items, desc="predict", unit="input", disable=not progress or len(items) < 2)
+            tqdm(
+                items,
+                desc="predict",
+                unit="input",
+                total=total,
+                disable=not progress or (total is not None and total < 2),
+            )
         ):
             yield from self._preprocess_item(item, index, every, fps, keep_crops)
 
