@@ -168,6 +168,9 @@ class RegionAttentionNet(nn.Module):
         self.fold_batchnorm = True
         self._folded_backbone = FusedBackbone()
         self.set_input_format(input_color, face_size, input_mean, input_std, sync_cfg=False)
+        # built directly, not by timm.create_model (which sets its own afterwards): the family's config, as
+        # timm would give it, so that saving and timm's data helpers work on this model too
+        self.pretrained_cfg = self.default_cfg = {**get_pretrained_cfg("ran").to_dict(), **self.data_config()}
 
         if isinstance(backbone, str):
             self.backbone_name = backbone

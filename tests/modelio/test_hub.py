@@ -553,3 +553,20 @@ def test_channels_last_model_saves_and_reloads(tmp_path):
     images = torch.rand(2, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(images), model(images), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_built_directly_saves_as_the_one_timm_creates(tmp_path):
+    """``RegionAttentionNet(...)`` is a plain nn.Module: it saved only when made by timm.create_model
+    (AttributeError: no pretrained_cfg)."""
+    torch.manual_seed(3)
+    direct = ran.RegionAttentionNet("test_resnet", region_size=32, num_classes=7).eval()
+    created = timm.create_model("ran", backbone="test_resnet", region_size=32, num_classes=7).eval()
+    created.load_state_dict(direct.state_dict())
+    folders = [
+        ran.save_pretrained(m, tmp_path / name) for m, name in ((direct, "direct"), (created, "created"))
+    ]
+    configs = [json.loads((folder / "config.json").read_text()) for folder in folders]
+    assert configs[0] == configs[1]
+    images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ran.load_model(folders[0])(images), direct(images), rtol=0, atol=1e-6)
