@@ -26,6 +26,7 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # The most classes a model may have: a model folder's config, ``ran models --num-classes``.
 MAX_CLASSES = 100_000
+MAX_IN_CHANS = 16  # input channels a model may take (RGB 3, gray 1, with depth or alpha a few more)
 
 # The oldest ONNX opset ``ran export`` writes (RoiAlign with half_pixel needs 16); the newest is what the
 # installed torch can write (``ran.export.OPSETS``).

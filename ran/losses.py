@@ -8,6 +8,7 @@ from torch import nn
 
 from ran.errors import UserError
 from ran.models.ran import RANOutput
+from ran.numbers import LABEL_SMOOTHING, RB_MARGIN, RB_WEIGHT
 
 
 class RegionBiasedLoss(nn.Module):
@@ -20,9 +21,7 @@ class RegionBiasedLoss(nn.Module):
 
     def __init__(self, margin: float = 0.1) -> None:
         super().__init__()
-        if margin < 0:
-            raise UserError(f"margin: expected >= 0, got {margin}")
-        self.margin = margin
+        self.margin = RB_MARGIN.check(margin, "margin")
 
     def forward(self, alpha: torch.Tensor) -> torch.Tensor:
         if alpha.dim() != 2 or alpha.shape[1] < 2:
@@ -37,8 +36,8 @@ class RANCriterion(nn.Module):
     def __init__(self, margin: float = 0.1, rb_weight: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.rb = RegionBiasedLoss(margin)
-        self.rb_weight = rb_weight
-        self.label_smoothing = label_smoothing
+        self.rb_weight = RB_WEIGHT.check(rb_weight, "rb_weight")
+        self.label_smoothing = LABEL_SMOOTHING.check(label_smoothing, "label_smoothing")
 
     def forward(self, output: RANOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Returns {'loss', 'ce', 'rb'}; ``target`` (B,) class indices or (B, num_classes) probabilities."""

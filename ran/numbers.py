@@ -122,6 +122,12 @@ DETECT_FRACTION = number(above=0, high=1)  # the detection copy's size as a frac
 SMOOTH_FACTOR = number(above=0, high=1)  # a moving average's weight of the newest value: (0, 1]
 
 
+# the training criterion (ran.losses, ``loss:`` of a run's config)
+RB_MARGIN = number(0, 1)  # attention weights are in [0, 1], so is any margin between two of them
+RB_WEIGHT = number(0)
+LABEL_SMOOTHING = number(0, 1)
+
+
 def number_fields(cls: type) -> list[tuple[str, NumberRange]]:
     """(field name, range) of the dataclass ``cls``'s numeric options."""
     return [

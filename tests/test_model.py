@@ -285,6 +285,35 @@ def test_training_step_reduces_loss():
 
 
 @pytest.mark.parametrize(
+    ("argument", "value"),
+    [("num_classes", 10**12), ("num_classes", -1), ("num_classes", 2.5), ("in_chans", 0), ("in_chans", 99)]
+    + [("drop_rate", float("nan")), ("drop_rate", 1.0), ("region_size", 10**6), ("region_size", "32")]
+    + [("region_size", 32.7), ("region_size", (32, 32, 32)), ("relation_attention", "no")],
+)
+def test_constructor_arguments_out_of_range_are_one_line_naming_them(argument, value):
+    """What a folder's config.json may not say, the constructor may not take either (10^12 classes was an
+    allocator RuntimeError, a NaN dropout failed only in training, 'no' meant True)."""
+    with pytest.raises(ValueError, match=rf"^{argument}: expected"):
+        RegionAttentionNet(**{**SMALL, argument: value})
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: RegionBiasedLoss(float("nan")), "margin"),
+        (lambda: RegionBiasedLoss(float("inf")), "margin"),
+        (lambda: RANCriterion(rb_weight=float("nan")), "rb_weight"),
+        (lambda: RANCriterion(rb_weight=-1), "rb_weight"),
+        (lambda: RANCriterion(label_smoothing=float("nan")), "label_smoothing"),
+        (lambda: RegionAttentionNet(**SMALL).reset_classifier(-1), "num_classes"),
+    ],
+)
+def test_loss_and_classifier_numbers_are_checked(make, match):
+    with pytest.raises(ValueError, match=rf"^{match}: expected"):
+        make()
+
+
+@pytest.mark.parametrize(
     ("call", "match"),
     [
         (lambda m: m(torch.rand(3, 48, 48)), "images: expected a \\(B, 3, H, W\\)"),
@@ -443,3 +472,18 @@ def test_pretrained_true_loads_timm_backbone_weights_from_the_hub_cache(tmp_path
     # without pretrained, the backbone keeps its random initialisation
     fresh = timm.create_model("ran", backbone="test_resnet", region_size=32)
     assert not torch.equal(fresh.backbone.state_dict()["conv1.0.weight"], published["conv1.0.weight"])
+
+
+def test_a_backbone_of_one_input_size_takes_the_regions_and_saves(tmp_path):
+    """ViT / Swin take only their own input size (fixed_input_size): built for the region size, a RAN
+    around one ran (an AssertionError at the first forward before) and reloads to the same logits."""
+    import ran
+
+    torch.manual_seed(0)
+    model = timm.create_model("ran", backbone="test_vit", region_size=48).eval()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(images)
+        folder = ran.save_pretrained(model, tmp_path / "vit")
+        torch.testing.assert_close(ran.load_model(folder)(images), logits, rtol=0, atol=1e-6)
+    assert model.backbone.patch_embed.img_size == (48, 48)

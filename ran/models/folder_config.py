@@ -15,7 +15,7 @@ from typing import Any
 
 import timm
 
-from ran.constants import MAX_CLASSES
+from ran.constants import MAX_CLASSES, MAX_IN_CHANS
 from ran.errors import UserError
 from ran.labels import class_name_problem
 from ran.models.ran import GLOBAL_POOLS, RAN_VARIANTS
@@ -31,7 +31,6 @@ MAX_SIDE = REGION_SIDE.high  # px: region_size, as the commands take it (the pap
 MAX_REGION_PIXELS = max(len(boxes) for boxes in REGION_PRESETS.values()) * MAX_SIDE**2
 MIN_STD = 1e-3  # a std below it is 0 in float32 or near it: every input becomes inf or NaN
 MAX_IMAGE_SIDE = IMAGE_SIDE.high  # px: input_size sides, as the commands take them
-MAX_IN_CHANS = 16
 MAX_TEXT = 1000  # characters of one label, name or note
 # Constructor arguments that say where the first weights come from (or, for num_classes, that transformers
 # passes itself): the package never writes them into a folder, whose weights replace them.

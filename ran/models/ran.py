@@ -26,14 +26,14 @@ from timm.models._pretrained import PretrainedCfg
 from timm.models._registry import get_pretrained_cfg
 from torch import nn
 
-from ran.constants import RAN_VARIANTS
+from ran.constants import MAX_CLASSES, MAX_IN_CHANS, RAN_VARIANTS
 from ran.errors import UserError
 from ran.labels import FERPLUS_CLASSES
 from ran.models.inference import FusedBackbone
 from ran.models.inputs import _check_images, _check_region_batch, as_trained, cut_regions
-from ran.numbers import IMAGE_SIDE
+from ran.numbers import IMAGE_SIDE, REGION_SIDE, integer, number
 from ran.regions import REGION_PRESETS, Box, resolve_regions
-from ran.vocabulary import ATTENTION_MODES, INPUT_COLORS, MIN_FACE_SIDE
+from ran.vocabulary import ATTENTION_MODES, INPUT_COLORS
 
 _logger = logging.getLogger(__name__)
 
@@ -73,6 +73,45 @@ def _normalise(scores: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "softmax":
         weights = torch.softmax(weights, dim=1)
     return weights
+
+
+CLASS_COUNT = integer(0, MAX_CLASSES)  # 0: no classifier (features)
+CHANNELS = integer(1, MAX_IN_CHANS)
+DROP_RATE = number(0, below=1)
+
+
+def _check_arguments(
+    num_classes: int, attention: str, drop_rate: float, global_pool: str, relation: bool, in_chans: int
+) -> None:
+    """The constructor's arguments as the commands and folder configs hold them: one line naming the
+    argument for a value out of range (a NaN dropout, 10^12 classes, 0 channels, 'no' for a flag)."""
+    if attention not in ATTENTION_MODES:
+        raise UserError(f"attention: expected one of {ATTENTION_MODES}, got {attention!r}")
+    if global_pool not in GLOBAL_POOLS:
+        raise UserError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
+    if relation not in (True, False):
+        raise UserError(f"relation_attention: expected True or False, got {relation!r}")
+    CLASS_COUNT.check(num_classes, "num_classes")
+    CHANNELS.check(in_chans, "in_chans")
+    DROP_RATE.check(drop_rate, "drop_rate")
+
+
+def _region_sides(region_size: int | Sequence[int]) -> list[int]:
+    """[h, w] from an int or (h, w), each side in ``REGION_SIDE``."""
+    sides = [region_size, region_size] if not isinstance(region_size, (list, tuple)) else list(region_size)
+    if len(sides) != 2:
+        raise UserError(f"region_size: expected an int or (h, w), got {region_size!r}")
+    return [REGION_SIDE.check(side, "region_size") for side in sides]
+
+
+def _sized_for_regions(backbone: str, region_size: list[int], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for a backbone that takes only its own input size (ViT, Swin: ``fixed_input_size``),
+    with ``img_size`` = the region size, so it takes the regions (timm resamples pretrained position
+    embeddings to it); other backbones, and an ``img_size`` the caller gave, are left as they are."""
+    cfg = get_pretrained_cfg(backbone)
+    if "img_size" in kwargs or cfg is None or not cfg.fixed_input_size:
+        return kwargs
+    return {**kwargs, "img_size": tuple(region_size)} if list(cfg.input_size[-2:]) != region_size else kwargs
 
 
 class RegionAttentionNet(nn.Module):
@@ -140,17 +179,8 @@ class RegionAttentionNet(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if attention not in ATTENTION_MODES:
-            raise UserError(f"attention: expected one of {ATTENTION_MODES}, got {attention!r}")
-        if global_pool not in GLOBAL_POOLS:
-            raise UserError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
-        if num_classes < 0:
-            raise UserError(f"num_classes: expected >= 0, got {num_classes}")
-        if isinstance(region_size, int):
-            region_size = (region_size, region_size)
-        region_size = [int(s) for s in region_size]
-        if len(region_size) != 2 or min(region_size) < MIN_FACE_SIDE:
-            raise UserError(f"region_size: expected an int or (h, w) >= {MIN_FACE_SIDE}, got {region_size}")
+        _check_arguments(num_classes, attention, drop_rate, global_pool, relation_attention, in_chans)
+        region_size = _region_sides(region_size)
         dd = {"device": device, "dtype": dtype}
 
         self.boxes: tuple[Box, ...] = resolve_regions(regions)
@@ -181,7 +211,7 @@ class RegionAttentionNet(nn.Module):
                     num_classes=0,
                     in_chans=in_chans,
                     **dd,
-                    **(backbone_kwargs or {}),
+                    **_sized_for_regions(backbone, region_size, backbone_kwargs or {}),
                 )
             except RuntimeError as err:
                 if "Unknown model" in str(err):
@@ -307,6 +337,7 @@ class RegionAttentionNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        CLASS_COUNT.check(num_classes, "num_classes")
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
                 raise UserError(f"global_pool: expected 'attention' or '', got {global_pool!r}")

@@ -19,6 +19,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 from ran.errors import UserError
 from ran.numbers import (
     IMAGE_SIDE,
+    LABEL_SMOOTHING,
+    RB_MARGIN,
+    RB_WEIGHT,
     REGION_SIDE,
     SEED,
     NumberRange,
@@ -110,14 +113,12 @@ class OptimConfig:
 class LossConfig:
     """The RAN criterion: cross-entropy + rb_weight * region-biased loss."""
 
-    rb_margin: float = _opt(
-        0.1, "region-biased loss margin (0.1 FERPlus, 0.02 AffectNet)", numbers=number(0, 1)
-    )
-    rb_weight: float = _opt(1.0, "weight of the region-biased loss", numbers=number(0))
+    rb_margin: float = _opt(0.1, "region-biased loss margin (0.1 FERPlus, 0.02 AffectNet)", numbers=RB_MARGIN)
+    rb_weight: float = _opt(1.0, "weight of the region-biased loss", numbers=RB_WEIGHT)
     label_mode: str = _opt(
         "hard", "hard: class index; soft: the dataset's soft_label distribution", LABEL_TARGETS
     )
-    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", numbers=number(0, 1))
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", numbers=LABEL_SMOOTHING)
 
 
 @dataclass
