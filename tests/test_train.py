@@ -147,6 +147,11 @@ def test_weight_decay_is_off_for_norms_and_biases_and_sgd_is_plain_momentum():
     assert isinstance(optimizer, torch.optim.SGD)
     assert all(g["momentum"] == 0.9 and not g["nesterov"] and g["lr"] == 0.1 for g in optimizer.param_groups)
 
+    config.optim.decay_norms_and_biases = True  # the original: every trained parameter decays
+    optimizer = build_optimizer(config, model, 0.1)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay == {id(p): 1e-4 for p in model.parameters() if p.requires_grad}
+
 
 def test_epoch_sampler_is_a_function_of_seed_and_epoch():
     sampler = EpochSampler(50, seed=3)

@@ -97,6 +97,10 @@ class OptimConfig:
     )
     momentum: float = _opt(0.9, "SGD momentum", numbers=number(0, below=1))
     weight_decay: float = _opt(1e-4, "weight decay", numbers=number(0))
+    decay_norms_and_biases: bool = _opt(
+        False,
+        "weight decay on every parameter, norms and biases too, as the original (default: weights only)",
+    )
     schedule: str = _opt(
         "multistep", "multistep: x gamma at the milestones; cosine: warm-up then cosine", SCHEDULES
     )

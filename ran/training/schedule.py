@@ -45,15 +45,23 @@ def lr_rule(config: TrainConfig, num_processes: int) -> str:
 
 def build_optimizer(config: TrainConfig, model: nn.Module, lr: float) -> Any:
     """SGD (the original's) or AdamW over the trainable parameters at the peak learning rate ``lr``, by
-    timm's factory: weight decay on weights only, never on norms and biases."""
+    timm's factory: weight decay on weights only, never on norms and biases, unless
+    ``decay_norms_and_biases`` (the original decays every parameter)."""
     from timm.optim import create_optimizer_v2
 
     optim = config.optim
-    if optim.optimizer == "sgd":  # timm's "sgd" is Nesterov's; the original RAN used plain momentum SGD
-        return create_optimizer_v2(
-            model, opt="momentum", lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay
-        )
-    return create_optimizer_v2(model, opt=optim.optimizer, lr=lr, weight_decay=optim.weight_decay)
+    # timm's "sgd" is Nesterov's; the original RAN used plain momentum SGD
+    name, extra = (
+        ("momentum", {"momentum": optim.momentum}) if optim.optimizer == "sgd" else (optim.optimizer, {})
+    )
+    return create_optimizer_v2(
+        model,
+        opt=name,
+        lr=lr,
+        weight_decay=optim.weight_decay,
+        filter_bias_and_bn=not optim.decay_norms_and_biases,
+        **extra,
+    )
 
 
 class Schedule:
