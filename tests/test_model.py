@@ -335,8 +335,8 @@ def test_bad_input_tensors(call, match):
     ("bad", "match"),
     [
         ((0.1, 0.2, 1.2, 0.9), "within \\[0, 1\\]"),
-        ((-0.1, 0.2, 0.8, 0.9), "within \\[0, 1\\]"),
-        ((0.6, 0.2, 0.3, 0.9), "x1 > x0 and y1 > y0"),
+        ((-0.1, 0.2, 0.8, 0.9), "must be within \\[0, 1\\]"),
+        ((0.6, 0.2, 0.3, 0.9), "must have x1 > x0 and y1 > y0"),
         ((0.1, 0.5, 0.8, 0.5), "x1 > x0 and y1 > y0"),
         ((0.1, float("nan"), 0.8, 0.9), "finite"),
         ((0.1, 0.2, float("inf"), 0.9), "finite"),
