@@ -386,8 +386,11 @@ def predict(
     """Predict the expression of every face in ``inputs``.
 
     Args:
-        inputs: a path (image, video, or folder searched recursively for images), a PIL image, a numpy
-            array (H, W[, C]), a tensor (C, H, W) or (B, C, H, W) of 0..1 floats or uint8, or a list of these.
+        inputs: a path (image, video, or folder searched recursively for images), the bytes of an image
+            file or an open binary file, a PIL image, a numpy array (H, W[, C]), a tensor (C, H, W) or
+            (B, C, H, W) of 0..1 floats or uint8, or a list or generator of these. Files, bytes and open
+            files are turned upright by their EXIF orientation; a PIL image is used as given (apply
+            ``PIL.ImageOps.exif_transpose`` to a camera photo opened yourself).
         model: an nn.Module (RAN) or a name for ``ran.load_model`` (required). The
             caller's model is never changed (device, dtype, memory format, train/eval mode): prediction
             runs on a copy.
