@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ran.cli import run_main
+from ran.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required unless --card is given")
+    repo_id = load_spec(args.spec)["repo_id"]
+    if args.push and repo_id.startswith("ORG/"):  # before anything is written
+        raise UserError(f"{args.spec}/checkpoint.json: set repo_id (now {repo_id!r}) before pushing")
     folder = assemble_checkpoint(
         args.spec, args.out, model_dir=args.model, results_file=args.results, overwrite=args.overwrite
     )
@@ -47,9 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.push:
         from huggingface_hub import HfApi
 
-        repo_id = load_spec(args.spec)["repo_id"]
-        if repo_id.startswith("ORG/"):
-            raise ValueError(f"{args.spec}/checkpoint.json: set repo_id (now {repo_id!r}) before pushing")
         api = HfApi()
         api.create_repo(repo_id, private=args.private, exist_ok=True)
         if args.revision:

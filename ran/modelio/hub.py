@@ -23,10 +23,12 @@ import ran.models  # noqa: F401  (registers the architectures)
 from ran.errors import UserError
 from ran.files import staging_dir
 from ran.modelio.card import render_model_card, validate_results
+from ran.modelio.card_data import dataset_info
 from ran.modelio.folder import read_json
 from ran.modelio.loading import CONFIG_NAME, REPO_ID, WEIGHTS_NAME, class_names, load_model
 from ran.models import RegionAttentionNet
 from ran.models.folder_config import INITIALISATION_ARGS, check_config
+from ran.reading import read_regular
 
 CARD_NAME = "README.md"
 RESULTS_NAME = "eval_results.json"
@@ -277,6 +279,10 @@ def spec_results(spec_dir: str | Path, results_file: str | Path | None = None) -
     spec_dir = Path(spec_dir)
     default = spec_dir / load_spec(spec_dir).get("results_file", "results.json")
     path = Path(results_file) if results_file else default
+    if results_file and not path.is_file():  # named on purpose: a typo must not publish a card without them
+        raise UserError(
+            f"{path}: {'a folder' if path.is_dir() else 'no such file'}; expected ran evaluate's results.json"
+        )
     if not path.is_file():
         return {}
     data = read_json(path)
@@ -314,6 +320,36 @@ def render_spec_card(spec_dir: str | Path, results_file: str | Path | None = Non
     )
 
 
+def _card_datasets(card: Path) -> list[str] | None:
+    """The ``datasets`` a model card's metadata names; None when it has no card or no readable metadata."""
+    from huggingface_hub import ModelCard
+
+    try:
+        text = read_regular(card, 1 << 20)
+        return ModelCard(text.decode("utf-8")).data.datasets if text is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def _check_same_data(spec_dir: str | Path, dataset: str, model_dir: Path, results: Mapping[str, Any]) -> None:
+    """A published card names the spec's dataset: refuse a model whose own card says it was trained on
+    other data, and results counted on another number of faces than that dataset's subsets hold."""
+    info = dataset_info(dataset)
+    trained_on = _card_datasets(model_dir / CARD_NAME)
+    if info is not None and trained_on and info.dataset_type not in trained_on:
+        raise UserError(
+            f"{model_dir}: trained on {', '.join(map(str, trained_on))} (its {CARD_NAME}), but {spec_dir} "
+            f"publishes a {info.name} model"
+        )
+    for subset, entry in results.items():
+        full = info.faces.get(subset) if info is not None else None
+        if full is not None and entry.get("total") != full:
+            raise UserError(
+                f"results[{subset!r}]: {entry.get('total')} faces, but {info.name}'s {subset!r} has "
+                f"{full:,}: evaluate on the whole {info.name} data (these results are of other data)"
+            )
+
+
 def assemble_checkpoint(
     spec_dir: str | Path,
     out: str | Path,
@@ -332,10 +368,12 @@ def assemble_checkpoint(
             f"{model_dir}: architecture {model.pretrained_cfg.get('architecture')!r}, but {spec_dir} "
             f"describes {spec['architecture']!r}"
         )
+    results = spec_results(spec_dir, results_file)
+    _check_same_data(spec_dir, spec["dataset"], model_dir, results)
     return build_hub_folder(
         model,
         out,
-        results=spec_results(spec_dir, results_file),
+        results=results,
         dataset=spec["dataset"],
         repo_id=spec["repo_id"],
         training_command=spec["training_command"],

@@ -59,9 +59,7 @@ def _check_boxes(boxes: torch.Tensor, batch_size: int, num_regions: int, check_v
         where = "".join(f"[{i}]" for i in index)
         box = [round(float(v), 6) for v in boxes[tuple(index)]]
         rule = "be within [0, 1] and finite" if not bool(inside[tuple(index)]) else "have x1 > x0 and y1 > y0"
-        raise UserError(
-            f"boxes{where}: box {box} must {rule} (fractions x0, y0, x1, y1 of the image size)"
-        )
+        raise UserError(f"boxes{where}: box {box} must {rule} (fractions x0, y0, x1, y1 of the image size)")
 
 
 def cut_regions(

@@ -31,6 +31,11 @@ from ran.modelio.loading import check_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 ORG_NAME = "ran-test/tiny-ran"
+# results counted on the whole FERPlus subsets (3,137 / 605 faces), as a published card needs
+FERPLUS_RESULTS = {
+    "test": {"accuracy": 2510 / 3137, "correct": 2510, "total": 3137},
+    "occlusion": {"accuracy": 0.8, "correct": 484, "total": 605},
+}
 RESULTS = {
     "test": {"accuracy": 0.75, "correct": 3, "total": 4},
     "occlusion": {"accuracy": 0.5, "correct": 1, "total": 2},
@@ -78,7 +83,8 @@ def test_card_has_one_model_index_result_per_subset(saved):
     assert {r.dataset_split for r in card.data.eval_results} == {"test"}
     assert card.data.library_name == "timm" and card.data.pipeline_tag == "image-classification"
     text = card.text
-    assert "| Occlusion-FERPlus (605 images) | 0.5000 | 1/2 |" in text
+    # the results counted 2 faces: the card must not claim the whole subset's 605
+    assert "| Occlusion-FERPlus (2 of its 605 images) | 0.5000 | 1/2 |" in text
     assert CITATION.splitlines()[0] in text and "10.1109/TIP.2019.2956143" in text
     for needed in ("Intended use", "Limitations", "occlusion", "Kaggle", "MIT", "research-only"):
         assert needed in text
@@ -525,7 +531,7 @@ def test_publish_assembles_training_output_with_measured_results(tmp_path):
     model = timm.create_model("ran_resnet18", region_size=32)
     trained = ran.save_pretrained(model, tmp_path / "run" / "best")
     results_file = tmp_path / "results.json"
-    results_file.write_text(json.dumps({**RESULTS, "model": "run/best"}))
+    results_file.write_text(json.dumps({**FERPLUS_RESULTS, "model": "run/best"}))
     sys.path.insert(0, str(ROOT / "hub"))
     try:
         from publish import main as publish
@@ -536,8 +542,9 @@ def test_publish_assembles_training_output_with_measured_results(tmp_path):
     argv = [str(spec_dir), "--model", str(trained), "--results", str(results_file), "--out", str(out)]
     assert publish(argv) == 0
     card = ModelCard.load(out / "README.md")
-    assert card_results(card) == {name: entry["accuracy"] for name, entry in RESULTS.items()}
+    assert card_results(card) == {name: round(e["accuracy"], 6) for name, e in FERPLUS_RESULTS.items()}
     assert "ORG/ran_resnet18.ferplus" in card.text and NO_RESULTS_NOTE not in card.text
+    assert "| Occlusion-FERPlus (605 images) | 0.8000 | 484/605 |" in card.text
     with pytest.raises(FileExistsError):
         publish([str(spec_dir), "--model", str(trained), "--out", str(out)])
     wrong = ran.save_pretrained(tiny_model(0), tmp_path / "other")
@@ -570,3 +577,61 @@ def test_a_model_built_directly_saves_as_the_one_timm_creates(tmp_path):
     images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(ran.load_model(folders[0])(images), direct(images), rtol=0, atol=1e-6)
+
+
+def _publish():
+    sys.path.insert(0, str(ROOT / "hub"))
+    try:
+        from publish import main
+    finally:
+        sys.path.pop(0)
+    return main
+
+
+@pytest.mark.parametrize(
+    "results, problem",
+    [
+        ({"test": {"accuracy": 0.99, "correct": 1, "total": 320}}, "is not correct / total = 1/320"),
+        ({"test": {"accuracy": 0.5, "correct": "x", "total": 4}}, "expected counts"),
+        ({"test": {"accuracy": 0.5, "correct": 2, "total": True}}, "expected counts"),
+        ({"test": {"accuracy": 0.5, "correct": 1, "total": 2}}, "2 faces, but FERPlus's 'test' has 3,137"),
+        ("missing.json", "missing.json: no such file"),
+        (".", ": a folder; expected ran evaluate's results.json"),
+    ],
+)
+def test_publish_refuses_results_that_are_not_of_the_published_data(tmp_path, results, problem):
+    """A card listed 'FERPlus test (3,137 images) 0.9900, 1/320' for results of 320 synthetic faces with
+    a hand-edited accuracy; a mistyped --results path published a card without results."""
+    trained = ran.save_pretrained(timm.create_model("ran_resnet18", region_size=32), tmp_path / "best")
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(results))
+    given = str(tmp_path / results) if isinstance(results, str) else str(results_file)
+    spec_dir = str(ROOT / "hub" / "ran_resnet18.ferplus")
+    argv = [spec_dir, "--model", str(trained), "--results", given, "--out", str(tmp_path / "repo")]
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        _publish()(argv)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_publish_refuses_a_model_trained_on_other_data_and_a_placeholder_repo_before_writing(tmp_path):
+    model = timm.create_model("ran_resnet18", region_size=32)
+    synthetic = ran.save_pretrained(model, tmp_path / "synthetic", dataset="synthetic")
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(FERPLUS_RESULTS))
+    spec_dir = str(ROOT / "hub" / "ran_resnet18.ferplus")
+    argv = [
+        spec_dir,
+        "--model",
+        str(synthetic),
+        "--results",
+        str(results_file),
+        "--out",
+        str(tmp_path / "repo"),
+    ]
+    with pytest.raises(ValueError, match="trained on ran-synthetic .* publishes a FERPlus model"):
+        _publish()(argv)
+    ferplus = ran.save_pretrained(model, tmp_path / "ferplus", dataset="ferplus")
+    argv[2] = str(ferplus)
+    with pytest.raises(ValueError, match="set repo_id .* before pushing"):
+        _publish()([*argv, "--push"])
+    assert not (tmp_path / "repo").exists()
