@@ -253,6 +253,38 @@ def test_a_second_writer_is_refused_naming_the_first_and_ctrl_c_releases(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does(tmp_path, stop):
+    """kill / timeout / a batch system send SIGTERM, a closed terminal SIGHUP: by default they ended the
+    process at once and left the half-built folder and the lock behind."""
+    out = tmp_path / "ds"
+    script = (
+        "import sys, time\n"
+        "from ran.cli import run_main\n"
+        "from ran.files import staging_dir\n"
+        "from ran.locks import output_lock\n"
+        "def build(argv):\n"
+        f"    with output_lock({str(out)!r}, 'ran data', inside=False), staging_dir({str(out)!r}) as d:\n"
+        "        (d / 'half.parquet').write_text('x')\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(60)\n"
+        "sys.exit(run_main(build, [], prog='ran data'))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(stop, signal.SIG_DFL),  # nohup / a background job ignore SIGHUP
+    )
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(stop)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 128 + stop
+    assert err.strip().splitlines()[-1] == f"ran data: stopped by {signal.Signals(stop).name}"
+    assert list(tmp_path.iterdir()) == []  # no half-built folder, no lock
+
+
 def test_a_stale_lock_is_taken_over(tmp_path):
     out = tmp_path / "run"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a writer killed before it could clean up

@@ -16,12 +16,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 
 from ran.errors import MESSAGE_CHARS, Note, UserError, debug_requested, one_line  # noqa: F401 (ran.cli.one_line)
 from ran.extras import MissingExtra
+from ran.faults import STOP_SIGNALS
 
 # name -> one-line help; the module is ran.cli.<name>
 COMMANDS: dict[str, str] = {
@@ -86,8 +89,9 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     faults one line and exit code 1, Ctrl-C one line (with how to continue, when the command says).
     Anything else is a bug and keeps its traceback; ``--debug`` / ``RAN_DEBUG=1`` show every traceback."""
     debug = debug_requested(sys.argv[1:] if argv is None else argv)
+    stopped_by: list[int] = []
     try:
-        with _notes_on_one_line(prog):
+        with _notes_on_one_line(prog), _stops_as_interrupts(stopped_by):
             return int(fn(argv) or 0)
     except USER_ERRORS as err:
         if debug:
@@ -106,12 +110,41 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
         return _report(prog, f"error: {one_line(message)}", EXIT_FAULT)
     except KeyboardInterrupt as err:
         detail = one_line(err) if str(err) else ""
-        return _report(prog, f"interrupted{'; ' + detail if detail else ''}", EXIT_INTERRUPTED)
+        what = f"stopped by {signal.Signals(stopped_by[0]).name}" if stopped_by else "interrupted"
+        code = 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
+        return _report(prog, f"{what}{'; ' + detail if detail else ''}", code)
     except Exception as err:
         if _from_the_hub(err) and not debug:  # offline, no such repo, a bad id: the Hub's answer, not a bug
             return _report(prog, f"error: the Hugging Face Hub: {one_line(err)}", EXIT_USER_ERROR)
         close_progress_bars()  # the traceback starts on a line of its own
         raise
+
+
+@contextlib.contextmanager
+def _stops_as_interrupts(stopped_by: list[int]) -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a command as Ctrl-C does: half-written outputs, locks and temporary
+    folders are removed on the way out and ``ran train`` says how to continue (by default they end the
+    process at once, leaving all of it behind). The signal is recorded in ``stopped_by``; a signal the
+    caller ignores (``nohup``) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number: int, _frame: object) -> None:
+        stopped_by.append(number)
+        raise KeyboardInterrupt
+
+    # kill / timeout / a batch system / docker stop, a closed terminal (Ctrl-C is Python's already)
+    previous = {sig: signal.getsignal(sig) for sig in sorted(STOP_SIGNALS - {signal.SIGINT})}
+    for sig, handler in previous.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is signal.SIG_DFL:
+                signal.signal(sig, handler)
 
 
 def _from_the_hub(err: Exception) -> bool:
