@@ -312,6 +312,9 @@ def check_overwrite(
         raise FileExistsError(f"{out}: not a folder; refusing to replace it with --overwrite")
     if not written_by(out, kind, recognise):
         raise not_written_error(out, kind)
+    from ran.locks import check_no_writer_inside  # ran.locks builds on this module
+
+    check_no_writer_inside(out)
     foreign = foreign_entries(out, kind)
     if foreign:
         raise FileExistsError(

@@ -167,4 +167,23 @@ def output_lock(out: str | Path, command: str, *, inside: bool) -> Iterator[Path
         _remove_if_empty(created)
 
 
-__all__ = ["lock_path", "output_lock"]
+def check_no_writer_inside(folder: str | Path, limit: int = 100_000) -> None:
+    """Refuse to replace or delete ``folder`` while a command of another process writes inside it (its
+    lock is there or in a subfolder: a ``ran train`` resumed into a demo's folder, an evaluation in a
+    folder that robustness would replace). Looks at up to ``limit`` entries."""
+    seen = 0
+    for root, folders, files in os.walk(folder):
+        seen += len(folders) + len(files)
+        for name in files:
+            lock = Path(root) / name
+            if not name.endswith(".ran.lock") or lock in _held:
+                continue
+            owner = read_small_json(lock)
+            if _live_owner(owner):
+                written = lock.parent if name == ".ran.lock" else lock.with_name(name[1 : -len(".ran.lock")])
+                raise _busy_error(written, lock, owner)
+        if seen >= limit:
+            return
+
+
+__all__ = ["check_no_writer_inside", "lock_path", "output_lock"]

@@ -285,6 +285,26 @@ def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does(tmp_path, stop):
     assert list(tmp_path.iterdir()) == []  # no half-built folder, no lock
 
 
+def test_a_folder_is_not_replaced_while_another_command_writes_inside_it(tmp_path):
+    """ran demo --overwrite deleted the checkpoints of a ran train still running in its train/ folder
+    (and the training then died); the lock inside, or in a subfolder, now stops the replacement."""
+    out = tmp_path / "demo"
+    with staging_dir(out, kind="demo") as staging:
+        (staging / "train").mkdir()
+    child = _hold_lock(out / "train", "ran train", inside=True)
+    try:
+        with pytest.raises(FileExistsError, match=rf"train is being written by pid {child.pid} \(ran train"):
+            with staging_dir(out, overwrite=True, kind="demo"):
+                pass
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=30)
+    assert (out / "train").is_dir()
+    with staging_dir(out, overwrite=True, kind="demo") as staging:
+        (staging / "new").write_text("x")
+    assert sorted(p.name for p in out.iterdir()) == [".ran-demo.json", "new"]
+
+
 def test_a_stale_lock_is_taken_over(tmp_path):
     out = tmp_path / "run"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a writer killed before it could clean up
