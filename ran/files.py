@@ -119,9 +119,10 @@ def remove_leftovers(target: str | Path) -> list[Path]:
 
 @contextmanager
 @_naming_faults
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, new: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; it becomes ``path`` when the block succeeds and
-    disappears when it fails."""
+    disappears when it fails. ``new``: ``path`` did not exist when the command checked, so a file that
+    appeared there meanwhile (the user's) is never replaced: FileExistsError, and the new one is dropped."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
@@ -130,10 +131,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, target)
+        _move_new(tmp, target) if new else os.replace(tmp, target)
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _move_new(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target`` only if nothing is there: a hard link fails when the name exists, in
+    one step; on a file system without hard links, a check just before the rename."""
+    appeared = FileExistsError(
+        f"{target}: appeared while this command ran; left as it is (pass --overwrite to replace it)"
+    )
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # no hard links here (some network and FUSE file systems)
+        if target.exists() or target.is_symlink():
+            raise appeared from None
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

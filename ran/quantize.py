@@ -314,7 +314,7 @@ def _write_graph(job: _Job, export_options: dict[str, Any]) -> tuple[Path, dict[
         report = _measure(fp32, int8, splits, batches, method)
         if job.check:
             check_agreement(report, job.min_agreement)
-        _save(Path(work) / "int8.onnx", fp32_path, job.out, report)
+        _save(Path(work) / "int8.onnx", fp32_path, job.out, report, job.overwrite)
     return job.out, report
 
 
@@ -363,9 +363,9 @@ def _method(form: str, calibration: str | Path, faces: int) -> dict[str, Any]:
     return {**METHODS[form], "calibration_data": Path(str(calibration)).name, "calibration_faces": faces}
 
 
-def _save(int8: Path, fp32: Path, out: Path, report: dict[str, Any]) -> None:
-    """The int8 graph with the fp32 graph's metadata, the method and the report, and the report beside it:
-    each written atomically, the report only once the graph is complete."""
+def _save(int8: Path, fp32: Path, out: Path, report: dict[str, Any], overwrite: bool) -> None:
+    """The int8 graph with the fp32 graph's metadata, the method and the report, then the report beside it
+    (each written atomically; without ``overwrite``, neither replaces a file that appeared meanwhile)."""
     onnx = require("onnx", FEATURE)
     graph, source = onnx.load(str(int8)), onnx.load(str(fp32), load_external_data=False)
     del graph.metadata_props[:]
@@ -373,9 +373,10 @@ def _save(int8: Path, fp32: Path, out: Path, report: dict[str, Any]) -> None:
         graph.metadata_props.add(key=prop.key, value=prop.value)
     graph.metadata_props.add(key="quantization", value=json.dumps(report["quantization"]))
     graph.metadata_props.add(key="int8_report", value=json.dumps(report))
-    with atomic_path(out) as tmp:
+    with atomic_path(out, new=not overwrite) as tmp:
         onnx.save(graph, str(tmp))
-        write_json(report_path(out), report)
+    with atomic_path(report_path(out), new=not overwrite) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 __all__ = [

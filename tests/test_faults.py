@@ -230,7 +230,7 @@ def test_predict_goes_on_when_pictures_cannot_be_written(model_folder, photos, f
     assert len(unwritten) + len(written) == len(photos) and unwritten
     assert (
         captured.err.splitlines()[-1]
-        == f"ran predict: {len(unwritten)} of {len(photos)} inputs failed (exit code 1)"
+        == f"ran predict: {len(unwritten)} of {len(photos)} images / video frames failed (exit code 1)"
     )
     assert not [p for p in root.rglob("*") if LEFTOVER.match(p.name)]
 
@@ -266,4 +266,4 @@ def test_predict_lines_are_never_glued_to_its_progress_bar(model_folder, photos,
     assert "predict: " in captured.err  # the bar was drawn
     starts = [captured.err[m.start() - 1] for m in re.finditer("ran predict: ", captured.err) if m.start()]
     assert starts and set(starts) <= {"\r", "\n"}  # each message starts its own line, the bar cleared first
-    assert captured.err.endswith("\nran predict: 1 of 3 inputs failed (exit code 1)\n")
+    assert captured.err.endswith("\nran predict: 1 of 3 images / video frames failed (exit code 1)\n")

@@ -47,6 +47,21 @@ def test_a_failed_write_leaves_the_old_file_and_nothing_else(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
+def test_a_new_file_never_replaces_one_that_appeared_while_it_was_written(tmp_path):
+    """ran export --onnx new.onnx checked that new.onnx did not exist, then replaced the file the user
+    saved there during the export."""
+    target = tmp_path / "new.onnx"
+    with pytest.raises(FileExistsError, match="new.onnx: appeared while this command ran; left as it is"):
+        with atomic_path(target, new=True) as tmp:
+            tmp.write_text("the graph")
+            target.write_text("my own file")  # saved meanwhile
+    assert target.read_text() == "my own file" and sorted(tmp_path.iterdir()) == [target]
+    target.unlink()
+    with atomic_path(target, new=True) as tmp:
+        tmp.write_text("the graph")
+    assert target.read_text() == "the graph" and sorted(tmp_path.iterdir()) == [target]
+
+
 def test_staging_dir_swaps_whole_folders_and_applies_the_umask(tmp_path, umask_027):
     out = tmp_path / "model"
     with staging_dir(out, kind="dataset") as staging:

@@ -454,7 +454,7 @@ def test_cli_messages_are_one_line_per_input_and_any_failure_exits_1(
         "decompression-bomb warning threshold of 90,000; decoded since it is under the limit of 180,000",
         f"ran predict: {tmp_path / 'gray.png'}: no face found",
     ]
-    assert lines[-1] == f"ran predict: {len(bad)} of {len(inputs)} inputs failed (exit code 1)"
+    assert lines[-1] == f"ran predict: {len(bad)} of {len(inputs)} images / video frames failed (exit code 1)"
     assert len(lines) == len(bad) + 3 and "Traceback" not in err and "DecompressionBomb" not in err
 
 

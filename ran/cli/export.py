@@ -109,13 +109,20 @@ def _check_int8_flags(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ran.extras import require
+    from ran.locks import output_lock
 
     _check_int8_flags(args)
-    if args.torch:
-        return _export_int8(args)
-    runtime = () if args.no_check and not args.int8 else ("onnxruntime",)
-    for module in ("onnx", "onnxscript", *runtime):
-        require(module, "ran export --int8" if args.int8 else "ran export")  # before anything is loaded
+    if not args.torch:
+        runtime = () if args.no_check and not args.int8 else ("onnxruntime",)
+        for module in ("onnx", "onnxscript", *runtime):
+            require(module, "ran export --int8" if args.int8 else "ran export")  # before anything is loaded
+    # one export into one output at a time: two would pair one's graph with the other's int8 report
+    with output_lock(Path(args.torch or args.onnx), "ran export", inside=False):
+        return _export_int8(args) if args.torch else _export_graph(args)
+
+
+def _export_graph(args: argparse.Namespace) -> int:
+    """``--onnx``: the fp32 graph, checked against PyTorch (or, with ``--int8``, the int8 graph)."""
     from ran.export import check_onnx, check_onnx_target, export_onnx
     from ran.files import atomic_path
     from ran.modelio.loading import load_model
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return _export_int8(args)
     model = load_model(args.model)
     options = {"input_size": args.input_size, "opset": args.opset, "boxes_input": args.boxes_input}
-    with atomic_path(out) as staged:  # a graph that fails its check is not left behind
+    with atomic_path(out, new=not args.overwrite) as staged:  # a graph that fails its check: not left
         export_onnx(model, staged, attention_weights=not args.no_weights, **options)
         diffs = None if args.no_check else check_onnx(model, staged)
     message = f"wrote {out}"

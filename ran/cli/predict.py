@@ -215,20 +215,23 @@ def main(argv: list[str] | None = None) -> int:
         if result.source in frames and result.frame is not None:
             frames[result.source].append(result)
         _report(result, args.json, result.source in csv_paths)
-    failed += _write_csvs(frames, csv_paths, names)
+    unwritten = _write_csvs(frames, csv_paths, names, args.overwrite)
     if total and unused == total:
         raise UserError(f"no input could be used ({failed} failed)")
-    if failed:
-        print(
-            f"ran predict: {failed} of {total} inputs failed (exit code {EXIT_SOME_FAILED})", file=sys.stderr
-        )
+    if failed or unwritten:
+        what = [f"{failed} of {total} images / video frames failed"] if failed else []
+        what += [f"{unwritten} of {len(csv_paths)} video CSVs not written"] if unwritten else []
+        print(f"ran predict: {'; '.join(what)} (exit code {EXIT_SOME_FAILED})", file=sys.stderr)
         return EXIT_SOME_FAILED
     return 0
 
 
-def _write_csvs(frames: dict[str, list[InputResult]], paths: dict[str, Path], names: list[str]) -> int:
-    """Each video's per-frame CSV; one the file system refuses is reported and the others are still
-    written. Returns how many could not be."""
+def _write_csvs(
+    frames: dict[str, list[InputResult]], paths: dict[str, Path], names: list[str], overwrite: bool
+) -> int:
+    """Each video's per-frame CSV; one the file system refuses, or whose name a file took while the video
+    ran (never replaced without ``overwrite``), is reported and the others are still written. Returns how
+    many could not be."""
     from ran.faults import fault_message
     from ran.pipeline.results import write_video_csv
 
@@ -237,11 +240,12 @@ def _write_csvs(frames: dict[str, list[InputResult]], paths: dict[str, Path], na
         if not rows:
             continue
         try:
-            path = write_video_csv(rows, paths[video], names)
+            path = write_video_csv(rows, paths[video], names, new=not overwrite)
         except OSError as err:
-            if fault_message(err) is None:
+            why = str(err) if isinstance(err, FileExistsError) else fault_message(err)
+            if why is None:
                 raise
-            _say(video, f"error: CSV not written: {fault_message(err)}")
+            _say(video, f"error: CSV not written: {why}")
             unwritten += 1
             continue
         faces = sum(len(r.faces) for r in rows)

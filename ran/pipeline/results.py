@@ -121,15 +121,17 @@ def _written_csv(path: Path) -> bool:
         return False
 
 
-def write_video_csv(results: Sequence[InputResult], path: str | Path, names: Sequence[str]) -> Path:
+def write_video_csv(
+    results: Sequence[InputResult], path: str | Path, names: Sequence[str], *, new: bool = False
+) -> Path:
     """Per-frame CSV of one video's results: frame, time_s, face, box, score, label, one probability
     column per class, one weight column per region, then the face's track id across frames. Frames
     without a face get a row with empty face fields. Written atomically, with the process umask's
-    permissions (``ran.files``)."""
+    permissions; ``new``: never over a file that appeared meanwhile (``ran.files.atomic_path``)."""
     num_regions = max((len(f.region_weights) for r in results for f in r.faces), default=0)
     header = list(CSV_COLUMNS)
     header += [f"prob_{n}" for n in names] + [f"weight_region{k}" for k in range(num_regions)] + ["track"]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(path, new=new) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for r in results:
