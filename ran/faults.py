@@ -12,9 +12,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# Errors of the file system, not of the command: disk full, quota, file too big, read-only, no permission.
+# Errors of the file system, not of the command: disk full, quota, file too big, read-only, no permission,
+# and what a path's form makes impossible there: a name too long for it, links that loop.
 FAULT_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+    | {errno.ENAMETOOLONG, errno.ELOOP}
 )
 _ERRNO_IN_TEXT = re.compile(r"(?:os error|errno)\s*(\d+)", re.IGNORECASE)  # safetensors, pyarrow
 

@@ -21,7 +21,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -31,15 +30,14 @@ from typing import Any
 
 from ran.errors import one_line
 from ran.faults import fault_errno, uninterrupted
+from ran.leftovers import LEFTOVER, remove_leftovers, temp_name
 from ran.reading import read_small_json
-
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:tmp|partial|old)$")
 
 
 def _names_a_user_path(err: BaseException) -> bool:
     """Whether ``err`` names a file the user knows (not none, not one of our temporary names)."""
     name = getattr(err, "filename", None)
-    return bool(name) and not any(_LEFTOVER.match(part) for part in Path(os.fsdecode(name)).parts)
+    return bool(name) and not any(LEFTOVER.match(part) for part in Path(os.fsdecode(name)).parts)
 
 
 @contextmanager
@@ -83,40 +81,6 @@ def current_umask() -> int:
     return mask
 
 
-def _temp_name(target: Path, kind: str) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_leftovers(target: str | Path) -> list[Path]:
-    """Delete the temporary siblings of ``target`` left by writers that no longer run; returns them."""
-    target = Path(target)
-    if not target.parent.is_dir():
-        return []
-    removed = []
-    for path in target.parent.iterdir():
-        match = _LEFTOVER.match(path.name)
-        if not match or match["name"] != target.name or _alive(int(match["pid"])):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
-
-
 @contextmanager
 @_naming_faults
 def atomic_path(path: str | Path, *, new: bool = False) -> Iterator[Path]:
@@ -126,7 +90,7 @@ def atomic_path(path: str | Path, *, new: bool = False) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
-    tmp = _temp_name(target, "tmp")
+    tmp = temp_name(target, "tmp")
     try:
         yield tmp
         if tmp.exists():
@@ -188,7 +152,7 @@ def replace_dir(new: str | Path, out: str | Path) -> Path:
     if not out.exists():
         os.replace(new, out)
         return out
-    aside = _temp_name(out, "old")
+    aside = temp_name(out, "old")
     with uninterrupted():
         os.replace(out, aside)
         try:
@@ -387,7 +351,7 @@ def staging_dir(
     check_overwrite(out, overwrite=overwrite, kind=kind, recognise=recognise)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
-    staging = _temp_name(out, "partial")
+    staging = temp_name(out, "partial")
     staging.mkdir(mode=0o777)  # the umask applies, as for any folder the user makes
     try:
         yield staging
@@ -414,7 +378,7 @@ def staging_files(
     out = Path(out).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
-    staging = _temp_name(out, "partial")
+    staging = temp_name(out, "partial")
     staging.mkdir(mode=0o777)
     try:
         yield staging
@@ -445,7 +409,6 @@ __all__ = [
     "marker_path",
     "not_written_error",
     "faults_named",
-    "remove_leftovers",
     "replace_dir",
     "staging_dir",
     "staging_files",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import UserError, one_line
-from ran.files import _alive, _temp_name, remove_leftovers
+from ran.leftovers import cut_name, process_alive, remove_leftovers, temp_name
 from ran.reading import read_small_json
 
 _held: dict[Path, int] = {}  # locks this process holds -> nesting depth
@@ -33,7 +33,7 @@ def lock_path(out: str | Path, *, inside: bool) -> Path:
     out = Path(os.path.abspath(Path(out).expanduser()))  # '..' resolved, so the lock sits beside OUT
     if not out.name:
         raise UserError(f"{out}: not a folder to write into")
-    return out / ".ran.lock" if inside else out.with_name(f".{out.name}.ran.lock")
+    return out / ".ran.lock" if inside else out.with_name(f".{cut_name(out.name)}.ran.lock")
 
 
 def _make_folders(folder: Path) -> list[Path]:
@@ -57,7 +57,7 @@ def _remove_if_empty(folders: list[Path]) -> None:
 def _create_exclusive(lock: Path, text: str) -> None:
     """Create ``lock`` with ``text`` atomically (FileExistsError when it exists): a complete temporary
     file is hard-linked to it, so nobody reads a half-written lock; without hard links, O_EXCL."""
-    tmp = _temp_name(lock, "tmp")
+    tmp = temp_name(lock, "tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         try:
@@ -79,7 +79,7 @@ def _live_owner(owner: Any) -> bool:
     from another machine is never taken over)."""
     if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
         return False
-    return owner.get("host") != socket.gethostname() or _alive(owner["pid"])
+    return owner.get("host") != socket.gethostname() or process_alive(owner["pid"])
 
 
 def _token(owner: Any) -> Any:
@@ -88,7 +88,7 @@ def _token(owner: Any) -> Any:
 
 def _take_over(lock: Path, stale: Any) -> None:
     """Remove a lock whose owner is gone; one that a new owner made meanwhile is put back."""
-    aside = _temp_name(lock, "old")
+    aside = temp_name(lock, "old")
     try:
         os.replace(lock, aside)
     except FileNotFoundError:

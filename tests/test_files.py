@@ -21,11 +21,11 @@ from safetensors.torch import save_file
 from ran.faults import fault_message, uninterrupted
 from ran.files import (
     atomic_path,
-    remove_leftovers,
     staging_dir,
     staging_files,
     write_json,
 )
+from ran.leftovers import remove_leftovers
 from ran.locks import lock_path, output_lock
 from ran.reading import read_small_json
 
@@ -60,6 +60,24 @@ def test_a_new_file_never_replaces_one_that_appeared_while_it_was_written(tmp_pa
     with atomic_path(target, new=True) as tmp:
         tmp.write_text("the graph")
     assert target.read_text() == "the graph" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_outputs_with_names_near_and_over_the_file_systems_limit(tmp_path):
+    """A valid 249-character output name failed (its temporary name was over 255 bytes), and a name over
+    the limit was a traceback: now the first works, the second is one fault line naming it."""
+    long = tmp_path / ("x" * 240 + ".json")  # 245 characters: valid
+    write_json(long, {"v": 1})
+    with (
+        output_lock(tmp_path / ("d" * 250), "ran data", inside=False),
+        staging_dir(tmp_path / ("d" * 250)) as staging,
+    ):
+        (staging / "f").write_text("x")
+    assert json.loads(long.read_text()) == {"v": 1} and (tmp_path / ("d" * 250) / "f").is_file()
+    too_long = tmp_path / ("y" * 300 + ".json")
+    with pytest.raises(OSError) as info:
+        write_json(too_long, {"v": 1})
+    assert fault_message(info.value) == f"{too_long}: file name too long"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([long.name, "d" * 250])
 
 
 def test_staging_dir_swaps_whole_folders_and_applies_the_umask(tmp_path, umask_027):
