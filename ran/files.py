@@ -74,6 +74,16 @@ def _remove_quietly(path: Path) -> None:
             path.unlink()
 
 
+def check_not_a_broken_link(path: Path, named: str | None = None) -> None:
+    """Refuse a folder to write into that is a link to nowhere (or a loop of links): creating it is a
+    bare 'File exists'. ``named``: how the message names it (the flag and value), default the path."""
+    if path.is_symlink() and not path.exists():
+        raise NotADirectoryError(
+            f"{named or path}: a link to {os.readlink(path)}, which does not exist or loops; expected a "
+            "folder to write into"
+        )
+
+
 def current_umask() -> int:
     """The process umask (there is no getter, so it is set and restored)."""
     mask = os.umask(0o022)
@@ -401,6 +411,7 @@ def staging_files(
 __all__ = [
     "WRITERS",
     "atomic_path",
+    "check_not_a_broken_link",
     "check_overwrite",
     "check_overwrite_files",
     "current_umask",

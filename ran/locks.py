@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import UserError, one_line
+from ran.files import check_not_a_broken_link, faults_named
 from ran.leftovers import cut_name, process_alive, remove_leftovers, temp_name
 from ran.reading import read_small_json
 
@@ -39,6 +40,8 @@ def lock_path(out: str | Path, *, inside: bool) -> Path:
 def _make_folders(folder: Path) -> list[Path]:
     """``folder`` and its missing parents, created; returns the ones this call made, outermost first."""
     missing = [path for path in (folder, *folder.parents) if not path.exists()][::-1]
+    for path in missing:
+        check_not_a_broken_link(path)
     blocking = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
     if blocking is not None:
         raise NotADirectoryError(f"{blocking}: a file, not a folder; expected a folder to write into")
@@ -152,12 +155,14 @@ def output_lock(out: str | Path, command: str, *, inside: bool) -> Iterator[Path
         finally:
             _held[lock] -= 1
         return
-    created = _make_folders(lock.parent)
-    try:
-        token = _acquire(Path(out).expanduser().absolute(), lock, command)
-    except BaseException:
-        _remove_if_empty(created)
-        raise
+    target = Path(out).expanduser().absolute()
+    with faults_named(target):  # a read-only or full disk names the output, not the lock's temporary file
+        created = _make_folders(lock.parent)
+        try:
+            token = _acquire(target, lock, command)
+        except BaseException:
+            _remove_if_empty(created)
+            raise
     _held[lock] = 1
     try:
         yield lock

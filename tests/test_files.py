@@ -338,6 +338,29 @@ def test_a_folder_is_not_replaced_while_another_command_writes_inside_it(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == [".ran-demo.json", "new"]
 
 
+def test_a_lock_that_cannot_be_made_names_the_output_and_a_link_to_nowhere_is_named(tmp_path, monkeypatch):
+    """On a read-only disk the error named the lock's temporary file (``..ran.lock.2701.f41b.tmp``); an
+    output folder that is a link to nowhere was a bare '[Errno 17] File exists'."""
+    import ran.locks
+    from ran.leftovers import temp_name
+
+    def refused(lock, text):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(temp_name(lock, "tmp")))
+
+    monkeypatch.setattr(ran.locks, "_create_exclusive", refused)
+    out = tmp_path / "results"
+    with pytest.raises(OSError) as info:
+        with output_lock(out, "ran evaluate", inside=True):
+            pass
+    assert fault_message(info.value) == f"{out}: read-only file system"
+    assert list(tmp_path.iterdir()) == []  # the folder made for the lock is gone again
+    monkeypatch.undo()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "x")
+    with pytest.raises(NotADirectoryError, match=r"dangling: a link to .*nowhere/x, which does not exist"):
+        with output_lock(tmp_path / "dangling", "ran evaluate", inside=True):
+            pass
+
+
 def test_a_stale_lock_is_taken_over(tmp_path):
     out = tmp_path / "run"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a writer killed before it could clean up

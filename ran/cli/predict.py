@@ -178,6 +178,10 @@ def _report(result: InputResult, as_json: bool, is_video_frame: bool) -> None:
 
 
 def _check_picture_folder(folder: str | None, overwrite: bool) -> None:
+    from ran.files import check_not_a_broken_link
+
+    if folder:
+        check_not_a_broken_link(Path(folder), f"--visualize {folder}")
     if folder and Path(folder).exists() and not Path(folder).is_dir():
         raise NotADirectoryError(f"--visualize {folder}: a file; expected a folder for the pictures")
     if folder and Path(folder).is_dir() and any(Path(folder).iterdir()) and not overwrite:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ran.errors import UserError
-from ran.files import atomic_path
+from ran.files import atomic_path, check_not_a_broken_link
 from ran.pipeline.inputs import is_video
 from ran.reading import read_regular
 
@@ -102,6 +102,8 @@ def video_csv_paths(
     paths = {str(v): Path(csv_dir) / f"{v.stem}.csv" for v in videos}
     if len(set(paths.values())) < len(paths):
         raise UserError("two videos share a file name; predict them in separate runs or rename one")
+    if videos:
+        check_not_a_broken_link(Path(csv_dir), f"--csv-dir {csv_dir}")
     if videos and Path(csv_dir).exists() and not Path(csv_dir).is_dir():
         raise NotADirectoryError(f"--csv-dir {csv_dir}: not a folder; expected a folder for the CSV files")
     existing = [p for p in paths.values() if p.exists() or p.is_symlink()]
