@@ -267,3 +267,15 @@ def test_predict_lines_are_never_glued_to_its_progress_bar(model_folder, photos,
     starts = [captured.err[m.start() - 1] for m in re.finditer("ran predict: ", captured.err) if m.start()]
     assert starts and set(starts) <= {"\r", "\n"}  # each message starts its own line, the bar cleared first
     assert captured.err.endswith("\nran predict: 1 of 3 images / video frames failed (exit code 1)\n")
+
+
+def test_arguments_that_are_not_utf8_are_refused_before_any_work(tmp_path, capsys):
+    """An output folder named with other bytes failed in pyarrow / json after the whole evaluation (a
+    UnicodeEncodeError traceback); now one line before anything runs."""
+    out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/ev\xffdir")
+    calls = []
+    assert run_main(lambda argv: calls.append(argv), ["--output-dir", out], "ran evaluate") == 2
+    assert calls == [] and not os.path.lexists(out)
+    err = capsys.readouterr().err
+    expected = f"argument 2 '{tmp_path}/ev\\xffdir' is not UTF-8 text; rename the file or folder"
+    assert err == f"ran evaluate: error: {expected}\n"

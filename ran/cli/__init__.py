@@ -91,6 +91,7 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     debug = debug_requested(sys.argv[1:] if argv is None else argv)
     stopped_by: list[int] = []
     try:
+        _check_utf8(sys.argv[1:] if argv is None else argv)
         with _notes_on_one_line(prog), _stops_as_interrupts(stopped_by):
             return int(fn(argv) or 0)
     except USER_ERRORS as err:
@@ -145,6 +146,19 @@ def _stops_as_interrupts(stopped_by: list[int]) -> Iterator[None]:
         for sig, handler in previous.items():
             if handler is signal.SIG_DFL:
                 signal.signal(sig, handler)
+
+
+def _check_utf8(argv: list[str]) -> None:
+    """Refuse arguments that are not UTF-8 text (a file name of other bytes): the results, tables, JSON
+    and Parquet files that name them cannot, and the command would fail only after all its work."""
+    for index, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UserError(
+                f"argument {index} '{shown}' is not UTF-8 text; rename the file or folder"
+            ) from None
 
 
 def _from_the_hub(err: Exception) -> bool:
