@@ -160,7 +160,8 @@ def _training_config(options: DemoOptions, data_dir: Path, out: Path, epochs: in
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Generate -> write -> train -> evaluate -> save; returns the results per subset and timings. One
-    demo writes a folder at a time (its lock lives beside it, as the folder is replaced whole)."""
+    demo writes a folder at a time (its lock lives beside it, as the folder is replaced whole); a demo
+    that fails or is interrupted leaves no folder behind."""
     from ran.locks import output_lock
     from ran.threads import use_threads
 
@@ -170,7 +171,13 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     out = Path(options.output_dir).expanduser().absolute()
     with output_lock(out, "ran demo", inside=False):
         _prepare_output(out, options)
-        return _run(options, out)
+        try:
+            return _run(options, out)
+        except BaseException as err:  # half a demo is no demo: removed, so that running it again works
+            shutil.rmtree(out, ignore_errors=True)
+            if isinstance(err, KeyboardInterrupt):  # not training's hint: the demo has no --resume
+                raise KeyboardInterrupt(f"{out} removed; run ran demo again to make it") from None
+            raise
 
 
 def _run(options: DemoOptions, out: Path) -> dict[str, Any]:

@@ -32,6 +32,27 @@ def test_demo_overwrite_replaces_only_a_demo_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # and no lock left beside it
 
 
+def test_an_interrupted_demo_leaves_no_folder_and_runs_again(tmp_path, monkeypatch, capsys):
+    """Ctrl-C left a folder holding only the demo's marker (a second run was refused) or a half-trained
+    run whose hint ('ran train --resume') never finished the demo."""
+    import ran.training
+
+    def interrupted(config):
+        assert Path(config.data.data).is_dir()  # the data was written, training started
+        raise KeyboardInterrupt("continue with: ran train --resume ...")
+
+    monkeypatch.setattr(ran.training, "train", interrupted)
+    out = tmp_path / "demo"
+    argv = ["demo", "--output-dir", str(out), "--train-size", "16", "--test-size", "16", "--no-progress"]
+    assert ran_main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ran demo: interrupted; {out} removed; run ran demo again to make it"
+    )
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert ran_main([*argv, "--epochs", "1"]) == 0 and (out / "best" / "model.safetensors").is_file()
+
+
 @pytest.fixture(scope="module")
 def demo(request, tmp_path_factory) -> tuple[Path, str]:
     """One demo for the tests below: its output folder and what it printed. ``--quick`` where this
