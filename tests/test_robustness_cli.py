@@ -238,3 +238,18 @@ def test_data_perturb_writes_the_faces_perturb_makes(lab):
     inside = ["data", "perturb", "--data", str(lab["data"]), "--out", str(Path(lab["data"]) / "inner")]
     assert ran_main([*inside, "--perturbations", "hand:noise", "--severities", "2"]) == 2  # nor into it
     assert sorted(p.name for p in Path(lab["data"]).rglob("*")) == before
+
+
+def test_models_of_runs_are_named_by_their_run():
+    """The README's `ran robustness --model runs/ran/best runs/whole/best` named both 'best' ('best',
+    'best-2'), so its next line, `ran compare robustness/models/whole ...`, found nothing."""
+    from ran.cli.robustness import model_names
+
+    assert model_names(["runs/ran/best", "runs/whole/best/"]) == ["ran", "whole"]
+    assert model_names(["ORG/ran_resnet18", "a/m", "b/m", "best", "x y"]) == [
+        "ran_resnet18",
+        "m",
+        "m-2",
+        "best",
+        "x_y",
+    ]

@@ -84,12 +84,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def model_names(models: list[str]) -> list[str]:
-    """A short, unique, file-safe name per model: the folder's or repo's last part (``-2``, ... if taken)."""
+    """A short, unique, file-safe name per model: the folder's or repo's last part, the run's name for a
+    run's ``best/`` (``runs/ran/best`` -> ``ran``), ``-2``, ... if taken."""
     import re
+
+    from ran.training.outputs import BEST_DIR
 
     names: list[str] = []
     for model in models:
-        base = re.sub(r"[^\w.-]+", "_", Path(model.rstrip("/")).name) or "model"
+        path = Path(model.rstrip("/"))
+        last = path.parent.name if path.name == BEST_DIR and path.parent.name else path.name
+        base = re.sub(r"[^\w.-]+", "_", last) or "model"
         name, n = base, 2
         while name in names:
             name, n = f"{base}-{n}", n + 1
