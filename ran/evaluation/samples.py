@@ -134,8 +134,17 @@ def _read_table(path: Path) -> tuple[Any, dict[str, Any]]:
 
 def read_predictions(folder_or_file: str | Path) -> dict[str, SubsetSamples]:
     """The per-face predictions of an evaluation folder (or of its predictions.parquet)."""
-    path = Path(folder_or_file).expanduser()
-    path = path / PREDICTIONS if path.is_dir() else path
+    from ran.modelio.folder import WEIGHTS_NAME
+
+    given = Path(folder_or_file).expanduser()
+    if not given.exists():
+        raise FileNotFoundError(f"{given}: no such folder; expected a folder 'ran evaluate' wrote")
+    if (given / WEIGHTS_NAME).is_file():
+        raise UserError(
+            f"{given}: a model folder; compare models with --models A B --data DATA, or runs of "
+            "'ran evaluate' (their --output-dir folders)"
+        )
+    path = given / PREDICTIONS if given.is_dir() else given
     table, info = _read_table(path)
     columns = {name: table.column(name).to_pylist() for name in _COLUMNS}
     subsets = np.asarray(columns["subset"], dtype=object)
