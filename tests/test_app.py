@@ -776,4 +776,18 @@ def test_the_app_says_before_serving_that_landmark_regions_need_five(model_folde
     offered = [str(model_folder)]  # 6 regions, as ran demo's model
     _preload(AppPredictor(offered, device="cpu"), offered, "cascade", "model", strict=True)
     err = capsys.readouterr().err
-    assert "landmark" in err and "5 regions" in err and "the model has 6" in err
+    assert (
+        f"note: model {model_folder}: the page's 'landmarks' regions choice will fail for it (it has 6" in err
+    )
+    assert "regions='model'" not in err  # no Python-syntax advice to an operator
+
+
+def test_the_operator_hears_before_serving_that_a_registered_name_has_random_weights(capsys):
+    from ran.app.page import _preload
+
+    offered = ["ran_resnet18"]
+    _preload(AppPredictor(offered, device="cpu"), offered, "cascade", "model", strict=True)
+    assert (
+        "note: model ran_resnet18: model 'ran_resnet18' is a registered architecture name: it has RANDOM"
+        in (capsys.readouterr().err)
+    )

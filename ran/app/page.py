@@ -19,7 +19,7 @@ from ran.app.limits import AppLimits
 from ran.app.predictor import AppPredictor, OptionError
 from ran.errors import UserError
 from ran.extras import require
-from ran.pipeline.pipeline import landmarks_unusable
+from ran.pipeline.pipeline import LANDMARK_REGIONS, landmarks_unusable
 from ran.vocabulary import DETECTORS
 
 gr = require("gradio", "ran app")
@@ -106,6 +106,8 @@ def _preload(
                 _note_landmarks(name, pipe.model.num_regions)
             else:
                 predictor.load(name)
+            if predictor.model_note(name):  # random weights, say: the operator hears it before visitors
+                print(f"note: model {name}: {predictor.model_note(name)}", file=sys.stderr)
         except OptionError:
             if strict:
                 raise
@@ -114,9 +116,12 @@ def _preload(
 def _note_landmarks(name: str, num_regions: int) -> None:
     """Say before serving that the page's landmark regions will not work with this model (a visitor
     would otherwise learn it only after a photo)."""
-    reason = landmarks_unusable(num_regions)
-    if reason:
-        print(f"note: model {name}: the page's landmark regions will fail: {reason}", file=sys.stderr)
+    if landmarks_unusable(num_regions):
+        print(
+            f"note: model {name}: the page's 'landmarks' regions choice will fail for it (it has "
+            f"{num_regions} regions; landmarks give {LANDMARK_REGIONS}); its own regions work",
+            file=sys.stderr,
+        )
 
 
 def _input_column(

@@ -81,6 +81,7 @@ def load_model(
         warnings.warn(
             f"model {source.location!r} is a registered architecture name: it has RANDOM weights, so its "
             "predictions mean nothing (pass a trained model folder or Hub id)",
+            Note,
             stacklevel=2,
         )
         return timm.create_model(source.location, **kwargs).eval()
