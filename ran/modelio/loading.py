@@ -65,6 +65,11 @@ def resolve_model_source(name_or_path: str | Path, revision: str | None = None) 
         return ModelSource("registered", name)
     if name.startswith((".", "/", "~")) or not REPO_ID.match(name):
         raise FileNotFoundError(f"{name}: no such folder, and not a Hub repo id ('ORG/NAME') or a RAN name")
+    if path.parent.is_dir():  # ORG is a folder here: a mistyped path, not a Hub id (no download, no wait)
+        raise FileNotFoundError(
+            f"{name}: no such folder in {path.parent}/ (read as a path, as {path.parent} is a folder here; "
+            "for the Hub repo of that name, run from a folder without it)"
+        )
     return ModelSource("hub", name, revision)
 
 

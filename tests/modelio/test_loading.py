@@ -473,3 +473,13 @@ def test_the_sizes_commands_accept_are_the_sizes_a_folder_may_hold(saved, option
         else:
             with pytest.raises(ValueError, match=rf"{option}.*{side}"):
                 check_config(edited, "config.json")
+
+
+def test_a_mistyped_path_in_an_existing_folder_is_not_read_as_a_hub_id(tmp_path, monkeypatch):
+    """`--model demo/bset` (demo/ exists) was taken for a Hub id: 33 s of retries offline, then a message
+    about the Hub cache that never said the folder does not exist."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"demo/bset: no such folder in demo/ \(read as a path"):
+        resolve_model_source("demo/bset")
+    assert resolve_model_source("ORG/model").kind == "hub"  # no folder ORG here: a Hub id
