@@ -688,6 +688,11 @@ def test_space_assembles_with_a_copy_of_the_package(tmp_path):
     assert not list(out.rglob("__pycache__"))
     with pytest.raises(FileExistsError):
         module.assemble(out)
+    (out / "ran" / "stale.py").write_text("")  # --overwrite replaces its own folder whole (was refused)
+    assert not (module.assemble(out, overwrite=True) / "ran" / "stale.py").exists()
+    (out / "my_notes.txt").write_text("mine")  # but not one with anything else in it
+    with pytest.raises(FileExistsError, match="not a folder written by"):
+        module.assemble(out, overwrite=True)
 
 
 def test_cli_model_that_does_not_load_exits_2_before_serving(capsys):

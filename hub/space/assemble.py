@@ -18,11 +18,21 @@ PACKAGE = SPACE.parents[1] / "ran"
 SPACE_FILES = ("app.py", "requirements.txt", "README.md")
 
 
+def is_space_folder(folder: Path) -> bool:
+    """A folder this script wrote: the Space's files and the package copy, nothing else (no marker file,
+    which would be uploaded to the Space with them)."""
+    entries = {entry.name: entry for entry in folder.iterdir()}
+    files_ok = all(name in entries and entries[name].is_file() for name in SPACE_FILES)
+    package = entries.get("ran")
+    return files_ok and set(entries) == {*SPACE_FILES, "ran"} and package is not None and package.is_dir()
+
+
 def assemble(out: str | Path, overwrite: bool = False) -> Path:
-    """The Space folder at ``out``, written whole or not at all (``ran.files.staging_dir``)."""
+    """The Space folder at ``out``, written whole or not at all (``ran.files.staging_dir``); with
+    ``overwrite``, an earlier one replaced (:func:`is_space_folder`)."""
     from ran.files import staging_dir
 
-    with staging_dir(out, overwrite=overwrite) as staging:
+    with staging_dir(out, overwrite=overwrite, recognise=is_space_folder) as staging:
         for name in SPACE_FILES:
             shutil.copy2(SPACE / name, staging / name)
         shutil.copytree(PACKAGE, staging / "ran", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
