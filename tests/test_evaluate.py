@@ -123,6 +123,23 @@ def test_cli_writes_results_and_refuses_to_overwrite(tiny_data, splits, tmp_path
     assert set(json.loads((out / "results.json").read_text())) == {"pose45"}
 
 
+def test_results_are_written_before_a_reader_can_stop_the_table(tiny_data, tmp_path, monkeypatch):
+    """`ran evaluate ... | head -2` ended quietly (status 141) before the results were written: the whole
+    evaluation was lost."""
+    import ran.evaluation
+
+    def reader_gone(results):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(ran.evaluation, "print_results", reader_gone)
+    model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tiny_data), "--output-dir", str(out)]
+    monkeypatch.setattr("os.dup2", lambda *a: None)  # keep pytest's stdout: only the exit path is of interest
+    assert ran_main([*args, "--no-progress"]) == 141
+    assert set(json.loads((out / "results.json").read_text())) == set(SUBSETS)
+
+
 def test_overwrite_replaces_only_results_ran_evaluate_wrote(tiny_data, tmp_path, capsys):
     model_dir = save_pretrained(_constant_model(0), tmp_path / "model")
     notes = tmp_path / "notes"  # the user's folder with a results.md of their own

@@ -78,10 +78,11 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
         progress=not args.no_progress,
     )
     results = summarize(samples, resamples=args.resamples, seed=args.seed)
-    print_results(results)
+    # written before anything is printed: a reader that stops early (| head) must not lose the results
     written = write_results(
         results, out, overwrite=args.overwrite, title=f"{args.model} on {args.data}", samples=samples
     )
+    print_results(results)
     print(f"\nwrote {', '.join(str(p.name) for p in written)} to {out}")
     return 0
 
