@@ -235,9 +235,11 @@ def test_cli_refuses_existing_output_before_building(mini, capsys):
 def test_missing_inputs(mini):
     with pytest.raises(FileNotFoundError, match="expected Kaggle's fer2013.csv"):
         load_ferplus(mini["root"] / "nope.csv", mini["labels"], subset_lists=False, progress=False)
+    with pytest.raises(FileNotFoundError, match="nope.csv: no such file"):  # before labels / lists download
+        load_ferplus(mini["root"] / "nope.csv", None, subset_lists=None, progress=False)
     with pytest.raises(FileNotFoundError, match="no FER2013Train/label.csv"):
         load_ferplus(mini["fer2013"], mini["root"] / "lists", subset_lists=False, progress=False)
-    with pytest.raises(ValueError, match="fer2013_csv is required"):
+    with pytest.raises(ValueError, match=r"fer2013.csv is required \(--fer2013, fer2013_csv=\)"):
         load_ferplus(None, mini["labels"], subset_lists=False, progress=False)
 
 

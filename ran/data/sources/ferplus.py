@@ -299,14 +299,17 @@ def write_ferplus(
     """
     check_num_proc(num_proc)
     modes = split_label_modes(label_mode)
+    if fer2013_csv is not None and not Path(fer2013_csv).is_file():  # before any label file is fetched
+        raise FileNotFoundError(f"{fer2013_csv}: no such file; expected Kaggle's fer2013.csv")
     kind, tables = load_ferplus_votes(ferplus_labels, use_png_tree=fer2013_csv is None)
     plans = {split: plan_split(split, table, rows, modes[split]) for split, (table, rows) in tables.items()}
     resolved = _resolve_ferplus_subsets(plans["test"], load_subset_lists("ferplus", subset_lists), kind)
     if kind != "png_tree":
         if fer2013_csv is None:
-            raise UserError("fer2013_csv is required: the FERPlus label files hold votes, not pixels")
-        if not Path(fer2013_csv).is_file():
-            raise FileNotFoundError(f"{fer2013_csv}: no such file; expected Kaggle's fer2013.csv")
+            raise UserError(
+                "Kaggle's fer2013.csv is required (--fer2013, fer2013_csv=): the FERPlus label files hold "
+                "votes, not pixels"
+            )
     features = dataset_features(FERPLUS_CLASSES)
     card = ferplus_description(label_mode) if description is None else description
     with dataset_folder_writer(
