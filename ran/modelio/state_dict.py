@@ -21,8 +21,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} from a .safetensors (any case), .pth or .pth.tar file; a file that needs
     pickled code is refused rather than executed, and any other unreadable file is one clear error."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder; expected a weight file (.pth, .pth.tar, .safetensors)")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weight file")
+        raise FileNotFoundError(f"{path}: {'not a regular file' if path.exists() else 'no such weight file'}")
     if path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
     from timm.models import load_state_dict

@@ -330,3 +330,21 @@ def test_a_label_list_names_only_images_inside_its_folder(tmp_path, capsys, kind
     }[kind]
     assert code == 2 and f"FER2013Test/label.csv line 2: image {test}/" in err and expected in err, err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt", "tree"]
+
+
+def test_a_model_folder_given_as_data_and_a_folder_given_as_weights_are_named(tmp_path):
+    """A model folder as --data said 'README.md: missing or without a YAML configs: block'; a folder
+    given to ran convert said 'no such weight file'."""
+    import timm
+
+    import ran
+    from ran.data.format.declared import declared_configs
+    from ran.modelio.state_dict import load_state_dict_file
+
+    folder = ran.save_pretrained(
+        timm.create_model("ran", backbone="test_resnet", region_size=32), tmp_path / "m"
+    )
+    with pytest.raises(ValueError, match=r"m: a model folder; expected a dataset folder"):
+        declared_configs(folder)
+    with pytest.raises(IsADirectoryError, match=r"m: a folder; expected a weight file"):
+        load_state_dict_file(folder)

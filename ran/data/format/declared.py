@@ -156,6 +156,10 @@ def declared_configs(folder: str | Path) -> dict[str, dict[str, list[Path]]]:
     card = folder / "README.md"
     configs = read_card_configs(folder)
     if not configs:
+        from ran.modelio.folder import WEIGHTS_NAME
+
+        if (folder / WEIGHTS_NAME).is_file():
+            raise UserError(f"{folder}: a model folder; expected a dataset folder ('ran data' writes one)")
         raise UserError(f"{card}: missing or without a YAML 'configs:' block")
     result: dict[str, dict[str, list[Path]]] = {}
     for config in configs:
