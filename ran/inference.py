@@ -41,7 +41,12 @@ def precision_note(results: Mapping[str, Any]) -> str:
     if not entries:
         return ""
     named = dict.fromkeys(str(r.get("precision") or "not recorded") for r in entries)
-    return f"Precision: {' / '.join(named)} (the model's forward pass; `ran evaluate --mixed-precision`)."
+    how = (
+        "the model's int8 weights"
+        if any("int8" in name for name in named)
+        else "`ran evaluate --mixed-precision`"
+    )
+    return f"Precision: {' / '.join(named)} (the model's forward pass; {how})."
 
 
 class Inference(NamedTuple):

@@ -596,3 +596,11 @@ def test_results_are_never_written_into_a_dataset_folder(tiny_data, tmp_path, ca
         [line] = capsys.readouterr().err.strip().splitlines()
         assert f"inside the dataset folder {tiny_data}" in line, line
     assert sorted(str(p) for p in tiny_data.rglob("*")) == before
+
+
+def test_the_precision_note_of_int8_results_points_to_no_flag_int8_refuses():
+    from ran.inference import precision_note
+
+    assert "--mixed-precision" in precision_note({"test": {"accuracy": 0.5, "precision": "bf16"}})
+    int8 = precision_note({"test": {"accuracy": 0.5, "precision": "torch int8"}})
+    assert "--mixed-precision" not in int8 and "int8 weights" in int8
