@@ -25,6 +25,7 @@ import timm
 import torch
 
 from ran.errors import UserError, one_line
+from ran.files import faults_named
 from ran.models.folder_config import check_config
 
 CONFIG_NAME = "config.json"
@@ -117,7 +118,7 @@ def _read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     the file exactly (declared past its end, overlapping, or leaving bytes over), as safetensors requires.
     """
     size = path.stat().st_size
-    with path.open("rb") as handle:
+    with faults_named(path), path.open("rb") as handle:  # a read error names no file by itself
         head = handle.read(8)
         length = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):

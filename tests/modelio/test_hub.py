@@ -635,3 +635,16 @@ def test_publish_refuses_a_model_trained_on_other_data_and_a_placeholder_repo_be
     with pytest.raises(ValueError, match="set repo_id .* before pushing"):
         _publish()([*argv, "--push"])
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="Linux /proc")
+def test_weights_that_cannot_be_read_are_named(saved, tmp_path):
+    """A read error (EIO) said only 'input/output error', naming no file."""
+    from ran.faults import fault_message
+
+    folder = _copy(saved, tmp_path)
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to("/proc/self/mem")
+    with pytest.raises(OSError) as info:
+        check_folder(folder)
+    assert fault_message(info.value) == f"{folder / 'model.safetensors'}: input/output error"
