@@ -266,9 +266,7 @@ def _refuse(config: TrainConfig, name: str, expected: str) -> None:
 class ConfigFile:
     """The YAML file the flags start from."""
 
-    config: str | None = field(
-        default=None, metadata={"help": "YAML file with sections model/optim/loss/data/run"}
-    )
+    config: str | None = field(default=None, metadata={"help": "YAML file of model/optim/loss/data/run"})
 
 
 DESCRIPTION = (
@@ -291,11 +289,8 @@ def _field(section: str, name: str) -> tuple[dataclasses.Field, Any, bool]:
     a list; ``Optional`` removed."""
     cls = SECTIONS[section]
     hint = get_type_hints(cls)[name]
-    kind = (
-        next((a for a in get_args(hint) if a is not type(None)), hint)
-        if type(None) in get_args(hint)
-        else hint
-    )
+    args = get_args(hint)
+    kind = next((a for a in args if a is not type(None)), hint) if type(None) in args else hint
     is_list = get_origin(kind) is list
     return next(f for f in fields(cls) if f.name == name), get_args(kind)[0] if is_list else kind, is_list
 
@@ -382,11 +377,8 @@ def config_from_mapping(data: Any, source: str, base: TrainConfig | None = None)
     builds the sections."""
     from transformers import HfArgumentParser
 
-    values = {
-        name: value
-        for section in (base or TrainConfig()).to_dict().values()
-        for name, value in section.items()
-    }
+    defaults = (base or TrainConfig()).to_dict().values()
+    values = {name: value for section in defaults for name, value in section.items()}
     for section, name, value in _mapping_items(data, source):
         values[name] = _yaml_value(section, name, value, source)
     sections = HfArgumentParser(list(SECTIONS.values())).parse_dict(values)
