@@ -167,8 +167,9 @@ def test_command_refuses_other_faces_and_bad_forms(setup, tmp_path, capsys):
     assert "expected two evaluation folders" in capsys.readouterr().err
     assert ran_main(["compare", "--models", str(setup["model_a"]), str(setup["model_b"])]) == 2
     assert "--data" in capsys.readouterr().err
-    assert ran_main(["compare", str(run_a), str(tmp_path / "missing")]) == 2
-    assert "predictions" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert ran_main(["compare", str(run_a), str(tmp_path / "empty")]) == 2
+    assert "no per-face predictions" in capsys.readouterr().err
     assert ran_main(["compare", str(run_a), str(run_a), "--subsets", "minor"]) == 2
     assert "no such subset" in capsys.readouterr().err
 

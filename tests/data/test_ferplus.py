@@ -253,4 +253,6 @@ def test_fer2013new_labels_do_not_fit_the_lists(tmp_path):
     with pytest.raises(
         ValueError, match=r"jianfei_occlusion_list.txt line \d+: .*follow the label.csv labels"
     ):
-        load_ferplus(tmp_path / "not-read.csv", FERPLUS_DIR / "fer2013new.csv", subset_lists=LISTS_DIR)
+        not_read = tmp_path / "not-read.csv"
+        not_read.write_text("not a fer2013.csv: reading it would fail")
+        load_ferplus(not_read, FERPLUS_DIR / "fer2013new.csv", subset_lists=LISTS_DIR)
