@@ -17,12 +17,13 @@ an output folder: see :mod:`ran.locks`.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -378,13 +379,14 @@ def staging_dir(
 @contextmanager
 @_naming_faults
 def staging_files(
-    out: str | Path, *, kind: str | None = None, replaces_earlier: bool = False
+    out: str | Path, *, kind: str | None = None, replaces: Collection[str] = ()
 ) -> Iterator[Path]:
     """A fresh folder to write several files into; when the block succeeds they are moved into the folder
     ``out`` (created if needed, other files there kept), and when it fails none of them appears. With
-    ``kind``, the folder gets that kind's marker too; with ``replaces_earlier``, the files an earlier write
-    of that kind made (its marker lists them) and this one does not are removed with the move, so the
-    folder never pairs the new files with the old run's."""
+    ``kind``, the folder gets that kind's marker too; ``replaces``: name patterns of files an earlier write
+    of that kind made (its marker lists them) that go with the move when this one does not write them
+    again, so the folder never pairs the new files with the old run's. A marker is a file like any other:
+    a listed name that matches no pattern is never removed."""
     out = Path(out).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)
@@ -394,14 +396,15 @@ def staging_files(
         yield staging
         names = {entry.name for entry in _contents(staging, 100_000)}
         earlier = (written_entries(out, kind) or set()) if kind else set()
+        obsolete = {n for n in earlier - names if any(fnmatch.fnmatchcase(n, p) for p in replaces)}
         if kind:
-            write_marker(staging, kind, names if replaces_earlier else names | earlier)
+            write_marker(staging, kind, (names | earlier) - obsolete)
         umask_permissions(staging)
         out.mkdir(exist_ok=True)
         with uninterrupted():
             for path in sorted(staging.iterdir()):
                 os.replace(path, out / path.name)
-            for name in sorted(earlier - names) if replaces_earlier else ():
+            for name in sorted(obsolete):
                 if not (out / name).is_dir():  # a file of the earlier run's, never a folder put there since
                     (out / name).unlink(missing_ok=True)
     finally:

@@ -108,24 +108,26 @@ def test_staging_files_adds_files_to_an_existing_folder(tmp_path):
 
 def test_staging_files_replacing_an_earlier_write_removes_only_its_files(tmp_path):
     """The earlier write's files that the new one lacks go with the move; the user's files, a folder put
-    where a listed file was, and names a tampered marker points outside the folder with all stay."""
+    where a listed file was, names a tampered marker points outside the folder with, and listed names that
+    are no such file (a marker is data: it listed the user's notes) all stay."""
     out, outside = tmp_path / "results", tmp_path / "outside.txt"
     outside.write_text("not the folder's")
-    with staging_files(out, kind="evaluation", replaces_earlier=True) as staging:
+    replaces = ("*.png",)
+    with staging_files(out, kind="evaluation", replaces=replaces) as staging:
         for name in ("results.json", "old_picture.png", "became_a_folder.png"):
             (staging / name).write_text("run 1")
     (out / "mine.txt").write_text("the user's")
     (out / "became_a_folder.png").unlink()
     (out / "became_a_folder.png").mkdir()
     marker = json.loads((out / ".ran-evaluation.json").read_text())
-    marker["entries"] += ["../outside.txt", "..", "/etc/hostname"]
+    marker["entries"] += ["../outside.txt", "..", "/etc/hostname", "mine.txt"]
     (out / ".ran-evaluation.json").write_text(json.dumps(marker))
-    with staging_files(out, kind="evaluation", replaces_earlier=True) as staging:
+    with staging_files(out, kind="evaluation", replaces=replaces) as staging:
         (staging / "results.json").write_text("run 2")
     kept = sorted(p.name for p in out.iterdir())
     assert kept == [".ran-evaluation.json", "became_a_folder.png", "mine.txt", "results.json"]
     assert (out / "results.json").read_text() == "run 2" and outside.read_text() == "not the folder's"
-    assert json.loads((out / ".ran-evaluation.json").read_text())["entries"] == ["results.json"]
+    assert (out / "mine.txt").read_text() == "the user's"
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals: main thread")

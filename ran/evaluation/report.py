@@ -255,6 +255,10 @@ def check_results_folder(out: str | Path, *, overwrite: bool, subsets: Iterable[
     check_overwrite_files(out, names, overwrite=overwrite, kind=EVALUATION)
 
 
+# What an evaluation writes that a later one may not write again (a subset it leaves out, no predictions)
+REPLACED_FILES = ("confusion_*.png", "reliability_*.png", ATTENTION_PNG, PREDICTIONS)
+
+
 def write_results(
     results: Mapping[str, Mapping[str, Any]],
     out: str | Path,
@@ -274,7 +278,7 @@ def write_results(
     out = Path(out).expanduser().absolute()
     with output_lock(out, "ran evaluate", inside=True):
         check_results_folder(out, overwrite=overwrite, subsets=results)
-        with staging_files(out, kind=EVALUATION, replaces_earlier=True) as staging:
+        with staging_files(out, kind=EVALUATION, replaces=REPLACED_FILES) as staging:
             pictures = pictures_available()
             (staging / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
             (staging / RESULTS_MD).write_text(results_markdown(results, title, pictures), encoding="utf-8")
