@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -123,9 +124,15 @@ def _prepare_output(out: Path, options: DemoOptions) -> None:
 
     if out.exists() and any(out.iterdir()):
         check_overwrite(out, overwrite=options.overwrite, kind=DEMO, recognise=is_demo_folder)
-        shutil.rmtree(out)
+        _empty(out)
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out, DEMO)
+
+
+def _empty(folder: Path) -> None:
+    """Remove what ``folder`` holds, keeping the folder (the user's own, or a link to one)."""
+    for entry in folder.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def training_precision(options: DemoOptions) -> str:
@@ -170,13 +177,17 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     use_threads(options.threads)
     out = Path(options.output_dir).expanduser().absolute()
     with output_lock(out, "ran demo", inside=False):
+        made_here = not out.exists() and not out.is_symlink()
         _prepare_output(out, options)
         try:
             return _run(options, out)
         except BaseException as err:  # half a demo is no demo: removed, so that running it again works
-            shutil.rmtree(out, ignore_errors=True)
+            with suppress(OSError):  # the error that stopped the demo is the one to report
+                _empty(out)
+                if made_here:
+                    out.rmdir()
             if isinstance(err, KeyboardInterrupt):  # not training's hint: the demo has no --resume
-                raise KeyboardInterrupt(f"{out} removed; run ran demo again to make it") from None
+                raise KeyboardInterrupt(f"the half-made demo in {out} removed; run ran demo again") from None
             raise
 
 

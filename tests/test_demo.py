@@ -46,9 +46,17 @@ def test_an_interrupted_demo_leaves_no_folder_and_runs_again(tmp_path, monkeypat
     argv = ["demo", "--output-dir", str(out), "--train-size", "16", "--test-size", "16", "--no-progress"]
     assert ran_main(argv) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"ran demo: interrupted; {out} removed; run ran demo again to make it"
+        f"ran demo: interrupted; the half-made demo in {out} removed; run ran demo again"
     )
     assert list(tmp_path.iterdir()) == []
+    mine, link = tmp_path / "mine", tmp_path / "link"  # the user's own empty folder, and a link to it
+    mine.mkdir()
+    link.symlink_to(mine)
+    for given in (mine, link):
+        assert ran_main([*argv[:2], str(given), *argv[3:]]) == 130
+        assert mine.is_dir() and list(mine.iterdir()) == []  # emptied, kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "mine"]
+    mine.rmdir(), link.unlink()
     monkeypatch.undo()
     assert ran_main([*argv, "--epochs", "1"]) == 0 and (out / "best" / "model.safetensors").is_file()
 
