@@ -39,7 +39,9 @@ def test_folded_inference_matches_and_follows_weight_changes():
     assert all(not k.startswith("_folded") for k in model.state_dict())
 
 
-@pytest.mark.parametrize("change", ["global pool", "activation", "batchnorm eps"])
+@pytest.mark.parametrize(
+    "change", ["global pool", "activation", "batchnorm eps", "forward hook", "dropout on"]
+)
 def test_folded_inference_follows_changes_that_are_no_weights(change):
     """A pooling, an activation or a BatchNorm setting changed after the first folded run: the folded copy
     served the old computation."""
@@ -52,10 +54,16 @@ def test_folded_inference_follows_changes_that_are_no_weights(change):
             model.backbone.reset_classifier(0, global_pool="max")
         elif change == "activation":
             model.backbone.act1 = torch.nn.Tanh()
+        elif change == "forward hook":  # a hook added after the first folded run (it never fired)
+            model.backbone.layer4.register_forward_hook(lambda module, inputs, output: output * 0.5)
+        elif change == "dropout on":  # Monte Carlo dropout: a submodule put back in training mode
+            model.backbone.layer4.train()
+            torch.manual_seed(0)
         else:
             next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)).eps = 1.0
         changed = model(images)
         model.fold_batchnorm = False
+        torch.manual_seed(0)
         expected = model(images)
     torch.testing.assert_close(changed, expected, rtol=0, atol=1e-5)
     assert not torch.allclose(changed, before, atol=1e-4)

@@ -5,7 +5,8 @@ the convolution's weights and bias (``torch.fx``'s conv-bn fusion). On a CPU tha
 activation map: ResNet-18 on 48 crops of 224 px, channels-last, fp32: about 12 % faster. The results are
 the same up to float rounding. The copy is never part of the model (not a submodule, not in its
 state_dict); it is rebuilt whenever a weight or buffer of the backbone changes, in place or replaced, and
-whenever a module is replaced or a module's setting changes (a pooling, an activation, a BatchNorm's eps).
+whenever a module is replaced or a module's setting changes (a pooling, an activation, a BatchNorm's eps);
+a backbone with forward hooks, or with a submodule in training mode, runs as it is.
 
 Inference tensors (weights created or cast inside ``torch.inference_mode()``) have no version counter, so
 an in-place change to them could not be seen: a backbone holding any runs as it is, unfolded. (RAN builds
@@ -51,6 +52,15 @@ def _structure_key(module: nn.Module) -> tuple[Any, ...]:
     )
 
 
+def _runs_as_is(module: nn.Module) -> bool:
+    """Whether ``module`` must run itself, not a folded copy: a forward hook (the copy, traced, would skip
+    it), or a submodule in training mode (dropout kept on at inference, batch statistics)."""
+    global_hooks = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
+    return bool(global_hooks) or any(
+        m.training or m._forward_hooks or m._forward_pre_hooks for m in module.modules()
+    )
+
+
 class FusedBackbone:
     """Holds the folded copy of one backbone and the key of the weights it was made from."""
 
@@ -60,8 +70,9 @@ class FusedBackbone:
         self.unfusable = False
 
     def get(self, backbone: nn.Module) -> nn.Module:
-        """The folded copy, current with ``backbone``'s weights; ``backbone`` when it cannot be folded."""
-        if self.unfusable:
+        """The folded copy, current with ``backbone``'s weights; ``backbone`` when it cannot be folded, or
+        when it must run as it is (:func:`_runs_as_is`)."""
+        if self.unfusable or _runs_as_is(backbone):
             return backbone
         weights = _weights_key(backbone)
         if weights is None:  # no way to tell when the weights change: never serve a stale copy
