@@ -7,6 +7,7 @@ it once process PID is gone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -20,8 +21,13 @@ TEMP_NAME_BYTES = 200
 
 
 def cut_name(name: str) -> str:
-    """``name`` cut to :data:`TEMP_NAME_BYTES`, to be part of a longer name (a temporary one, a lock's)."""
-    return os.fsdecode(os.fsencode(name)[:TEMP_NAME_BYTES])
+    """``name`` as part of a longer one (a temporary name, a lock's): itself when it is at most
+    :data:`TEMP_NAME_BYTES` long, else its start and a digest of the whole (two long names that begin
+    alike still differ)."""
+    raw = os.fsencode(name)
+    if len(raw) <= TEMP_NAME_BYTES:
+        return name
+    return os.fsdecode(raw[: TEMP_NAME_BYTES - 9]) + "~" + hashlib.sha256(raw).hexdigest()[:8]
 
 
 def temp_name(target: Path, kind: str) -> Path:

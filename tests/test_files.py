@@ -78,6 +78,9 @@ def test_outputs_with_names_near_and_over_the_file_systems_limit(tmp_path):
         write_json(too_long, {"v": 1})
     assert fault_message(info.value) == f"{too_long}: file name too long"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([long.name, "d" * 250])
+    first, second = (tmp_path / ("z" * 230 + end) for end in "AB")  # alike in their first 200 bytes
+    with output_lock(first, "ran data", inside=False), output_lock(second, "ran data", inside=False):
+        pass  # two outputs, two locks (a cut name made them one: the second was refused)
 
 
 def test_staging_dir_swaps_whole_folders_and_applies_the_umask(tmp_path, umask_027):
