@@ -702,6 +702,21 @@ def test_resume_refuses_optimizer_hyperparameters_that_are_not_finite(real_check
         read_checkpoint(folder)
 
 
+def test_a_resumed_run_never_writes_into_another_folder_that_holds_something(
+    real_checkpoint, tmp_path, capsys
+):
+    """`--resume CKPT --output-dir FOLDER` replaced the config.yaml and history.json of any folder (and
+    marked it as a run's, so a later --overwrite would take it for one)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my notes")
+    argv = ["train", "--resume", str(real_checkpoint), "--output-dir", str(mine), "--no-progress"]
+    assert ran_main(argv) == 2
+    assert "not empty; --resume continues in the checkpoint's run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
+    assert (mine / "config.yaml").read_text() == "my notes"
+
+
 def test_resume_refuses_a_checkpoint_past_the_runs_epochs(real_checkpoint, tmp_path, capsys):
     """progress.json saying epoch 999999 of a one-epoch run: nothing ran, and the run said its best model
     was in a best/ folder that did not exist."""

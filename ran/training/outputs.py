@@ -53,7 +53,10 @@ def check_output(out: Path, config: TrainConfig) -> None:
     """Refuse to mix a new run into an existing one unless --overwrite, and --overwrite in a folder that
     no run wrote."""
     existing = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
-    if not existing or config.run.resume:
+    if config.run.resume:
+        _check_resumed_output(out, Path(config.run.resume), existing)
+        return
+    if not existing:
         return
     if not config.run.overwrite:
         from ran.modelio.checkpoints import latest_checkpoint
@@ -65,6 +68,19 @@ def check_output(out: Path, config: TrainConfig) -> None:
         )
     if not is_run_folder(out):
         raise not_written_error(out, RUN, "delete its files")
+
+
+def _check_resumed_output(out: Path, checkpoint: Path, existing: list[Path]) -> None:
+    """A resumed run continues in its checkpoint's run folder; another ``--output-dir`` must be a new or
+    empty folder (the run's files would replace the ones there, a folder no run wrote or another run's)."""
+    run = checkpoint.expanduser().absolute().parent.parent
+    if out.expanduser().absolute() == run:
+        return
+    if existing or (out.exists() and not is_run_folder(out)):
+        raise FileExistsError(
+            f"{out}: not empty; --resume continues in the checkpoint's run folder {run} (leave out "
+            "--output-dir), or give a new or empty --output-dir"
+        )
 
 
 def claim_output(out: Path, config: TrainConfig, accelerator: Any, held: ExitStack) -> None:
