@@ -717,6 +717,34 @@ def test_a_resumed_run_never_writes_into_another_folder_that_holds_something(
     assert (mine / "config.yaml").read_text() == "my notes"
 
 
+def test_pruning_keeps_the_newest_written_and_deletes_only_the_runs_own_checkpoints(
+    real_checkpoint, tmp_path
+):
+    """--keep-checkpoints deleted a folder of the user's named like a checkpoint, followed a checkpoints/
+    link out of the run, and (by update count) deleted the checkpoint a run resumed from an earlier one
+    had just written, keeping the abandoned branch's."""
+    from ran.modelio.checkpoints import latest_checkpoint, prune_checkpoints
+
+    root = tmp_path / "run" / "checkpoints"
+    root.mkdir(parents=True)
+    for name, step, written in (("epoch_001", 4, 100), ("epoch_003", 12, 200), ("epoch_002", 8, 300)):
+        folder = Path(shutil.copytree(real_checkpoint, root / name))  # epoch_002: the resumed branch's
+        progress = json.loads((folder / "progress.json").read_text())
+        (folder / "progress.json").write_text(json.dumps({**progress, "global_step": step}))
+        os.utime(folder / "progress.json", (written, written))
+    (root / "epoch_099").mkdir()
+    (root / "epoch_099" / "notes.txt").write_text("mine")
+    assert latest_checkpoint(root) == root / "epoch_002"
+    assert prune_checkpoints(root, 1) == [root / "epoch_001", root / "epoch_003"]
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_002", "epoch_099"]
+    link = tmp_path / "other" / "checkpoints"
+    link.parent.mkdir()
+    link.symlink_to(root)
+    shutil.copytree(root / "epoch_002", root / "epoch_004")
+    assert prune_checkpoints(link, 1) == [] and sorted(p.name for p in root.iterdir())[-1] == "epoch_099"
+    assert (root / "epoch_002").is_dir() and (root / "epoch_004").is_dir()  # nothing pruned through the link
+
+
 def test_resume_refuses_a_checkpoint_past_the_runs_epochs(real_checkpoint, tmp_path, capsys):
     """progress.json saying epoch 999999 of a one-epoch run: nothing ran, and the run said its best model
     was in a best/ folder that did not exist."""

@@ -133,12 +133,9 @@ def write_checkpoint(
     """Write one checkpoint folder atomically (a staging folder renamed into place)."""
     from safetensors.torch import save_file
 
-    from ran.modelio.hub import is_model_folder, write_model_files
+    from ran.modelio.hub import write_model_files
 
-    def recognise(old: Path) -> bool:  # an earlier checkpoint of this name (a resumed run passes it again)
-        return is_model_folder(old, extra=(*RESUME_FILES, SCALER_FILE))
-
-    with staging_dir(folder, overwrite=True, recognise=recognise) as staging:
+    with staging_dir(folder, overwrite=True, recognise=is_checkpoint_folder) as staging:
         write_model_files(model, staging, label_names=class_names)
         tensors, rest = optimizer_files(optimizer.state_dict())
         save_file(tensors, str(staging / OPTIMIZER_TENSORS))
@@ -163,13 +160,27 @@ def is_checkpoint_name(name: str) -> bool:
     return CHECKPOINT_NAME.fullmatch(name) is not None
 
 
+def is_checkpoint_folder(folder: Path) -> bool:
+    """A checkpoint folder as a run writes one: a model folder with the resume files and nothing else
+    (anything else there is the user's, and is never replaced or pruned)."""
+    from ran.modelio.hub import is_model_folder
+
+    return is_model_folder(folder, extra=(*RESUME_FILES, SCALER_FILE))
+
+
 def _saved_checkpoints(root: Path) -> list[Path]:
-    """The run's checkpoint folders under ``root``, oldest first (by update count, then name)."""
-    if not root.is_dir():
+    """The run's checkpoint folders under ``root`` (real folders, not links, holding only a checkpoint's
+    files), oldest first: by the second they were written, then update count and name (a run resumed
+    from an earlier checkpoint writes newer ones with fewer updates than the abandoned ones)."""
+    if not root.is_dir() or root.is_symlink():
         return []
+
+    def written(path: Path) -> tuple[int, int, str]:
+        return int((path / PROGRESS_FILE).stat().st_mtime), _global_step(path), path.name
+
+    found = [p for p in root.iterdir() if is_checkpoint_name(p.name) and p.is_dir() and not p.is_symlink()]
     return sorted(
-        (p for p in root.iterdir() if p.is_dir() and is_checkpoint_name(p.name)),
-        key=lambda p: (_global_step(p), p.name),
+        (p for p in found if is_checkpoint_folder(p) and (p / PROGRESS_FILE).is_file()), key=written
     )
 
 

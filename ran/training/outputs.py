@@ -19,7 +19,7 @@ from typing import Any
 
 from ran.files import not_written_error, write_marker, write_text, written_by
 from ran.locks import output_lock
-from ran.modelio.checkpoints import CHECKPOINTS, RESUME_FILES, SCALER_FILE, is_checkpoint_name
+from ran.modelio.checkpoints import CHECKPOINTS, is_checkpoint_folder, is_checkpoint_name
 from ran.reading import read_regular
 from ran.training.config import RUN_CONFIG_FILE, TrainConfig
 
@@ -130,7 +130,7 @@ def run_files(out: Path) -> list[Path]:
             if is_checkpoint_name(path.name)
             and path.is_dir()
             and not path.is_symlink()
-            and is_model_folder(path, extra=(*RESUME_FILES, SCALER_FILE))
+            and is_checkpoint_folder(path)
         ]
     if best.is_dir() and not best.is_symlink() and is_model_folder(best):
         found.append(best)
