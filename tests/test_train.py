@@ -745,6 +745,20 @@ def test_pruning_keeps_the_newest_written_and_deletes_only_the_runs_own_checkpoi
     assert (root / "epoch_002").is_dir() and (root / "epoch_004").is_dir()  # nothing pruned through the link
 
 
+def test_overwrite_with_a_user_file_in_best_is_refused_before_anything_is_deleted(
+    real_checkpoint, tiny_data, tmp_path, capsys
+):
+    """--overwrite deleted the old run, trained an epoch, then failed on best/ holding a user's file."""
+    run = Path(shutil.copytree(real_checkpoint.parent.parent, tmp_path / "run"))
+    (run / "best").mkdir(exist_ok=True)
+    (run / "best" / "mine.txt").write_text("mine")
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    argv = ["train", "--data", str(tiny_data), "--backbone", "test_resnet", "--output-dir", str(run)]
+    assert ran_main([*argv, "--overwrite", "--epochs", "1", "--no-progress"]) == 2
+    assert "best: holds 1 item such as mine.txt, not only a model a run saved" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+
+
 def test_resume_refuses_a_checkpoint_past_the_runs_epochs(real_checkpoint, tmp_path, capsys):
     """progress.json saying epoch 999999 of a one-epoch run: nothing ran, and the run said its best model
     was in a best/ folder that did not exist."""

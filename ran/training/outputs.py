@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from ran.files import not_written_error, write_marker, write_text, written_by
+from ran.files import describe_contents, not_written_error, write_marker, write_text, written_by
 from ran.locks import output_lock
 from ran.modelio.checkpoints import CHECKPOINTS, is_checkpoint_folder, is_checkpoint_name
 from ran.reading import read_regular
@@ -53,6 +53,7 @@ def check_output(out: Path, config: TrainConfig) -> None:
     """Refuse to mix a new run into an existing one unless --overwrite, and --overwrite in a folder that
     no run wrote."""
     existing = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
+    _check_best(out / BEST_DIR)
     if config.run.resume:
         _check_resumed_output(out, Path(config.run.resume), existing)
         return
@@ -68,6 +69,20 @@ def check_output(out: Path, config: TrainConfig) -> None:
         )
     if not is_run_folder(out):
         raise not_written_error(out, RUN, "delete its files")
+
+
+def _check_best(best: Path) -> None:
+    """The run replaces ``best/`` whole each time validation improves: refuse at the start, before anything
+    is deleted or trained, a ``best/`` holding anything a run did not write (it failed after an epoch)."""
+    from ran.modelio.hub import is_model_folder
+
+    if best.is_symlink() or (best.exists() and not best.is_dir()):
+        raise FileExistsError(f"{best}: not a folder a run wrote (a link or a file); move it away first")
+    if best.is_dir() and any(best.iterdir()) and not is_model_folder(best):
+        raise FileExistsError(
+            f"{best}: holds {describe_contents(best)}, not only a model a run saved; the run replaces it "
+            "whole, so move your files out first"
+        )
 
 
 def _check_resumed_output(out: Path, checkpoint: Path, existing: list[Path]) -> None:
