@@ -695,6 +695,33 @@ def test_space_assembles_with_a_copy_of_the_package(tmp_path):
         module.assemble(out, overwrite=True)
 
 
+def test_any_model_never_means_a_visitors_upload_or_a_registered_name(monkeypatch, model_folder, capsys):
+    """--allow-any-model let a visitor upload an ONNX graph and run it as the model (80 s and 3.7 GB for
+    everyone), and load every registered architecture (random weights, gigabytes); load errors told them
+    what files the server has and what they hold."""
+    from gradio.utils import get_upload_folder
+
+    import ran.app.predictor
+
+    calls = []
+
+    def load(name, runtime="torch", *, revision=None, token=None):
+        calls.append(name)
+        raise ValueError(f"{name}/config.json: unknown architecture 'SECRET-ARCH'")
+
+    monkeypatch.setattr(ran.app.predictor, "load_runtime_model", load)
+    upload = Path(get_upload_folder()) / "0123abcd" / "evil.onnx"
+    open_ = AppPredictor([str(model_folder)], device="cpu", allow_any_model=True)
+    for name in (str(upload), "ran_vgg16", "ran_resnet18"):
+        with pytest.raises(OptionError, match="not offered"):
+            open_.pipeline(name, "mtcnn", "model")
+    assert calls == []
+    with pytest.raises(OptionError) as info:
+        open_.pipeline("/srv/elsewhere", "mtcnn", "model")
+    assert str(info.value) == "model '/srv/elsewhere' could not be loaded"  # the reason: the operator's log
+    assert "SECRET-ARCH" in capsys.readouterr().err
+
+
 def test_cli_model_that_does_not_load_exits_2_before_serving(capsys):
     from ran.cli.app import main
 

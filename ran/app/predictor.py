@@ -16,6 +16,7 @@ interleaved with other visitors' photos instead of running ahead of them.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import warnings
@@ -179,8 +180,13 @@ class AppPredictor:
         return done
 
     def _allowed(self, model: Any) -> str:
-        """The model's name if this visitor may use it; else the one message that says nothing more."""
-        if isinstance(model, str) and (model in self.offered or (self.allow_any_model and model.strip())):
+        """The model's name if this visitor may use it; else the one message that says nothing more. With
+        ``allow_any_model``, a visitor may name a model folder or ONNX file of the server's, or a Hub id:
+        not a file a visitor uploaded (their own graph would run here), nor a registered architecture
+        name (random weights, each a model's memory)."""
+        if isinstance(model, str) and model in self.offered:
+            return model
+        if isinstance(model, str) and self.allow_any_model and model.strip() and _visitor_may_name(model):
             return model
         raise OptionError(NOT_OFFERED)
 
@@ -224,6 +230,11 @@ class AppPredictor:
                 else:
                     net = load_runtime_model(name.strip(), token=token)  # False: no token
         except (ValueError, OSError, RuntimeError, ImportError) as err:
+            if name not in self.offered:  # a visitor's name: why it failed would tell them about the server
+                print(
+                    f"ran app: model {_shown(name)} asked for by a visitor: {one_line(err)}", file=sys.stderr
+                )
+                raise OptionError(f"model {_shown(name)} could not be loaded") from None
             raise OptionError(f"model {_shown(name)} could not be loaded: {one_line(err)}") from None
         notes = [one_line(w.message) for w in caught if issubclass(w.category, UserWarning)]
         with self._cache_lock:
@@ -258,6 +269,24 @@ def read_photo(path: str | Path, max_pixels: int) -> tuple[Image.Image, str | No
             f"at most {max_pixels:,} pixels (downscale it)"
         )
     return read_image(path)
+
+
+def _visitor_may_name(model: str) -> bool:
+    """Whether a model a visitor typed may be loaded (``allow_any_model``): not a registered architecture
+    name, and not a path inside the folder where gradio keeps visitors' uploads."""
+    from gradio.utils import get_upload_folder
+
+    from ran.modelio.loading import resolve_model_source
+
+    name = model.strip()
+    uploads = Path(get_upload_folder()).resolve()
+    path = Path(name).expanduser().resolve()
+    if path == uploads or uploads in path.parents:
+        return False
+    try:
+        return resolve_model_source(name).kind != "registered"
+    except (ValueError, OSError):
+        return True  # not a usable name at all: loading it says so
 
 
 def _left_out_note(found: int, kept: int, analysed: int, limits: AppLimits) -> str | None:
