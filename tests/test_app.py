@@ -69,11 +69,13 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def _serve(app) -> str:
-    """Serve ``app`` in this process on a free port of 127.0.0.1; its URL."""
-    _, url, _ = app.launch(
-        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True
-    )
+def _serve(app, behind_proxy: bool = False) -> str:
+    """Serve ``app`` in this process on a free port of 127.0.0.1, as ``ran app`` does (``ran.app.serve``);
+    its URL."""
+    from ran.app import serve
+
+    options = {"server_name": "127.0.0.1", "server_port": _free_port(), "prevent_thread_lock": True}
+    _, url, _ = serve(app, behind_proxy=behind_proxy, quiet=True, **options)
     return url
 
 
@@ -294,7 +296,9 @@ HUB_IDS = ("no-such-org/no-such-model", "ran-fer/private-model", "ran_resnet18")
 SECOND_VISITOR_BOUND_S = 3.0
 
 
-def _call_event(url: str, app, fn_name: str, data: list, address: str = "127.0.0.1") -> dict:
+def _call_event(
+    url: str, app, fn_name: str, data: list, address: str = "127.0.0.1", headers: dict | None = None
+) -> dict:
     """Call an event of the app as the page does, over plain HTTP (POST queue/join, then read the
     queue/data stream until the event's reply), from the loopback ``address``; the reply's ``output``."""
     import uuid
@@ -306,7 +310,7 @@ def _call_event(url: str, app, fn_name: str, data: list, address: str = "127.0.0
     transport = httpx.HTTPTransport(local_address=address)
     with httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=120, transport=transport) as http:
         body = {"data": data, "fn_index": index, "session_hash": session, "event_data": None}
-        http.post("/queue/join", json=body).raise_for_status()
+        http.post("/queue/join", json=body, headers=headers).raise_for_status()
         with http.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
             for line in stream.iter_lines():
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
@@ -592,6 +596,10 @@ def test_one_address_is_served_at_most_per_visitor_requests_at_once(model_folder
         held.start()
         assert started.wait(60)
         busy = json.dumps(_call_event(url, app, "api_predict", [upload]))
+        # a visitor's own X-Forwarded-For names no other address (uvicorn trusted it from 127.0.0.1)
+        spoofed = json.dumps(
+            _call_event(url, app, "api_predict", [upload], headers={"X-Forwarded-For": "1.1.1.1"})
+        )
         page = _call_event(url, app, "analyse", [upload, str(model_folder), "mtcnn", "model", None])
         other = _call_event(url, app, "api_predict", [upload], address="127.0.0.2")["data"][0]
         release.set()
@@ -601,9 +609,32 @@ def test_one_address_is_served_at_most_per_visitor_requests_at_once(model_folder
         release.set()
         app.close()
     assert "still being analysed (1 at a time from one address)" in busy and '"box"' not in busy, busy
+    assert "still being analysed" in spoofed, spoofed
     assert "still being analysed" in page["data"][0], page
     assert len(other["faces"]) == 2 and len(first[0]["data"][0]["faces"]) == 2 and len(again["faces"]) == 2
     assert len(calls) == 3  # the refused requests read no photo
+
+
+def test_request_bodies_are_bounded_and_photos_are_never_fetched_from_a_url(served, photos):
+    """Any JSON body was read whole (six of 200 MB kept 5 GB), and a photo named by URL was downloaded by
+    the server, of any size, past --max-file-size."""
+    import httpx
+
+    from ran.app.guard import MAX_REQUEST_BYTES
+
+    app, url = served
+    api = url.rstrip("/") + "/gradio_api"
+    [index] = [i for i, fn in app.fns.items() if getattr(fn.fn, "__name__", "") == "api_predict"]
+    body = {"data": [{"path": "x", "orig_name": "A" * (MAX_REQUEST_BYTES + 1)}], "fn_index": index}
+    big = httpx.post(api + "/queue/join", json={**body, "session_hash": "s1"})
+    assert big.status_code == 413 and "photos are uploaded" in big.text
+    fetched = {"path": "http://198.51.100.7/a.jpg", "meta": {"_type": "gradio.FileData"}}
+    by_url = httpx.post(
+        api + "/queue/join", json={"data": [fetched], "fn_index": index, "session_hash": "s2"}
+    )
+    assert by_url.status_code == 400 and "not fetched from a URL" in by_url.text
+    upload = _upload_over_http(url, photos["faces"])  # uploads pass, and the page still works
+    assert len(_call_event(url, app, "api_predict", [upload])["data"][0]["faces"]) == 2
 
 
 def test_behind_a_proxy_the_visitor_is_the_address_the_proxy_appended():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from ran.app import build_app
+from ran.app import build_app, serve
 from ran.app.limits import AppLimits
 from ran.constants import HOW_TO_GET_A_MODEL
 
@@ -26,13 +26,10 @@ if not MODEL:
     raise SystemExit(f"RAN_MODEL is not set (Space settings -> Variables); {HOW_TO_GET_A_MODEL}")
 CHOICES = [name.strip() for name in os.environ.get("RAN_CHOICES", "").split(",") if name.strip()]
 
+LIMITS = AppLimits(behind_proxy=bool(os.environ.get("SPACE_ID")))
 demo = build_app(
-    MODEL,
-    models=CHOICES,
-    device=os.environ.get("RAN_DEVICE") or None,
-    strict=False,
-    limits=AppLimits(behind_proxy=bool(os.environ.get("SPACE_ID"))),
+    MODEL, models=CHOICES, device=os.environ.get("RAN_DEVICE") or None, strict=False, limits=LIMITS
 )
 
 if __name__ == "__main__":
-    demo.launch(max_file_size="50mb")
+    serve(demo, behind_proxy=LIMITS.behind_proxy, max_file_size="50mb")

@@ -7,19 +7,20 @@ Space (``hub/space/``).
 * ``views``: what the page shows of a prediction, as plain values (no gradio needed).
 * ``handlers`` / ``page``: the event functions and the page (need the ``app`` extra: gradio).
 
-``build_app`` is imported on first use, so ``ran.app.predictor`` and ``ran.app.views`` work without gradio.
+``build_app`` and ``serve`` (gradio's launch behind ``guard.RequestGuard``) are imported on first use,
+so ``ran.app.predictor`` and ``ran.app.views`` work without gradio.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "build_app":
-        from ran.app.page import build_app
+    if name in __all__:
+        import ran.app.page
 
-        return build_app
+        return getattr(ran.app.page, name)
     raise AttributeError(f"module 'ran.app' has no attribute {name!r}")

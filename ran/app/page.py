@@ -222,4 +222,20 @@ def _connect(
     )
 
 
-__all__ = ["EXAMPLES", "build_app"]
+def serve(app: Any, *, behind_proxy: bool = False, **launch_options: Any) -> Any:
+    """Serve the page (``launch_options`` go to gradio's ``launch``) behind :class:`RequestGuard`. Without
+    ``behind_proxy``, the server takes no visitor's word for their address: uvicorn would take
+    ``X-Forwarded-For`` from any connection made from this machine (an ssh tunnel, a port forward), and
+    the requests-per-visitor bound would count whatever address the header names."""
+    import os
+
+    from starlette.middleware import Middleware
+
+    from ran.app.guard import RequestGuard
+
+    if not behind_proxy:
+        os.environ["FORWARDED_ALLOW_IPS"] = ""  # read by uvicorn when gradio starts it
+    return app.launch(app_kwargs={"middleware": [Middleware(RequestGuard)]}, **launch_options)
+
+
+__all__ = ["EXAMPLES", "build_app", "serve"]

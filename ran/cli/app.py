@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     use_threads(args.threads)
     limits = visitor_limits(args)
     check_address(args.host, args.port)
-    from ran.app import build_app
+    from ran.app import build_app, serve
 
     app = build_app(
         args.model,
@@ -162,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         limits=limits,
         runtime=args.runtime,
     )
-    app.launch(server_name=args.host, server_port=args.port, max_file_size=args.max_file_size)
+    serve(
+        app,
+        behind_proxy=args.behind_proxy,
+        server_name=args.host,
+        server_port=args.port,
+        max_file_size=args.max_file_size,
+    )
     return 0
 
 
