@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,7 @@ class NumberRange:
 
     def holds(self, value: Any) -> bool:
         """Whether ``value`` is a finite number of this kind within the bounds (bools are not numbers)."""
-        kinds = (int,) if self.kind is int else (int, float)
+        kinds = (numbers.Integral,) if self.kind is int else (numbers.Integral, numbers.Real)
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
@@ -72,10 +73,15 @@ class NumberRange:
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def check(self, value: Any, name: str) -> Any:
-        """``value`` if it holds, else a ValueError naming ``name``, the value and the range."""
+        """``value`` if it holds (a numpy number as Python's), else a ValueError naming ``name``, the value
+        and the range."""
         if not self.holds(value):
             raise UserError(f"{name}: expected {self.describe()}, got {brief(value)}")
-        return value
+        return (
+            value
+            if type(value) in (int, float)
+            else (int if isinstance(value, numbers.Integral) else float)(value)
+        )
 
     def __call__(self, text: str) -> int | float:
         """The argparse ``type``: the flag's text as a number in range, else argparse's usage error."""

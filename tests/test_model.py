@@ -487,3 +487,17 @@ def test_a_backbone_of_one_input_size_takes_the_regions_and_saves(tmp_path):
         folder = ran.save_pretrained(model, tmp_path / "vit")
         torch.testing.assert_close(ran.load_model(folder)(images), logits, rtol=0, atol=1e-6)
     assert model.backbone.patch_embed.img_size == (48, 48)
+
+
+def test_numpy_numbers_are_taken_as_python_numbers():
+    """num_classes=np.int64(7) worked before the constructor's checks; it must still, and be saved as 7."""
+    import json
+
+    import numpy as np
+
+    model = RegionAttentionNet(**{**SMALL, "region_size": np.int64(32)}, num_classes=np.int64(7))
+    assert model.num_classes == 7 and type(model.num_classes) is int and model.region_size == [32, 32]
+    model.reset_classifier(np.int64(3))
+    assert type(model.num_classes) is int and json.loads(json.dumps(model.ran_config()))
+    with pytest.raises(ValueError, match="num_classes: expected an integer"):
+        RegionAttentionNet(**SMALL, num_classes=np.float64(7.0))

@@ -27,7 +27,7 @@ from timm.models._registry import get_pretrained_cfg
 from torch import nn
 
 from ran.constants import MAX_CLASSES, MAX_IN_CHANS, RAN_VARIANTS
-from ran.errors import UserError
+from ran.errors import UserError, one_line
 from ran.labels import FERPLUS_CLASSES
 from ran.models.inference import FusedBackbone
 from ran.models.inputs import _check_images, _check_region_batch, as_trained, cut_regions
@@ -108,7 +108,10 @@ def _sized_for_regions(backbone: str, region_size: list[int], kwargs: dict[str, 
     """``kwargs`` for a backbone that takes only its own input size (ViT, Swin: ``fixed_input_size``),
     with ``img_size`` = the region size, so it takes the regions (timm resamples pretrained position
     embeddings to it); other backbones, and an ``img_size`` the caller gave, are left as they are."""
-    cfg = get_pretrained_cfg(backbone)
+    try:
+        cfg = get_pretrained_cfg(backbone)
+    except RuntimeError:  # a tag timm does not know: creating the backbone says so
+        return kwargs
     if "img_size" in kwargs or cfg is None or not cfg.fixed_input_size:
         return kwargs
     return {**kwargs, "img_size": tuple(region_size)} if list(cfg.input_size[-2:]) != region_size else kwargs
@@ -180,6 +183,7 @@ class RegionAttentionNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_arguments(num_classes, attention, drop_rate, global_pool, relation_attention, in_chans)
+        num_classes, in_chans, drop_rate = int(num_classes), int(in_chans), float(drop_rate)  # numpy's too
         region_size = _region_sides(region_size)
         dd = {"device": device, "dtype": dtype}
 
@@ -214,9 +218,9 @@ class RegionAttentionNet(nn.Module):
                     **_sized_for_regions(backbone, region_size, backbone_kwargs or {}),
                 )
             except RuntimeError as err:
-                if "Unknown model" in str(err):
+                if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
                     raise UserError(
-                        f"backbone: unknown timm model {backbone!r} (see timm.list_models())"
+                        f"backbone: unknown timm model {backbone!r} ({one_line(err)}; see timm.list_models())"
                     ) from None
                 raise
         else:
@@ -337,7 +341,7 @@ class RegionAttentionNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        CLASS_COUNT.check(num_classes, "num_classes")
+        num_classes = CLASS_COUNT.check(num_classes, "num_classes")
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
                 raise UserError(f"global_pool: expected 'attention' or '', got {global_pool!r}")
