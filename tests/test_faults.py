@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,20 @@ def test_arguments_that_are_not_utf8_are_refused_before_any_work(tmp_path, capsy
     err = capsys.readouterr().err
     expected = f"argument 2 '{tmp_path}/ev\\xffdir' is not UTF-8 text; rename the file or folder"
     assert err == f"ran evaluate: error: {expected}\n"
+
+
+def test_a_command_that_catches_the_stop_itself_still_exits_with_the_signal(capsys):
+    """ran app (gradio) catches the interruption a SIGTERM raises, closes the server and returns: the
+    exit status was 0."""
+    import signal
+
+    def server(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            print("closing server.")
+        return 0
+
+    assert run_main(server, [], "ran app") == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "ran app: stopped by SIGTERM\n"

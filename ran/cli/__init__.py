@@ -93,7 +93,10 @@ def run_main(fn: Callable[[list[str] | None], int | None], argv: list[str] | Non
     try:
         _check_utf8(sys.argv[1:] if argv is None else argv)
         with _notes_on_one_line(prog), _stops_as_interrupts(stopped_by):
-            return int(fn(argv) or 0)
+            code = int(fn(argv) or 0)
+        if stopped_by:  # a server (ran app) that caught the interruption itself and closed
+            return _report(prog, f"stopped by {signal.Signals(stopped_by[0]).name}", 128 + stopped_by[0])
+        return code
     except USER_ERRORS as err:
         if debug:
             raise
