@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import pickle
 import shutil
 import subprocess
@@ -980,3 +981,24 @@ def test_a_progress_record_with_impossible_values_is_corrupt(key, value):
     assert Progress.from_json(good, "progress.json").best_accuracy == 0.5
     with pytest.raises(ValueError, match=rf"progress.json: corrupt \('{key}'"):
         Progress.from_json({**good, key: value}, "progress.json")
+
+
+def test_data_loader_workers_take_sigterm_as_ctrl_c():
+    """timeout / batch systems signal every process: workers killed by SIGTERM made the main process print
+    a traceback while shutting them down; torch's worker loop ends quietly on an interruption."""
+    import signal
+
+    from ran.training.data import loader_options, stop_quietly
+
+    options = loader_options(TrainConfig().data.__class__(num_workers=2), torch.device("cpu"), 1)
+    assert options["worker_init_fn"] is stop_quietly
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stop_quietly(0)
+        for number in previous:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), number)
+                time.sleep(5)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -9,6 +9,7 @@ draws exactly what the original drew.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +98,20 @@ def loader_options(data: DataConfig, device: torch.device, num_processes: int) -
         "pin_memory": device.type == "cuda",
     }
     if workers:
-        options.update(persistent_workers=True, prefetch_factor=4)
+        options.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=stop_quietly)
     return options
+
+
+def stop_quietly(worker_id: int) -> None:
+    """In a data-loader worker, SIGTERM and SIGHUP act as Ctrl-C: torch's worker loop ends quietly on the
+    interruption. Killed by the signal instead (``timeout``, batch systems and ``docker stop`` signal every
+    process of the command), the workers made the main process print a traceback as it shut them down."""
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _interrupt)
+
+
+def _interrupt(number: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def build_loaders(
