@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import pickle
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
