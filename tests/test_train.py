@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from safetensors.torch import load_file
 
 from ran.cli import main as ran_main
 from ran.data.batches import EpochSampler
-from ran.training.config import TrainConfig, load_yaml_config, resolve_config
+from ran.training.config import TrainConfig, resolve_config
+from ran.training.config_yaml import load_yaml_config
 from ran.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -418,6 +420,33 @@ def test_config_layers_saved_run_then_yaml_then_flags(tmp_path):
         ["--resume", str(run / "checkpoints" / "x"), "--config", str(recipe), "--lr", "0.1", "--epochs", "9"]
     )
     assert flagged.optim.lr == 0.1 and flagged.run.epochs == 9  # flags over both
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--momentum", "0"], "optim.momentum (--momentum): 0.0, but the checkpoint's run has 0.9"),
+        (
+            ["--regions", "whole"],
+            "model.regions (--regions): 'whole', but the checkpoint's run has 'ferplus6'",
+        ),
+        (["--batch-size", "16"], "data.batch_size (--batch-size): 16, but the checkpoint's run has 64"),
+        (["--decay-norms-and-biases"], "optim.decay_norms_and_biases (--decay-norms-and-biases): True"),
+    ],
+)
+def test_a_resumed_run_keeps_its_model_optimizer_and_batch_size(tmp_path, flags, named):
+    """--momentum 0 at --resume was ignored (the checkpoint's optimizer came back) while config.yaml
+    recorded 0; --regions whole trained the ferplus6 weights as a one-region model; --batch-size dropped
+    the rest of the epoch in progress. Each is refused, naming the flag."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    saved = TrainConfig()
+    saved.data.data, saved.run.output_dir = "d", str(run)
+    (run / "config.yaml").write_text(yaml.safe_dump(saved.to_dict()))
+    with pytest.raises(ValueError, match=re.escape(named)):
+        resolve_config(["--resume", str(run / "checkpoints" / "step_0000003"), *flags])
+    config = resolve_config(["--resume", str(run / "checkpoints" / "step_0000003"), "--lr", "0.5"])
+    assert config.optim.lr == 0.5  # what may change: the learning rate, epochs, ...
 
 
 def test_lr_rule_for_several_processes():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ran.cli import main as ran_main
-from ran.training.config import load_yaml_config, resolve_config
+from ran.training.config import resolve_config
+from ran.training.config_yaml import load_yaml_config
 from ran.training.loop import perturbed_faces as PERTURBED_FACES
 from ran.training.loop import train
 

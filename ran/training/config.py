@@ -2,19 +2,17 @@
 
 One place names every training option, so the CLI, the YAML files in ``examples/`` and the saved
 ``config.yaml`` of a run stay the same vocabulary (flag ``--rb-margin`` = YAML ``loss: {rb_margin: ...}``).
-transformers' ``HfArgumentParser`` turns the dataclasses into flags, and builds them from a YAML mapping
-(``parse_dict``) once each value is converted and checked by the rules of its flag (its number range,
-its choices, its type), so a value is converted and checked one way.
+transformers' ``HfArgumentParser`` turns the dataclasses into flags; ``ran.training.config_yaml`` builds
+them from a YAML mapping, each value checked by the rules of its flag, so a value is checked one way.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 from ran.errors import UserError
 from ran.numbers import (
@@ -284,112 +282,6 @@ def build_parser(prog: str = "ran train", **kwargs: Any) -> Any:
     return finish_help(parser)
 
 
-def _field(section: str, name: str) -> tuple[dataclasses.Field, Any, bool]:
-    """The option's dataclass field, its value type (a list's element type for a list) and whether it is
-    a list; ``Optional`` removed."""
-    cls = SECTIONS[section]
-    hint = get_type_hints(cls)[name]
-    args = get_args(hint)
-    kind = next((a for a in args if a is not type(None)), hint) if type(None) in args else hint
-    is_list = get_origin(kind) is list
-    return next(f for f in fields(cls) if f.name == name), get_args(kind)[0] if is_list else kind, is_list
-
-
-def _expected(kind: Any, bounds: NumberRange | None, choices: Any, is_list: bool) -> str:
-    if bounds is not None:
-        return f"a list, each {bounds.describe()}" if is_list else bounds.describe()
-    if choices:
-        return f"one of {list(choices)}"
-    word = "bool" if kind is bool else "str"
-    return f"a list of {word}" if is_list else word
-
-
-def _scalar(kind: Any, bounds: NumberRange | None, value: Any) -> Any:
-    """One YAML scalar as the option's type, by the rules of its flag (YAML reads ``1e-4`` as text, which
-    the flag's number type parses); a ValueError / TypeError / ArgumentTypeError when it is not one."""
-    if bounds is not None:
-        return bounds(value) if isinstance(value, str) else bounds.kind(bounds.check(value, "value"))
-    if kind is bool:
-        from transformers.hf_argparser import string_to_bool  # what the flag's own parsing uses
-
-        if isinstance(value, (bool, str, int)):  # YAML's true / yes, or the flag's words: 1, "yes", ...
-            return string_to_bool(value if isinstance(value, bool) else str(value))
-        raise TypeError
-    if isinstance(value, (bool, list, dict)):
-        raise TypeError
-    return str(value)
-
-
-def _yaml_value(section: str, name: str, value: Any, source: str) -> Any:
-    """A YAML value converted and checked as its flag's would be; errors name ``source`` and the key."""
-    option, kind, is_list = _field(section, name)
-    bounds, choices = option.metadata.get("type"), option.metadata.get("choices")
-    expected = _expected(kind, bounds, choices, is_list)
-    problem = f"{source}: {section}.{name}: expected {expected}, got {brief(value)}"
-    if value is None:
-        if option.default is None:  # an optional option
-            return None
-        raise UserError(problem)
-    if value is False and choices and "no" in choices:
-        value = "no"  # YAML 1.1 reads an unquoted ``no`` as false
-    try:
-        if is_list:
-            values = value if isinstance(value, list) else [value]
-            if not values:
-                raise ValueError
-            return [_scalar(kind, bounds, v) for v in values]
-        converted = _scalar(kind, bounds, value)
-    except (argparse.ArgumentTypeError, ValueError, TypeError):
-        raise UserError(problem) from None
-    if choices and converted not in choices:
-        raise UserError(problem)
-    return converted
-
-
-def _mapping_items(data: Any, source: str) -> list[tuple[str, str, Any]]:
-    """(section, option, value) of a ``{section: {name: value}}`` (or flat ``{name: value}``) mapping."""
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}"
-        )
-    items = []
-    for key, value in data.items():
-        if key in SECTIONS and isinstance(value, dict):
-            pairs = [(key, str(name).replace("-", "_"), v) for name, v in value.items()]
-        elif str(key).replace("-", "_") in _SECTION_OF:
-            name = str(key).replace("-", "_")
-            pairs = [(_SECTION_OF[name], name, value)]
-        else:
-            raise UserError(
-                f"{source}: unknown key {key!r}; expected a section ({', '.join(SECTIONS)}) or an option name"
-            )
-        for section, name, _ in pairs:
-            if _SECTION_OF.get(name) != section:
-                known = ", ".join(f.name for f in fields(SECTIONS[section]))
-                raise UserError(f"{source}: unknown option {section}.{name}; expected one of: {known}")
-        items += pairs
-    return items
-
-
-def config_from_mapping(data: Any, source: str, base: TrainConfig | None = None) -> TrainConfig:
-    """``base`` (default: the defaults) with a YAML-style mapping applied; errors name ``source`` and key.
-    Each value is checked as its flag's would be, then transformers' ``HfArgumentParser.parse_dict``
-    builds the sections."""
-    from transformers import HfArgumentParser
-
-    defaults = (base or TrainConfig()).to_dict().values()
-    values = {name: value for section in defaults for name, value in section.items()}
-    for section, name, value in _mapping_items(data, source):
-        values[name] = _yaml_value(section, name, value, source)
-    sections = HfArgumentParser(list(SECTIONS.values())).parse_dict(values)
-    return TrainConfig(**dict(zip(SECTIONS, sections, strict=True)))
-
-
-def load_yaml_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
-    """A YAML training config applied over ``base`` (default: the defaults)."""
-    return config_from_mapping(read_yaml(Path(path), "--config") or {}, str(path), base)
-
-
 def saved_run_config(checkpoint: str | Path) -> TrainConfig | None:
     """The config.yaml of the run a checkpoint folder (``OUT/checkpoints/<name>``) belongs to, if any: data,
     so the run continues in OUT (a copied run in the copy, wherever its config says it began) and reads no
@@ -397,6 +289,8 @@ def saved_run_config(checkpoint: str | Path) -> TrainConfig | None:
     saved = (run := Path(checkpoint).expanduser().parent.parent) / RUN_CONFIG_FILE
     if not saved.is_file():
         return None
+    from ran.training.config_yaml import config_from_mapping
+
     data = read_yaml(saved, "run config") or {}
     if isinstance(data, dict):
         data.pop("launch", None)
@@ -420,14 +314,43 @@ def resolve_config(argv: list[str] | None = None) -> TrainConfig:
     """Defaults < the run's saved config (when resuming) < --config YAML < flags given."""
     parser = build_parser()
     config_file, given = _parse_flags(parser, argv)
-    base = (saved_run_config(given.run.resume) if given.run.resume else None) or TrainConfig()
+    saved = saved_run_config(given.run.resume) if given.run.resume else None
+    base = saved or TrainConfig()
     if config_file.config is not None:
+        from ran.training.config_yaml import load_yaml_config
+
         base = load_yaml_config(config_file.config, base)
     # Second pass: the flags given override ``base`` (argparse fills in what was not given from it).
     parser.set_defaults(
         **{name: value for section in base.to_dict().values() for name, value in section.items()}
     )
-    return _parse_flags(parser, argv)[1].validate()
+    config = _parse_flags(parser, argv)[1].validate()
+    if saved is not None:
+        _check_kept_at_resume(saved, config)
+    return config
+
+
+# What a resumed run keeps from its checkpoint's run: its model, its optimizer (restored from the
+# checkpoint, whatever the flags say) and its batches (the epoch in progress is counted in them).
+KEPT_AT_RESUME = {
+    "model": ("model", "backbone", "regions", "region_size", "attention", "relation_attention"),
+    "optim": ("optimizer", "momentum", "weight_decay", "decay_norms_and_biases", "gradient_accumulation"),
+    "data": ("batch_size",),
+}
+
+
+def _check_kept_at_resume(saved: TrainConfig, config: TrainConfig) -> None:
+    """Refuse a change of what :data:`KEPT_AT_RESUME` names: it was ignored (the optimizer's settings came
+    back from the checkpoint while config.yaml recorded the new ones), or failed without naming the flag."""
+    for section, names in KEPT_AT_RESUME.items():
+        for name in names:
+            before, now = getattr(getattr(saved, section), name), getattr(getattr(config, section), name)
+            if before != now:
+                raise UserError(
+                    f"{_option_name(section, name)}: {brief(now)}, but the checkpoint's run has "
+                    f"{brief(before)}; a resumed run keeps its model, optimizer and batch size (start a new "
+                    "run to change them)"
+                )
 
 
 __all__ = [
@@ -440,8 +363,6 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "build_parser",
-    "config_from_mapping",
-    "load_yaml_config",
     "resolve_config",
     "saved_run_config",
 ]
