@@ -3,7 +3,8 @@
 ``yaml.safe_load`` builds no objects but still follows aliases: 300 bytes of nested anchors (a "billion
 laughs") stand for a value that takes gigabytes once anything walks it (a repr in an error message, a
 comparison). Options never need aliases, so a document with one is refused while it is parsed, before any
-value exists; files are refused above :data:`MAX_YAML_BYTES` before they are read, and errors name the line.
+value exists; a mapping that names a key twice is refused (the last would win silently); files are refused
+above :data:`MAX_YAML_BYTES` before they are read, and errors name the line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ class _NoAliasLoader(yaml.SafeLoader):
                 None, None, "aliases (*name) are not accepted", self.peek_event().start_mark
             )
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A mapping that names a key twice is refused: the last one would win, silently."""
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} appears twice", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(text: str, source: str, first_line: int = 1) -> Any:

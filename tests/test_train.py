@@ -990,6 +990,16 @@ def test_yaml_alias_bombs_are_refused_in_a_config_and_in_a_saved_run(tiny_data, 
     assert "aliases (*name) are not accepted" in err
 
 
+def test_a_key_given_twice_in_a_config_is_refused(tmp_path):
+    """`run: {seed: 7, epochs: 4}` then `run: {epochs: 2}`: the seed 7 was lost without a word."""
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("run: {seed: 7, epochs: 4}\nrun: {epochs: 2}\n")
+    with pytest.raises(
+        ValueError, match=r"twice.yaml: not valid YAML at line 2, column 1: the key 'run' appears twice"
+    ):
+        load_yaml_config(recipe)
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
