@@ -1041,3 +1041,16 @@ def test_data_loader_workers_take_sigterm_as_ctrl_c():
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+@pytest.mark.parametrize(
+    "key, value", [("global_step", 10**30), ("epoch_seen", 10**30), ("best_epoch", -3), ("best_epoch", True)]
+)
+def test_progress_records_hold_counts_in_range(real_checkpoint, key, value):
+    """global_step 10^30 was a traceback in tensorboard; best_epoch -3 was printed as the best epoch."""
+    from ran.modelio.checkpoints import Progress
+
+    data = json.loads((real_checkpoint / "progress.json").read_text())
+    assert Progress.from_json(data, "progress.json")  # the real one reads
+    with pytest.raises(ValueError, match=rf"progress.json: corrupt \('{key}'"):
+        Progress.from_json({**data, key: value}, "progress.json")

@@ -29,6 +29,7 @@ from ran.errors import UserError, one_line
 from ran.files import staging_dir, write_json
 from ran.modelio.folder import read_json, read_safetensors_header, refuse_pickles
 from ran.modelio.loading import CONFIG_NAME, WEIGHTS_NAME, check_folder
+from ran.numbers import brief
 
 CHECKPOINTS = "checkpoints"
 PROGRESS_FILE = "progress.json"
@@ -39,6 +40,9 @@ SCALER_FILE = "grad_scaler.json"
 RESUME_FILES = (CONFIG_NAME, WEIGHTS_NAME, OPTIMIZER_TENSORS, OPTIMIZER_FILE, SCHEDULER_FILE, PROGRESS_FILE)
 FORMAT = "ran-checkpoint-2"
 CHECKPOINT_NAME = re.compile(r"(?:step|epoch)_\d+")
+
+
+MAX_COUNT = 2**53  # epochs, batches and updates a progress record may count (a float holds them exactly)
 
 
 @dataclass
@@ -77,9 +81,11 @@ class Progress:
         for key, kind in expected.items():
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
                 raise UserError(f"{where}: corrupt ({key!r} missing or of the wrong type)")
-        for key in ("epoch", "batches_done", "global_step", "epoch_seen"):
-            if data[key] < 0:
-                raise UserError(f"{where}: corrupt ({key!r} = {data[key]}; expected a count >= 0)")
+        for key in ("epoch", "batches_done", "global_step", "epoch_seen"):  # tensorboard takes int64 steps
+            if not 0 <= data[key] <= MAX_COUNT:
+                raise UserError(
+                    f"{where}: corrupt ({key!r} = {brief(data[key])}; expected a count 0..{MAX_COUNT})"
+                )
         if data["num_processes"] < 1:
             raise UserError(f"{where}: corrupt ('num_processes' = {data['num_processes']}; expected >= 1)")
         if not (data["best_accuracy"] == -1 or 0 <= data["best_accuracy"] <= 1):  # NaN fails both
@@ -89,8 +95,11 @@ class Progress:
         sums = data["epoch_sums"]
         if len(sums) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in sums):
             raise UserError(f"{where}: corrupt ('epoch_sums' must be 4 finite numbers)")
-        if data.get("best_epoch") is not None and not isinstance(data["best_epoch"], int):
-            raise UserError(f"{where}: corrupt ('best_epoch' must be an integer or null)")
+        best = data.get("best_epoch")
+        if best is not None and (
+            not isinstance(best, int) or isinstance(best, bool) or not 1 <= best <= MAX_COUNT
+        ):
+            raise UserError(f"{where}: corrupt ('best_epoch' must be an epoch number >= 1 or null)")
         return cls(**{k: data.get(k) for k in (*expected, "best_epoch")})
 
 
