@@ -82,6 +82,9 @@ def _labelled(split: Any, name: str, data: str, num_classes: int, purpose: str) 
     return kept, f"note: {left_out} unlabelled rows (label -1) of split {name!r} left out of {purpose}"
 
 
+WORKERS_PER_CPU = 4  # more data-loader workers than this per CPU only contend (and can exhaust processes)
+
+
 def loader_options(data: DataConfig, device: torch.device, num_processes: int) -> dict[str, Any]:
     """Workers, pinned memory and prefetching for ``device``.
 
@@ -92,6 +95,11 @@ def loader_options(data: DataConfig, device: torch.device, num_processes: int) -
     workers = data.num_workers
     if workers is None:
         workers = min(4, max(1, available_cpus() // num_processes)) if device.type == "cuda" else 0
+    elif workers > WORKERS_PER_CPU * available_cpus():  # a copied run's config.yaml asked for 256 on 2 cores
+        raise UserError(
+            f"data.num_workers (--num-workers): {workers} worker processes, on a machine that gives this "
+            f"command {available_cpus()} CPUs (at most {WORKERS_PER_CPU} per CPU)"
+        )
     options: dict[str, Any] = {
         "num_workers": workers,
         "collate_fn": collate_faces,
