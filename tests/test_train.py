@@ -1031,8 +1031,12 @@ def test_data_loader_workers_take_sigterm_as_ctrl_c():
 
     options = loader_options(TrainConfig().data.__class__(num_workers=2), torch.device("cpu"), 1)
     assert options["worker_init_fn"] is stop_quietly
-    with pytest.raises(ValueError, match=r"data.num_workers \(--num-workers\): 256 worker processes"):
-        loader_options(TrainConfig().data.__class__(num_workers=256), torch.device("cpu"), 1)
+    from ran.threads import available_cpus
+    from ran.training.data import WORKERS_PER_CPU
+
+    too_many = WORKERS_PER_CPU * available_cpus() + 1
+    with pytest.raises(ValueError, match=rf"data.num_workers \(--num-workers\): {too_many} worker processes"):
+        loader_options(TrainConfig().data.__class__(num_workers=too_many), torch.device("cpu"), 1)
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         stop_quietly(0)
