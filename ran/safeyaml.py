@@ -61,7 +61,8 @@ def read_yaml(path: str | Path, what: str, max_bytes: int = MAX_YAML_BYTES) -> A
     """The YAML file ``path`` (``what`` names it in errors) as plain data, at most ``max_bytes`` long."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path}: no such file")
+        found = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        raise FileNotFoundError(f"{what} {path}: {found}; expected a YAML file")
     with path.open("rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:

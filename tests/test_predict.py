@@ -577,6 +577,12 @@ def test_encoded_images_and_open_files_are_one_input_each(model, astronaut, tmp_
         results = predict([data, io.BytesIO(data), file, path], model, detect=False, progress=False)
     assert len(results) == 4 and not any(r.error for r in results)
     assert [r.image_size for r in results] == [[400, 512]] * 4  # turned, as the path is
+    assert [r.source for r in results] == [
+        "<bytes 0>",
+        "<BytesIO 1>",
+        str(path),
+        str(path),
+    ]  # a file: its name
     expected = results[3].faces[0].probabilities
     assert all(r.faces[0].probabilities == pytest.approx(expected, abs=1e-6) for r in results[:3])
     broken = predict(data[:100], model, detect=False, progress=False)

@@ -990,6 +990,11 @@ def test_yaml_alias_bombs_are_refused_in_a_config_and_in_a_saved_run(tiny_data, 
     assert "aliases (*name) are not accepted" in err
 
 
+def test_a_config_that_is_a_folder_is_named_as_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--config .*: a folder; expected a YAML file"):
+        load_yaml_config(tmp_path)
+
+
 def test_a_key_given_twice_in_a_config_is_refused(tmp_path):
     """`run: {seed: 7, epochs: 4}` then `run: {epochs: 2}`: the seed 7 was lost without a word."""
     recipe = tmp_path / "twice.yaml"

@@ -275,8 +275,11 @@ def _is_single_image(value: Any) -> bool:
 
 
 def source_name(item: Any, index: int) -> str:
-    """How results name an input: its path, or ``<kind index>`` for in-memory images."""
-    return str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} {index}>"
+    """How results name an input: its path (an open file's too), or ``<kind index>`` for in-memory images."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    name = getattr(item, "name", None) if _is_encoded(item) else None
+    return name if isinstance(name, str) else f"<{type(item).__name__} {index}>"
 
 
 def iter_frames(item: Any, index: int, every: int | None = None, fps: float | None = None) -> Iterator[Frame]:

@@ -34,6 +34,7 @@ from ran.safeyaml import read_yaml
 from ran.threads import MAX_THREADS, threads_help
 from ran.vocabulary import ATTENTION_MODES, DEVICES, LABEL_TARGETS, OPTIMIZERS, PRECISION_CHOICES, SCHEDULES
 
+MAX_EPOCHS = 100_000  # more is a typo: the recipes train 40-60
 REFERENCE_BATCH = 128  # the recipe's total batch size, the reference of --scale-lr
 RUN_CONFIG_FILE = "config.yaml"  # the resolved config a run saves (and a resumed run starts from)
 
@@ -161,7 +162,7 @@ class RunConfig:
     """The run itself: device, length, precision, outputs, checkpoints."""
 
     output_dir: str | None = _opt(None, "output folder (config, checkpoints, best model, logs)")
-    epochs: int = _opt(10, "training epochs", numbers=integer(1))
+    epochs: int = _opt(10, "training epochs", numbers=integer(1, MAX_EPOCHS))
     device: str | None = _opt(None, "cpu or cuda (default: cuda when usable, else cpu)", DEVICES)
     mixed_precision: str | None = _opt(
         None,
