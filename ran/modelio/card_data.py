@@ -29,6 +29,16 @@ def subset_label(info: DatasetInfo, subset: str, total: Any = None) -> str:
     return f"{name} ({counted:,}{of_full} images)"
 
 
+def _challenge_subsets(name: str, test: str) -> dict[str, str]:
+    """The test split and the authors' occlusion / pose subsets of a dataset, by name."""
+    return {
+        "test": test,
+        "occlusion": f"Occlusion-{name}",
+        "pose30": f"Pose-{name} > 30",
+        "pose45": f"Pose-{name} > 45",
+    }
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "ferplus": DatasetInfo(
         name="FERPlus",
@@ -50,23 +60,13 @@ DATASETS: dict[str, DatasetInfo] = {
         name="RAF-DB",
         dataset_type="rafdb",
         licence="RAF-DB is released for non-commercial research only, under its own agreement.",
-        subsets={
-            "test": "RAF-DB basic test",
-            "occlusion": "Occlusion-RAF-DB",
-            "pose30": "Pose-RAF-DB > 30",
-            "pose45": "Pose-RAF-DB > 45",
-        },
+        subsets=_challenge_subsets("RAF-DB", "RAF-DB basic test"),
     ),
     "affectnet": DatasetInfo(
         name="AffectNet",
         dataset_type="affectnet",
         licence="AffectNet is released for non-commercial research only, under its own agreement.",
-        subsets={
-            "test": "AffectNet validation",
-            "occlusion": "Occlusion-AffectNet",
-            "pose30": "Pose-AffectNet > 30",
-            "pose45": "Pose-AffectNet > 45",
-        },
+        subsets=_challenge_subsets("AffectNet", "AffectNet validation"),
     ),
     "synthetic": DatasetInfo(
         name="RAN synthetic faces",
