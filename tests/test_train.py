@@ -79,7 +79,7 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
     [
         ("optim:\n  lrr: 0.1\n", "unknown option optim.lrr"),
         ("bogus: 1\n", "unknown key 'bogus'"),
-        ("run:\n  epochs: many\n", "run.epochs: expected an integer >= 1, got 'many'"),
+        ("run:\n  epochs: many\n", "run.epochs: expected an integer in [1, 100000], got 'many'"),
         ("optim:\n  optimizer: adam\n", "expected one of ['sgd', 'adamw']"),
         ("data:\n  hflip: maybe\n", "data.hflip: expected bool, got 'maybe'"),
         ("optim:\n  milestones: []\n", "optim.milestones: expected a list, each a number in (0, 1], got []"),
