@@ -254,12 +254,11 @@ def test_model_names_show_as_typed_in_compare_md(name):
 
 
 def test_a_missing_folder_and_a_model_folder_are_named_for_what_they_are(setup, tmp_path, capsys):
-    """Both said 'no per-face predictions ... evaluate the model again'."""
-    run = _evaluate(setup, "model_a", "data", tmp_path / "a")
-    assert ran_main(["compare", str(run), str(tmp_path / "typo")]) == 2
+    """Both said 'no per-face predictions ... evaluate the model again' (A is read first: no run needed)."""
+    assert ran_main(["compare", str(tmp_path / "typo"), str(tmp_path / "other")]) == 2
     assert (
         f"{tmp_path / 'typo'}: no such folder; expected a folder 'ran evaluate' wrote"
         in capsys.readouterr().err
     )
-    assert ran_main(["compare", str(run), str(setup["model_b"])]) == 2
+    assert ran_main(["compare", str(setup["model_b"]), str(tmp_path / "other")]) == 2
     assert "a model folder; compare models with --models A B --data DATA" in capsys.readouterr().err

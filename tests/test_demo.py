@@ -56,9 +56,7 @@ def test_an_interrupted_demo_leaves_no_folder_and_runs_again(tmp_path, monkeypat
         assert ran_main([*argv[:2], str(given), *argv[3:]]) == 130
         assert mine.is_dir() and list(mine.iterdir()) == []  # emptied, kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "mine"]
-    mine.rmdir(), link.unlink()
-    monkeypatch.undo()
-    assert ran_main([*argv, "--epochs", "1"]) == 0 and (out / "best" / "model.safetensors").is_file()
+    assert ran_main(argv) == 130  # run again: not refused (it reaches training, interrupted once more)
 
 
 @pytest.fixture(scope="module")
